@@ -1,0 +1,56 @@
+# Card-recognition inference service for MTGScan.
+#
+# One gunicorn process with a thread pool (gthread): the FAISS index, the memory-mapped
+# descriptor bundle and OpenCV are loaded once and shared by every request thread. No
+# --preload: FAISS/OpenCV/h5py state is not safe across fork(), and the background
+# scheduler thread (nightly refresh, resource preparation) must start inside the worker.
+FROM python:3.13-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    OPENCV_IO_MAX_IMAGE_PIXELS=50000000 \
+    OPENCV_IO_MAX_IMAGE_WIDTH=20000 \
+    OPENCV_IO_MAX_IMAGE_HEIGHT=20000 \
+    OMP_NUM_THREADS=1 \
+    HDF5_USE_FILE_LOCKING=FALSE \
+    FLASK_ENV=production \
+    RESOURCES_DIR=/app/resources \
+    SCRYFALL_DATA_DIR=/app/data \
+    LOG_FILE_PATH=/app/logs/service.log \
+    PORT=5001
+
+# The wheels of opencv-python-headless, faiss-cpu, h5py and psycopg2-binary bundle their
+# own libraries; libgomp1 is the OpenMP runtime FAISS falls back on where it does not.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --uid 10001 --gid app --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin app
+
+WORKDIR /app
+
+# Dependencies first, so that a code change does not reinstall them.
+COPY requirements.txt ./
+RUN pip install --no-cache-dir -r requirements.txt
+
+COPY app/ ./app/
+COPY scripts/ ./scripts/
+
+# Owned by the service user so that named volumes mounted here inherit the ownership.
+RUN mkdir -p /app/resources /app/data /app/logs \
+    && chown app:app /app/resources /app/data /app/logs
+
+USER app
+
+EXPOSE 5001
+
+# /healthz answers as soon as the process is up; readiness (bundle loaded) is /readyz.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '5001'), timeout=4)" || exit 1
+
+# Shell form so that ${PORT} expands; exec so that gunicorn is PID 1 and gets SIGTERM.
+CMD exec gunicorn --bind 0.0.0.0:${PORT} --worker-class gthread --workers 1 --threads 8 \
+    --timeout 120 --graceful-timeout 30 --access-logfile - "app:create_app()"
