@@ -1,0 +1,39 @@
+# make install | run | test | lint | bench — see README.md.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+# Python 3.13 where available (PATH, then pyenv), else the default python3.
+PYTHON ?= $(shell command -v python3.13 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | tail -n 1 || command -v python3)
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck services bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	@touch $(STAMP)
+
+run: install
+	$(PY) -m app
+
+# The whole suite: lint, types, then tests against real PostgreSQL and Redis on loopback
+# (started, or installed with apt-get when missing and running as root; otherwise those
+# tests are skipped and pytest says why).
+test: install lint
+	@source scripts/test-services.sh && $(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+services:
+	@bash scripts/test-services.sh
+
+bench: install
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,90 @@
+"""MTGScan card-recognition inference service.
+
+`create_app()` is the gunicorn target (`app:create_app()`) and the `flask --app app` entry.
+"""
+
+from __future__ import annotations
+
+import os
+
+# OpenCV reads its decode limits once, when cv2 is first imported; set them before any
+# module of ours imports it (the Dockerfile sets the same values in ENV).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(50_000_000))
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_WIDTH", "20000")
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_HEIGHT", "20000")
+os.environ.setdefault("HDF5_USE_FILE_LOCKING", "FALSE")
+
+import logging  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
+from typing import Any  # noqa: E402
+
+from dotenv import load_dotenv  # noqa: E402
+from flask import Flask  # noqa: E402
+from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
+
+from app.settings import Settings, SettingsError  # noqa: E402
+
+__version__ = "0.1.0"
+SERVICE_NAME = "descriptor-infer-service"
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the application.
+
+    `config` is a ready `Settings`, or a mapping of environment-style overrides
+    (`{"RESOURCES_DIR": "/tmp/x"}`) laid over the process environment, or None to read the
+    environment (and `.env`). A bad value raises `SettingsError` naming the variable.
+    """
+    from app import api, catalog, cli
+    from app.runtime import http_logging, lifecycle, logging_setup
+
+    if isinstance(config, Settings):
+        settings = config
+    else:
+        load_dotenv(override=False)
+        environ = dict(os.environ)
+        environ.update({key.upper(): str(value) for key, value in (config or {}).items()})
+        settings = Settings.from_env(environ)
+    _check_profile(settings)
+
+    logging_setup.configure_logging(settings.log_level, settings.log_file_path)
+
+    app = Flask(__name__)
+    app.config.update(
+        SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        JSON_SORT_KEYS=False,
+        TESTING=settings.flask_env == "testing",
+    )
+    if settings.proxy_count:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app,
+            x_for=settings.proxy_count,
+            x_proto=settings.proxy_count,
+            x_host=settings.proxy_count,
+        )
+
+    http_logging.init_app(app)
+    catalog.init_app(app)
+    api.init_app(app)
+    cli.init_app(app)
+    lifecycle.init_app(app)
+    return app
+
+
+def _check_profile(settings: Settings) -> None:
+    from app.recognition.params import PROFILES
+
+    if settings.recognition_profile not in PROFILES:
+        raise SettingsError(
+            f"RECOGNITION_PROFILE must be one of {', '.join(sorted(PROFILES))}, "
+            f"got {settings.recognition_profile!r}"
+        )
+    if settings.is_production and not settings.infer_api_tokens:
+        if settings.infer_auth != "disabled":
+            raise SettingsError(
+                "INFER_API_TOKENS is empty with FLASK_ENV=production: set it, or set "
+                "INFER_AUTH=disabled to run without authentication on purpose"
+            )

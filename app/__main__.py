@@ -1,0 +1,58 @@
+"""`python -m app` (what `make run` does): validate settings, then serve with gunicorn.
+
+Same server as in Docker: one process, a thread pool, no preload (FAISS, OpenCV and h5py
+must not cross a fork; the scheduler thread must live in the serving process).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from dotenv import load_dotenv
+from gunicorn.app.base import BaseApplication
+
+from app.settings import Settings, SettingsError
+
+
+class _Server(BaseApplication):
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        threads = max(4, self.settings.max_concurrent_infer * 2)
+        options: dict[str, Any] = {
+            "bind": f"0.0.0.0:{self.settings.port}",
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": threads,
+            "timeout": 120,
+            "graceful_timeout": 30,
+            "preload_app": False,
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from app import create_app
+
+        return create_app(self.settings)
+
+
+def main() -> int:
+    load_dotenv(override=False)
+    try:
+        settings = Settings.from_env()
+        from app import _check_profile
+
+        _check_profile(settings)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    _Server(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""HTTP surface: one blueprint per area, documented with Flasgger (Swagger 2.0)."""
+
+from __future__ import annotations
+
+from flasgger import Swagger
+from flask import Flask
+
+from app.api import errors, health, infer
+
+SWAGGER_TEMPLATE = {
+    "swagger": "2.0",
+    "info": {
+        "title": "MTGScan card-recognition inference service",
+        "description": (
+            "Recognises which Magic: The Gathering printing a photo shows. Reached only "
+            "through the core API's authenticating proxy, which sends "
+            "`Authorization: Bearer <token>` when INFER_API_TOKENS is set."
+        ),
+        "version": "0.1.0",
+        "license": {"name": "GPL-3.0-or-later"},
+    },
+    "consumes": ["multipart/form-data", "image/jpeg", "image/png", "image/webp"],
+    "produces": ["application/json"],
+    "securityDefinitions": {
+        "bearer": {
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header",
+            "description": "`Bearer <token>`, one of INFER_API_TOKENS",
+        }
+    },
+}
+
+SWAGGER_CONFIG = {
+    "headers": [],
+    "specs": [
+        {
+            "endpoint": "apispec_1",
+            "route": "/apispec_1.json",
+            "rule_filter": lambda rule: True,
+            "model_filter": lambda tag: True,
+        }
+    ],
+    "static_url_path": "/flasgger_static",
+    "swagger_ui": True,
+    "specs_route": "/apidocs/",
+}
+
+
+def init_app(app: Flask) -> None:
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(infer.bp)
+    Swagger(app, template=SWAGGER_TEMPLATE, config=SWAGGER_CONFIG, merge=True)

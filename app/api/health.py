@@ -1,0 +1,123 @@
+"""Liveness, readiness and the service's identity."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, current_app, jsonify, url_for
+from flask.typing import ResponseReturnValue
+
+from app.catalog import get_store
+from app.runtime.lifecycle import get_holder
+
+bp = Blueprint("health", __name__)
+log = logging.getLogger(__name__)
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """Service name, version, loaded bundle and where the docs are.
+    ---
+    tags: [health]
+    produces: [application/json]
+    responses:
+      200:
+        description: Identity of the service.
+        schema:
+          type: object
+          properties:
+            service: {type: string, example: descriptor-infer-service}
+            version: {type: string, example: 0.1.0}
+            docs: {type: string, example: /apidocs/}
+            index_version: {type: string, x-nullable: true}
+            index_loaded_at: {type: string, x-nullable: true}
+    """
+    from app import SERVICE_NAME, __version__
+
+    state = get_holder().state
+    return jsonify(
+        service=SERVICE_NAME,
+        version=__version__,
+        docs=url_for("flasgger.apidocs"),
+        spec=url_for("flasgger.apispec_1"),
+        index_version=state.version,
+        index_loaded_at=state.loaded_at,
+    )
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """The process is alive (it says nothing of the bundle or the database).
+    ---
+    tags: [health]
+    produces: [application/json]
+    responses:
+      200:
+        description: Alive.
+        schema:
+          type: object
+          properties:
+            status: {type: string, example: ok}
+    """
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    """Ready to recognise: a bundle is loaded and the catalogue store answers.
+    ---
+    tags: [health]
+    produces: [application/json]
+    responses:
+      200:
+        description: Ready.
+        schema: {$ref: '#/definitions/Readiness'}
+      503:
+        description: Not ready; `reason` says why (preparing, failed download, database down).
+        schema: {$ref: '#/definitions/Readiness'}
+    definitions:
+      Readiness:
+        type: object
+        properties:
+          ready: {type: boolean}
+          reason: {type: string, x-nullable: true}
+          model:
+            type: object
+            properties:
+              status: {type: string, example: loaded}
+              detail: {type: string}
+              version: {type: string, x-nullable: true}
+              loaded_at: {type: string, x-nullable: true}
+          catalog:
+            type: object
+            properties:
+              backend: {type: string, example: postgresql}
+              ok: {type: boolean}
+              detail: {type: string}
+    """
+    state = get_holder().state
+    store = get_store()
+    try:
+        store.ping()
+        catalog = {"backend": store.backend, "ok": True, "detail": "answering"}
+    except Exception as exc:  # any driver error means "not answering"
+        log.warning("readiness: catalogue store %s not answering: %s", store.backend, exc)
+        catalog = {"backend": store.backend, "ok": False, "detail": f"not answering: {exc}"}
+    reasons = []
+    if state.status != "loaded":
+        reasons.append(f"no descriptor bundle loaded ({state.status}: {state.detail})")
+    if not catalog["ok"]:
+        reasons.append(f"catalogue store ({store.backend}) {catalog['detail']}")
+    body = {
+        "ready": not reasons,
+        "reason": "; ".join(reasons) or None,
+        "model": {
+            "status": state.status,
+            "detail": state.detail,
+            "version": state.version,
+            "loaded_at": state.loaded_at,
+        },
+        "catalog": catalog,
+        "settings_profile": current_app.config["SETTINGS"].recognition_profile,
+    }
+    return jsonify(body), (200 if not reasons else 503)

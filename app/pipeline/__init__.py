@@ -1,0 +1,1 @@
+"""Building, validating and promoting descriptor bundles (nightly refresh, CLI)."""

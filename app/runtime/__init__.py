@@ -1,0 +1,1 @@
+"""Process-level machinery: logging, the model holder, locks, start-up and background work."""

@@ -1,0 +1,105 @@
+"""Start-up and background work of the serving process.
+
+Start-up never waits on the network: `create_app` returns at once and `/healthz` answers,
+while a background thread migrates the catalogue, finds or prepares a bundle and loads it.
+`/readyz` reports that thread's progress or failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from flask import Flask, current_app
+
+from app.runtime.locks import FileLock
+from app.runtime.model import ModelHolder
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def make_holder(settings: Settings) -> ModelHolder:
+    """A holder whose loader verifies bundles against the configured recognition profile."""
+    from app.recognition.bundle import Bundle
+    from app.recognition.params import PROFILES
+
+    expected = PROFILES[settings.recognition_profile]
+    return ModelHolder(lambda path: Bundle.open(path, expected_params=expected))
+
+
+def init_app(app: Flask) -> None:
+    from app.recognition.features import configure_threads
+
+    settings: Settings = app.config["SETTINGS"]
+    configure_threads(settings.recognition_threads)
+    holder = make_holder(settings)
+    app.extensions["model"] = holder
+    if settings.prepare_on_start and not _is_cli_command():
+        thread = threading.Thread(
+            target=prepare, args=(app,), name="prepare-resources", daemon=True
+        )
+        app.extensions["prepare_thread"] = thread
+        thread.start()
+    else:
+        holder.set_status("unloaded", "PREPARE_ON_START is off; no bundle loaded")
+
+
+def _is_cli_command() -> bool:
+    """True under `flask --app app <command>` other than `run`: a one-off command must not
+    start the serving process's background work (loading, refresh schedule)."""
+    return os.environ.get("FLASK_RUN_FROM_CLI") == "true" and "run" not in sys.argv[1:]
+
+
+def get_holder() -> ModelHolder:
+    holder: ModelHolder = current_app.extensions["model"]
+    return holder
+
+
+def bootstrap_lock(settings: Settings) -> FileLock:
+    """Cross-process lock for first-time preparation on one host (several workers/CLIs)."""
+    return FileLock(settings.resources_dir / ".bootstrap.lock", name="bootstrap")
+
+
+def prepare(app: Flask) -> None:
+    """Make the service ready: migrate the catalogue, then load (or obtain) a bundle."""
+    settings: Settings = app.config["SETTINGS"]
+    holder: ModelHolder = app.extensions["model"]
+    store = app.extensions["catalog"]
+    try:
+        store.migrate()
+    except Exception as exc:  # the bundle can serve without the database
+        log.error("catalogue %s unavailable at start-up: %s", store.backend, exc)
+
+    run = settings.run_dir
+    if _try_load(holder, run):
+        return
+    holder.set_status("preparing", "no bundle in RESOURCES_DIR/run; waiting for bootstrap lock")
+    lock = bootstrap_lock(settings)
+    lock.acquire(blocking=True)
+    try:
+        if _try_load(holder, run):  # another process prepared it while we waited
+            return
+        holder.set_status(
+            "failed",
+            f"no descriptor bundle in {run}: build one with "
+            "`flask --app app build-index --catalog FILE`",
+        )
+        log.warning("no descriptor bundle in %s; the service is not ready", run)
+    finally:
+        lock.release()
+
+
+def _try_load(holder: ModelHolder, run: Path) -> bool:
+    if not (run / "manifest.json").exists():
+        return False
+    holder.set_status("preparing", f"loading bundle from {run}")
+    try:
+        holder.load(run)
+    except Exception as exc:
+        log.error("bundle in %s cannot be served: %s", run, exc)
+        return False
+    return True

@@ -1,0 +1,221 @@
+"""Typed settings, read once from the environment (and `.env`) at start-up.
+
+Every knob of the service lives here so that a wrong value stops start-up with one line
+naming the variable, instead of failing later in the middle of a request or a nightly run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from apscheduler.triggers.cron import CronTrigger
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A variable of the environment has a value the service cannot use."""
+
+
+def _int(name: str, low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+        if low is not None and value < low:
+            raise SettingsError(f"{name} must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise SettingsError(f"{name} must be <= {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _float(name: str, low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _bool(name: str) -> Callable[[str], bool]:
+    def parse(raw: str) -> bool:
+        text = raw.strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+    return parse
+
+
+def _choice(name: str, *allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        text = raw.strip().lower()
+        if text not in allowed:
+            raise SettingsError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
+        return text
+
+    return parse
+
+
+def _url(name: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        text = raw.strip().rstrip("/")
+        if not text.startswith(("http://", "https://", "file:")):
+            raise SettingsError(f"{name} must be an http(s):// or file: URL, got {raw!r}")
+        return text
+
+    return parse
+
+
+def _cron(name: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        try:
+            CronTrigger.from_crontab(raw.strip(), timezone="UTC")
+        except ValueError as exc:
+            raise SettingsError(f"{name} is not a valid crontab expression: {exc}") from None
+        return raw.strip()
+
+    return parse
+
+
+def _tokens(raw: str) -> tuple[str, ...]:
+    return tuple(token.strip() for token in raw.split(",") if token.strip())
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _log_level(name: str) -> Callable[[str], str]:
+    return lambda raw: _choice(name, "debug", "info", "warning", "error", "critical")(raw).upper()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's configuration. Field names are the environment variables, lower-cased."""
+
+    flask_env: str = "development"
+    port: int = 5001
+    log_level: str = "INFO"
+    log_file_path: str = ""
+    frontend_url: str = ""
+    proxy_count: int = 1
+
+    resources_dir: Path = Path("resources")
+    scryfall_data_dir: Path = Path("data")
+    scryfall_api_url: str = "https://api.scryfall.com"
+    scryfall_bulk_type: str = "default_cards"
+    resource_bundle_url: str = ""
+    refresh_cron: str = "0 2 * * *"
+    refresh_enabled: bool = True
+    prepare_on_start: bool = True
+    watch_polling: bool = False
+
+    postgres_user: str = "postgres"
+    postgres_password: str = ""
+    postgres_db: str = "mtg"
+    postgres_host: str = ""
+    postgres_port: int = 5432
+    redis_host: str = ""
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_password: str = ""
+
+    infer_api_tokens: tuple[str, ...] = ()
+    infer_auth: str = "enabled"
+    max_content_length: int = 10 * 1024 * 1024
+    max_image_pixels: int = 50_000_000
+    max_concurrent_infer: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    infer_queue_timeout: float = 2.0
+    recognition_profile: str = "default"
+    recognition_threads: int = 1
+
+    @property
+    def uses_postgres(self) -> bool:
+        return bool(self.postgres_host)
+
+    @property
+    def uses_redis(self) -> bool:
+        return bool(self.redis_host)
+
+    @property
+    def is_production(self) -> bool:
+        return self.flask_env == "production"
+
+    @property
+    def run_dir(self) -> Path:
+        """The bundle being served: a symlink to one of `releases/`."""
+        return self.resources_dir / "run"
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings safe to log: secrets are masked."""
+        data = asdict(self)
+        for secret in ("postgres_password", "redis_password"):
+            if data[secret]:
+                data[secret] = "***"
+        data["infer_api_tokens"] = f"{len(self.infer_api_tokens)} token(s)"
+        return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every variable; raise SettingsError naming the first bad one."""
+        env = os.environ if environ is None else environ
+        parsers: dict[str, Callable[[str], Any]] = {
+            "flask_env": _choice("FLASK_ENV", "development", "production", "testing"),
+            "port": _int("PORT", 1, 65535),
+            "log_level": _log_level("LOG_LEVEL"),
+            "log_file_path": _text,
+            "frontend_url": _text,
+            "proxy_count": _int("PROXY_COUNT", 0, 10),
+            "resources_dir": lambda raw: Path(raw.strip()),
+            "scryfall_data_dir": lambda raw: Path(raw.strip()),
+            "scryfall_api_url": _url("SCRYFALL_API_URL"),
+            "scryfall_bulk_type": _text,
+            "resource_bundle_url": lambda raw: _url("RESOURCE_BUNDLE_URL")(raw) if raw else "",
+            "refresh_cron": _cron("REFRESH_CRON"),
+            "refresh_enabled": _bool("REFRESH_ENABLED"),
+            "prepare_on_start": _bool("PREPARE_ON_START"),
+            "watch_polling": _bool("WATCH_POLLING"),
+            "postgres_user": _text,
+            "postgres_password": lambda raw: raw,
+            "postgres_db": _text,
+            "postgres_host": _text,
+            "postgres_port": _int("POSTGRES_PORT", 1, 65535),
+            "redis_host": _text,
+            "redis_port": _int("REDIS_PORT", 1, 65535),
+            "redis_db": _int("REDIS_DB", 0, 1024),
+            "redis_password": lambda raw: raw,
+            "infer_api_tokens": _tokens,
+            "infer_auth": _choice("INFER_AUTH", "enabled", "disabled"),
+            "max_content_length": _int("MAX_CONTENT_LENGTH", 1024),
+            "max_image_pixels": _int("MAX_IMAGE_PIXELS", 10_000, 1 << 30),
+            "max_concurrent_infer": _int("MAX_CONCURRENT_INFER", 1, 256),
+            "infer_queue_timeout": _float("INFER_QUEUE_TIMEOUT", 0.0, 60.0),
+            "recognition_profile": _text,
+            "recognition_threads": _int("RECOGNITION_THREADS", 1, 64),
+        }
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            raw = env.get(item.name.upper())
+            if raw is None or (raw.strip() == "" and item.name not in ("postgres_password",)):
+                continue
+            values[item.name] = parsers[item.name](raw)
+        return cls(**values)
+
+
+ENV_VARIABLES: tuple[str, ...] = tuple(item.name.upper() for item in fields(Settings))
+"""Every variable the service reads; `.env.example` and docker-compose are checked against it."""

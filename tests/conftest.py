@@ -1,0 +1,154 @@
+"""Shared fixtures: a fresh app per test, and the real PostgreSQL / Redis on loopback.
+
+`make test` sources scripts/test-services.sh first, which starts (or installs) the servers
+and exports TEST_POSTGRES_* / TEST_REDIS_*. When a server cannot be reached the tests that
+need it are skipped with the reason, and pytest's summary (-ra) lists them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from app import create_app
+
+PG_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("TEST_POSTGRES_PORT", "5432"))
+PG_USER = os.environ.get("TEST_POSTGRES_USER", "postgres")
+PG_PASSWORD = os.environ.get("TEST_POSTGRES_PASSWORD", "")
+REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
+
+# Variables of the developer's shell or .env must not leak into tests.
+for _name in list(os.environ):
+    if _name.startswith(("POSTGRES_", "REDIS_", "INFER_")) or _name in {
+        "RESOURCES_DIR",
+        "SCRYFALL_DATA_DIR",
+        "LOG_FILE_PATH",
+        "FLASK_ENV",
+        "PORT",
+        "RECOGNITION_PROFILE",
+    }:
+        del os.environ[_name]
+
+
+@pytest.fixture
+def base_config(tmp_path: Path) -> dict[str, str]:
+    """Settings for an isolated app: its own resources and data dirs, no background work."""
+    return {
+        "FLASK_ENV": "testing",
+        "RESOURCES_DIR": str(tmp_path / "resources"),
+        "SCRYFALL_DATA_DIR": str(tmp_path / "data"),
+        "PREPARE_ON_START": "false",
+        "REFRESH_ENABLED": "false",
+        "LOG_LEVEL": "warning",
+        "SCRYFALL_API_URL": "http://127.0.0.1:9",  # nothing listens: never the real one
+    }
+
+
+@pytest.fixture
+def app(base_config: dict[str, str]) -> Iterator[Flask]:
+    application = create_app(base_config)
+    application.extensions["catalog"].migrate()
+    yield application
+    shutdown(application)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def shutdown(application: Flask) -> None:
+    """Stop what an app started, so tests leave no threads or connections behind."""
+    thread = application.extensions.get("prepare_thread")
+    if thread is not None:
+        thread.join(timeout=30)
+    application.extensions["model"].unload()
+    application.extensions["catalog"].close()
+
+
+class LiveServer:
+    """A real HTTP server on 127.0.0.1 serving an app from a thread."""
+
+    def __init__(self, application: Flask) -> None:
+        self.app = application
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, application, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=10)
+        self.server.server_close()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+def _pg_connect(dbname: str) -> Any:
+    import psycopg2
+
+    return psycopg2.connect(
+        host=PG_HOST,
+        port=PG_PORT,
+        user=PG_USER,
+        password=PG_PASSWORD,
+        dbname=dbname,
+        connect_timeout=3,
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> dict[str, Any]:
+    try:
+        _pg_connect("postgres").close()
+    except Exception as exc:
+        pytest.skip(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}: {exc}".strip())
+    return {"host": PG_HOST, "port": PG_PORT, "user": PG_USER, "password": PG_PASSWORD}
+
+
+@pytest.fixture
+def pg_database(pg_server: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A database of its own for one test, dropped afterwards."""
+    name = f"mtgscan_test_{uuid.uuid4().hex[:12]}"
+    admin = _pg_connect("postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {**pg_server, "dbname": name}
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+# -- Redis --------------------------------------------------------------------------------
+@pytest.fixture
+def redis_client() -> Iterator[Any]:
+    """A client on a scratch logical database; keys made by the test are removed after."""
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=13, socket_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"Redis not reachable on {REDIS_HOST}:{REDIS_PORT}: {exc}")
+    prefix = f"mtgscan-test:{uuid.uuid4().hex[:8]}:"
+    client.test_prefix = prefix  # type: ignore[attr-defined]
+    yield client
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()

@@ -1,0 +1,93 @@
+"""Settings are read once, validated, and a bad value names its variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from app.settings import Settings, SettingsError
+
+
+def test_defaults_without_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.port == 5001
+    assert settings.resources_dir == Path("resources")
+    assert settings.scryfall_api_url == "https://api.scryfall.com"
+    assert settings.refresh_cron == "0 2 * * *"
+    assert not settings.uses_postgres and not settings.uses_redis
+
+
+def test_original_readme_variables_are_accepted() -> None:
+    env = {
+        "POSTGRES_USER": "mtg",
+        "POSTGRES_PASSWORD": "secret",
+        "POSTGRES_DB": "mtgscan",
+        "POSTGRES_HOST": "mtg-db",
+        "POSTGRES_PORT": "5433",
+        "REDIS_HOST": "redis",
+        "SCRYFALL_DATA_DIR": "/app/data",
+        "LOG_FILE_PATH": "/app/logs/service.log",
+        "LOG_LEVEL": "debug",
+        "FRONTEND_URL": "https://mtgscan.example",
+        "FLASK_ENV": "production",
+        "INFER_API_TOKENS": "a, b ,",
+    }
+    settings = Settings.from_env(env)
+    assert settings.uses_postgres and settings.uses_redis
+    assert settings.postgres_port == 5433
+    assert settings.log_level == "DEBUG"
+    assert settings.infer_api_tokens == ("a", "b")
+    assert "secret" not in str(settings.public_dict())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PORT", "abc"),
+        ("PORT", "70000"),
+        ("POSTGRES_PORT", "x"),
+        ("REFRESH_ENABLED", "maybe"),
+        ("REFRESH_CRON", "every night"),
+        ("SCRYFALL_API_URL", "ftp://scryfall"),
+        ("LOG_LEVEL", "loud"),
+        ("FLASK_ENV", "staging"),
+        ("MAX_CONTENT_LENGTH", "-1"),
+    ],
+)
+def test_bad_value_names_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_unknown_recognition_profile_is_refused(base_config: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="RECOGNITION_PROFILE"):
+        create_app({**base_config, "RECOGNITION_PROFILE": "nonsense"})
+
+
+def test_production_without_tokens_refuses_to_start(base_config: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match="INFER_API_TOKENS"):
+        create_app({**base_config, "FLASK_ENV": "production"})
+
+
+def test_start_up_with_bad_port_prints_one_clear_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        env={
+            "PORT": "abc",
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["configuration error: PORT must be an integer, got 'abc'"]
