@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app
+from app.runtime import lifecycle
 
 PG_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_POSTGRES_PORT", "5432"))
@@ -70,11 +71,7 @@ def client(app: Flask) -> FlaskClient:
 
 def shutdown(application: Flask) -> None:
     """Stop what an app started, so tests leave no threads or connections behind."""
-    thread = application.extensions.get("prepare_thread")
-    if thread is not None:
-        thread.join(timeout=30)
-    application.extensions["model"].unload()
-    application.extensions["catalog"].close()
+    lifecycle.shutdown(application)
 
 
 class LiveServer:

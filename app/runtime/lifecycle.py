@@ -17,6 +17,7 @@ from flask import Flask, current_app
 
 from app.runtime.locks import FileLock
 from app.runtime.model import ModelHolder
+from app.runtime.watcher import BundleWatcher
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ def init_app(app: Flask) -> None:
         )
         app.extensions["prepare_thread"] = thread
         thread.start()
+        watcher = BundleWatcher(holder, settings.resources_dir, polling=settings.watch_polling)
+        watcher.start()
+        app.extensions["watcher"] = watcher
     else:
         holder.set_status("unloaded", "PREPARE_ON_START is off; no bundle loaded")
 
@@ -52,6 +56,18 @@ def _is_cli_command() -> bool:
     """True under `flask --app app <command>` other than `run`: a one-off command must not
     start the serving process's background work (loading, refresh schedule)."""
     return os.environ.get("FLASK_RUN_FROM_CLI") == "true" and "run" not in sys.argv[1:]
+
+
+def shutdown(app: Flask) -> None:
+    """Stop background threads and release resources (tests, and a clean exit)."""
+    watcher = app.extensions.get("watcher")
+    if watcher is not None:
+        watcher.stop()
+    thread = app.extensions.get("prepare_thread")
+    if thread is not None:
+        thread.join(timeout=30)
+    app.extensions["model"].unload()
+    app.extensions["catalog"].close()
 
 
 def get_holder() -> ModelHolder:
