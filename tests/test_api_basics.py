@@ -151,3 +151,17 @@ def test_real_server_on_loopback(app: Flask) -> None:
         assert ready.status_code == 503
         assert json.loads(ready.text)["ready"] is False
         assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+
+
+def test_cors_only_for_the_frontend_and_not_on_infer(base_config: dict[str, str]) -> None:
+    app = create_app({**base_config, "FRONTEND_URL": "https://mtgscan.example"})
+    try:
+        client = app.test_client()
+        ok = client.get("/readyz", headers={"Origin": "https://mtgscan.example"})
+        assert ok.headers["Access-Control-Allow-Origin"] == "https://mtgscan.example"
+        other = client.get("/readyz", headers={"Origin": "https://evil.example"})
+        assert "Access-Control-Allow-Origin" not in other.headers
+        infer = client.post("/infer", headers={"Origin": "https://mtgscan.example"})
+        assert "Access-Control-Allow-Origin" not in infer.headers
+    finally:
+        shutdown(app)

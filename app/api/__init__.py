@@ -5,7 +5,7 @@ from __future__ import annotations
 from flasgger import Swagger
 from flask import Flask
 
-from app.api import errors, health, infer
+from app.api import cors, errors, health, infer
 
 SWAGGER_TEMPLATE = {
     "swagger": "2.0",
@@ -49,6 +49,7 @@ SWAGGER_CONFIG = {
 
 def init_app(app: Flask) -> None:
     errors.init_app(app)
+    cors.init_app(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(infer.bp)
     Swagger(app, template=SWAGGER_TEMPLATE, config=SWAGGER_CONFIG, merge=True)
