@@ -49,8 +49,13 @@ def test_apidocs_and_spec(client: FlaskClient) -> None:
 
 
 def test_infer_without_bundle_is_503(client: FlaskClient) -> None:
+    import cv2
+    import numpy as np
+
+    ok, jpeg = cv2.imencode(".jpg", np.full((400, 300, 3), 128, np.uint8))
+    assert ok
     response = client.post(
-        "/infer", data={"roi_image": (io.BytesIO(b"\xff\xd8\xff"), "card.jpg")}
+        "/infer", data={"roi_image": (io.BytesIO(jpeg.tobytes()), "card.jpg")}
     )
     assert response.status_code == 503
     assert "No descriptor bundle loaded" in response.get_json()["error"]

@@ -266,21 +266,21 @@ def infer() -> ResponseReturnValue:
 
 
 def _recognise(data: bytes, settings: Settings, started: float) -> ResponseReturnValue:
+    # Decode first: a bad image is refused with its own 4xx even while no bundle is loaded.
+    decode_start = time.perf_counter()
+    try:
+        image = decode_image(data, max_pixels=settings.max_image_pixels)
+    except ImageError as exc:
+        log.info("infer: image refused (%d): %s", exc.status, exc.message)
+        return error_response(exc.status, exc.message)
+    decode_ms = (time.perf_counter() - decode_start) * 1000
     holder = get_holder()
     with holder.lease() as bundle:
         if bundle is None:
-            state = holder.state
-            response = jsonify(error=f"No descriptor bundle loaded yet: {state.detail}")
+            response = jsonify(error=f"No descriptor bundle loaded yet: {holder.state.detail}")
             response.status_code = 503
             response.headers["Retry-After"] = "30"
             return response
-        decode_start = time.perf_counter()
-        try:
-            image = decode_image(data, max_pixels=settings.max_image_pixels)
-        except ImageError as exc:
-            log.info("infer: image refused (%d): %s", exc.status, exc.message)
-            return error_response(exc.status, exc.message)
-        decode_ms = (time.perf_counter() - decode_start) * 1000
         result = recognize(bundle, image)  # type: ignore[arg-type]
         version = bundle.version
     if result.match is None:
