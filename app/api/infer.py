@@ -12,7 +12,7 @@ from flask.typing import ResponseReturnValue
 from app.api.auth import require_token
 from app.api.errors import error_response
 from app.catalog import get_store
-from app.recognition.imageio import ImageError, decode_image
+from app.recognition.imageio import ImageError, decode
 from app.recognition.matcher import Candidate, recognize
 from app.runtime.admission import Admission, Overloaded
 from app.runtime.lifecycle import get_holder
@@ -32,6 +32,12 @@ def _admission() -> Admission:
         admission = Admission(settings.max_concurrent_infer, settings.infer_queue_timeout)
         current_app.extensions["admission"] = admission
     return admission
+
+
+def _query_side(settings: Settings) -> int:
+    from app.recognition.params import PROFILES
+
+    return PROFILES[settings.recognition_profile].query_max_side
 
 
 def _read_upload() -> bytes | ResponseReturnValue:
@@ -269,7 +275,11 @@ def _recognise(data: bytes, settings: Settings, started: float) -> ResponseRetur
     # Decode first: a bad image is refused with its own 4xx even while no bundle is loaded.
     decode_start = time.perf_counter()
     try:
-        image = decode_image(data, max_pixels=settings.max_image_pixels)
+        # Huge JPEGs are decoded at 1/2..1/8 size straight away; recognition would shrink
+        # them anyway, and a 12 MP photo decoded in full costs time and 200 MB of RAM.
+        decoded = decode(
+            data, max_pixels=settings.max_image_pixels, max_side=_query_side(settings)
+        )
     except ImageError as exc:
         log.info("infer: image refused (%d): %s", exc.status, exc.message)
         return error_response(exc.status, exc.message)
@@ -281,7 +291,11 @@ def _recognise(data: bytes, settings: Settings, started: float) -> ResponseRetur
             response.status_code = 503
             response.headers["Retry-After"] = "30"
             return response
-        result = recognize(bundle, image)  # type: ignore[arg-type]
+        result = recognize(
+            bundle,  # type: ignore[arg-type]
+            decoded.image,
+            quad_scale=float(decoded.reduction),
+        )
         version = bundle.version
     if result.match is None:
         return error_response(404, NO_MATCH, index_version=version)
