@@ -1,0 +1,130 @@
+"""Feature extraction shared by the index builder and the query path.
+
+One function, `extract_features`, serves both roles so that references and queries can only
+differ by the role-specific knobs of the SAME `FeatureParams` (size, feature count). cv2 SIFT
+and CLAHE objects are not thread-safe, so each thread keeps its own (threading.local).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import faiss
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from app.recognition.params import FeatureParams
+
+Role = Literal["reference", "query"]
+
+_local = threading.local()
+
+
+@dataclass(frozen=True)
+class Features:
+    """Keypoints and descriptors of one image, and the image they were computed on.
+
+    `scale` maps original image coordinates to feature coordinates (x * sx, y * sy); keypoints
+    are in feature coordinates. `gray` is the CLAHE-equalised image the features come from, kept
+    for photometric verification (queries) and thumbnails (references).
+    """
+
+    keypoints: np.ndarray  # float32 (N, 2)
+    descriptors: np.ndarray  # uint8 (N, 128)
+    scale: tuple[float, float]
+    gray: np.ndarray  # uint8 (h, w)
+
+
+def configure_threads(n: int) -> None:
+    """Bound OpenCV's and FAISS's own thread pools (request threads supply parallelism).
+
+    BLAS (numpy's OpenBLAS, used by the exact re-rank) is pinned to ONE thread: its small
+    products gain nothing from threads, and its spinning workers made a 250x100 product take
+    8 ms instead of 0.1 ms on a busy 2-core machine (measured).
+    """
+    cv2.setNumThreads(max(1, n))
+    faiss.omp_set_num_threads(max(1, n))
+    threadpool_limits(limits=1, user_api="blas")
+
+
+def _sift(nfeatures: int, params: FeatureParams) -> cv2.SIFT:
+    key = (nfeatures, params.sift_layers, params.sift_contrast, params.sift_edge)
+    cache = getattr(_local, "sift", None)
+    if cache is None:
+        cache = _local.sift = {}
+    sift = cache.get(key)
+    if sift is None:
+        sift = cv2.SIFT.create(
+            nfeatures, params.sift_layers, params.sift_contrast, params.sift_edge, 1.6, cv2.CV_8U
+        )
+        cache[key] = sift
+    return sift
+
+
+def _clahe(params: FeatureParams) -> cv2.CLAHE:
+    key = (params.clahe_clip, params.clahe_grid)
+    cache = getattr(_local, "clahe", None)
+    if cache is None:
+        cache = _local.clahe = {}
+    clahe = cache.get(key)
+    if clahe is None:
+        clahe = cv2.createCLAHE(params.clahe_clip, (params.clahe_grid, params.clahe_grid))
+        cache[key] = clahe
+    return clahe
+
+
+def target_size(width: int, height: int, params: FeatureParams, role: Role) -> tuple[int, int]:
+    """Size the features are computed at: references fit `ref_max_side` (enlarged if small),
+    queries are only reduced to `query_max_side`; `squash` ignores the aspect ratio."""
+    side = params.ref_max_side if role == "reference" else params.query_max_side
+    if params.squash:
+        return side, side
+    factor = side / max(width, height)
+    if role == "query":
+        factor = min(1.0, factor)
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def prepare_gray(image_bgr: np.ndarray, params: FeatureParams, role: Role) -> np.ndarray:
+    """Gray, resized and CLAHE-equalised image that SIFT runs on."""
+    gray = image_bgr if image_bgr.ndim == 2 else cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+    height, width = gray.shape
+    new_w, new_h = target_size(width, height, params, role)
+    if (new_w, new_h) != (width, height):
+        shrink = new_w * new_h < width * height
+        gray = cv2.resize(
+            gray, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+        )
+    if params.clahe_clip > 0:
+        gray = _clahe(params).apply(gray)
+    return gray
+
+
+def extract_features(image_bgr: np.ndarray, params: FeatureParams, *, role: Role) -> Features:
+    """CLAHE -> SIFT on the role's working size; descriptors stay uint8 (RootSIFT is derived)."""
+    height, width = image_bgr.shape[:2]
+    gray = prepare_gray(image_bgr, params, role)
+    nfeatures = params.ref_nfeatures if role == "reference" else params.query_nfeatures
+    keypoints, descriptors = _sift(nfeatures, params).detectAndCompute(gray, None)
+    if descriptors is None or len(keypoints) == 0:
+        xy = np.zeros((0, 2), np.float32)
+        descriptors = np.zeros((0, 128), np.uint8)
+    else:
+        xy = np.array([kp.pt for kp in keypoints], dtype=np.float32)
+        descriptors = np.ascontiguousarray(descriptors, dtype=np.uint8)
+    scale = (gray.shape[1] / width, gray.shape[0] / height)
+    return Features(keypoints=xy, descriptors=descriptors, scale=scale, gray=gray)
+
+
+def rootsift(desc_u8: np.ndarray) -> np.ndarray:
+    """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalise, square root -> unit L2 vectors,
+    so that the squared L2 distance is the Hellinger kernel distance (0..2)."""
+    desc = desc_u8.astype(np.float32)
+    norms = desc.sum(axis=1, keepdims=True)
+    np.maximum(norms, 1e-6, out=norms)
+    desc /= norms
+    np.sqrt(desc, out=desc)
+    return desc

@@ -1,0 +1,321 @@
+"""Query path: features -> IVF-PQ votes -> exact re-rank + RANSAC -> photometric decision.
+
+Why not just count RANSAC inliers: every modern card shares its frame (name bar, type line,
+text box), so a homography fits the frame of ANY card of that frame with 20-170 inliers.
+Instead the homography of each candidate is used to warp the photo into the candidate's
+reference frame, and the ART BOX is compared pixel-wise (normalised cross-correlation). A
+wrong card aligned on frame features has uncorrelated art; the right card has matching art.
+Printings that share the art (Mind Stone IMA vs WTH) are then told apart by the whole-card
+correlation, which sees the frame, the set symbol and the text.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from app.recognition.bundle import Bundle
+from app.recognition.features import Features, extract_features, rootsift
+from app.recognition.params import FeatureParams
+
+
+@dataclass
+class Candidate:
+    """A verified candidate card. `score` ranks candidates; `confidence` is 0-1 calibrated."""
+
+    row: int
+    card: dict[str, Any]
+    score: float
+    inliers: int
+    confidence: float
+    votes: float = 0.0
+    art_inliers: int = 0
+    art_corr: float = 0.0
+    card_corr: float = 0.0
+    same_art: bool = False  # shares the art of the best match (another printing of it)
+
+
+@dataclass
+class Recognition:
+    match: Candidate | None
+    alternatives: list[Candidate]
+    quad: list[list[float]] | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Verified:
+    row: int
+    votes: float
+    inliers: int
+    art_inliers: int
+    homography: np.ndarray  # reference feature coords -> query feature coords
+    art_corr: float = 0.0
+    card_corr: float = 0.0
+
+
+# -- voting --------------------------------------------------------------------------------
+def vote(bundle: Bundle, dist: np.ndarray, ids: np.ndarray, params: FeatureParams) -> np.ndarray:
+    """Votes per card row from the k approximate neighbours of each query descriptor.
+
+    Only neighbours close to the first (d^2 <= vote_ratio * d1^2) count. With `burst_norm`
+    each query descriptor spreads ONE vote over the distinct cards among them, so a frame
+    element matching fifty cards gives each a fiftieth while a distinctive art feature gives
+    its card a whole vote.
+    """
+    valid = (ids >= 0) & (dist <= params.vote_max_dist)
+    valid &= dist <= params.vote_ratio * np.maximum(dist[:, :1], 1e-6)
+    cards = np.where(valid, bundle.card_of(ids), -1)
+    if not params.burst_norm:
+        keep = cards >= 0
+        return np.bincount(cards[keep], minlength=bundle.card_count).astype(np.float64)
+    cards.sort(axis=1)
+    distinct = cards >= 0
+    distinct[:, 1:] &= cards[:, 1:] != cards[:, :-1]
+    per_row = distinct.sum(axis=1, keepdims=True)
+    weights = np.where(distinct, 1.0 / np.maximum(per_row, 1), 0.0)
+    return np.bincount(cards[distinct], weights=weights[distinct], minlength=bundle.card_count)
+
+
+# -- geometric verification ----------------------------------------------------------------
+def _sane(homography: np.ndarray, size: tuple[float, float], query: Features) -> bool:
+    """Reject homographies that cannot be a photographed card: mirrored, non-convex, tiny."""
+    width, height = size
+    corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    quad = cv2.perspectiveTransform(corners[None], homography)[0]
+    edges = np.roll(quad, -1, axis=0) - quad
+    cross = edges[:, 0] * np.roll(edges[:, 1], -1) - edges[:, 1] * np.roll(edges[:, 0], -1)
+    if not np.all(cross > 0):
+        return False  # not convex, or mirrored (reference corners turn one way, y down)
+    area = 0.5 * abs(float(np.sum(quad[:, 0] * np.roll(quad[:, 1], -1) - np.roll(quad[:, 0], -1)
+                                   * quad[:, 1])))
+    query_area = query.gray.shape[0] * query.gray.shape[1]
+    return 0.002 * query_area < area < 4.0 * query_area
+
+
+def verify(
+    bundle: Bundle, row: int, query: Features, qdesc: np.ndarray, params: FeatureParams
+) -> _Verified | None:
+    """Exact matching on the stored uint8 descriptors (ratio test) then RANSAC homography."""
+    ref_kp, ref_desc = bundle.card_features(row)
+    if len(ref_desc) < 4 or len(qdesc) < 4:
+        return None
+    sims = qdesc @ rootsift(ref_desc).T
+    rows = np.arange(len(qdesc))
+    best = sims.argmax(axis=1)
+    first = sims[rows, best].copy()
+    sims[rows, best] = -1.0
+    second = sims.max(axis=1)
+    # squared distances of unit vectors: 2 - 2 cos; ratio test on distances
+    good = (2 - 2 * first) < params.ratio**2 * (2 - 2 * second)
+    good_idx = np.flatnonzero(good)
+    if len(good_idx) < 4:
+        return None
+    # one-to-one: a reference keypoint keeps only its most similar query keypoint
+    order = good_idx[np.argsort(-first[good_idx])]
+    _, unique = np.unique(best[order], return_index=True)
+    chosen = order[unique]
+    if len(chosen) < max(4, params.min_inliers):
+        return None
+    src = ref_kp[best[chosen]].astype(np.float32)
+    dst = query.keypoints[chosen]
+    homography, mask = cv2.findHomography(
+        src, dst, cv2.USAC_MAGSAC, params.ransac_px, maxIters=2000, confidence=0.999
+    )
+    if homography is None or mask is None:
+        return None
+    inlier = mask.ravel().astype(bool)
+    size = (float(bundle.ref_size[row][0]), float(bundle.ref_size[row][1]))
+    if inlier.sum() < params.min_inliers or not _sane(homography, size, query):
+        return None
+    x0, y0, x1, y1 = params.art_box
+    rel = src[inlier] / np.array(size, np.float32)
+    in_art = (rel[:, 0] >= x0) & (rel[:, 0] <= x1) & (rel[:, 1] >= y0) & (rel[:, 1] <= y1)
+    return _Verified(row, 0.0, int(inlier.sum()), int(in_art.sum()), homography)
+
+
+# -- photometric verification --------------------------------------------------------------
+class _Pyramid:
+    """Query gray image and its pyrDown levels, made lazily (anti-aliasing for the warp)."""
+
+    def __init__(self, gray: np.ndarray) -> None:
+        self.levels = [gray]
+
+    def level(self, n: int) -> np.ndarray:
+        while len(self.levels) <= n and min(self.levels[-1].shape) >= 16:
+            self.levels.append(cv2.pyrDown(self.levels[-1]))
+        return self.levels[min(n, len(self.levels) - 1)]
+
+
+def _ncc(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
+    """Zero-mean normalised cross-correlation over valid pixels, times the valid fraction
+    (a card half outside the photo cannot prove much)."""
+    coverage = float(valid.mean())
+    if coverage < 0.3:
+        return 0.0
+    x = a[valid].astype(np.float32)
+    y = b[valid].astype(np.float32)
+    x -= x.mean()
+    y -= y.mean()
+    denom = math.sqrt(float(np.dot(x, x)) * float(np.dot(y, y)))
+    return float(np.dot(x, y)) / denom * coverage if denom > 1e-6 else 0.0
+
+
+def photometric(
+    bundle: Bundle, cand: _Verified, pyramid: _Pyramid, params: FeatureParams
+) -> tuple[float, float]:
+    """(art-box correlation, whole-card correlation) of the photo warped onto the reference."""
+    thumb = bundle.thumbnail(cand.row)
+    th, tw = thumb.shape
+    rw, rh = bundle.ref_size[cand.row]
+    to_query = cand.homography @ np.diag([rw / tw, rh / th, 1.0])  # thumb -> query coords
+    scale = math.sqrt(abs(np.linalg.det(to_query[:2, :2])))  # query px per thumb px
+    level = max(0, int(math.floor(math.log2(max(scale, 1.0)))))
+    image = pyramid.level(level)
+    factor = image.shape[1] / pyramid.levels[0].shape[1]
+    warp = np.diag([factor, factor, 1.0]) @ to_query
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpPerspective(image, warp, (tw, th), flags=flags)
+    valid = cv2.warpPerspective(np.full_like(image, 255), warp, (tw, th), flags=flags) == 255
+    warped = cv2.GaussianBlur(warped, (0, 0), 1.0)
+    ref = cv2.GaussianBlur(thumb, (0, 0), 1.0)
+    x0, y0, x1, y1 = params.art_box
+    art = (slice(int(y0 * th), int(y1 * th)), slice(int(x0 * tw), int(x1 * tw)))
+    art_corr = _ncc(warped[art], ref[art], valid[art])
+    card_corr = _ncc(warped, ref, valid)
+    return art_corr, card_corr
+
+
+# -- decision ------------------------------------------------------------------------------
+def _logistic(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
+
+
+def _same_art(a: _Verified, b: _Verified, bundle: Bundle, params: FeatureParams) -> bool:
+    """Two printings of one illustration: same illustration_id when the catalogue has it,
+    otherwise the same card name with nearly equal art correlation to the photo."""
+    ca, cb = bundle.card(a.row), bundle.card(b.row)
+    if ca.get("illustration_id") and cb.get("illustration_id"):
+        return bool(ca["illustration_id"] == cb["illustration_id"])
+    return ca.get("name") == cb.get("name") and abs(a.art_corr - b.art_corr) <= (
+        params.same_art_delta
+    )
+
+
+def decide(
+    verified: list[_Verified], bundle: Bundle, params: FeatureParams
+) -> tuple[Candidate | None, list[Candidate]]:
+    """Pick the art, then the printing; confidence from art correlation and its margin."""
+    if not verified:
+        return None, []
+    if params.decision == "inliers":
+        ranked = sorted(verified, key=lambda v: -v.inliers)
+        cands = [
+            _candidate(v, bundle, float(v.inliers), v.inliers / (v.inliers + params.min_inliers))
+            for v in ranked
+        ]
+    else:
+        top_art = max(verified, key=lambda v: v.art_corr)
+        group = [v for v in verified if v is top_art or _same_art(v, top_art, bundle, params)]
+        others = [v for v in verified if all(v is not g for g in group)]
+        group.sort(key=lambda v: -v.card_corr)
+        others.sort(key=lambda v: -(v.art_corr + v.card_corr))
+        rival = max((v.art_corr for v in others), default=0.0)
+        margin = top_art.art_corr - max(rival, 0.0)
+        # the answer must have art clearly correlated AND clearly better than other art
+        evidence = min(top_art.art_corr, 2.0 * margin)
+        confidence = _logistic(params.conf_slope * (evidence - params.conf_center))
+        cands = []
+        for v in group:
+            c = _candidate(v, bundle, v.art_corr + v.card_corr, confidence)
+            c.same_art = True
+            cands.append(c)
+        for v in others:
+            ev = min(v.art_corr, 2.0 * (v.art_corr - top_art.art_corr))
+            cands.append(
+                _candidate(v, bundle, v.art_corr + v.card_corr,
+                           _logistic(params.conf_slope * (ev - params.conf_center)))
+            )
+        # within the group, confidence drops when another printing is nearly as good
+        if len(group) > 1:
+            gap = group[0].card_corr - group[1].card_corr
+            cands[0].confidence *= _logistic(40.0 * gap)  # equal frames -> halved
+    best = cands[0]
+    if best.confidence < params.accept:
+        return None, cands
+    return best, cands[1:]
+
+
+def _candidate(v: _Verified, bundle: Bundle, score: float, confidence: float) -> Candidate:
+    return Candidate(
+        row=v.row,
+        card=bundle.card(v.row),
+        score=round(score, 4),
+        inliers=v.inliers,
+        confidence=round(confidence, 4),
+        votes=round(v.votes, 2),
+        art_inliers=v.art_inliers,
+        art_corr=round(v.art_corr, 4),
+        card_corr=round(v.card_corr, 4),
+    )
+
+
+def _quad(v: _Verified, bundle: Bundle, query: Features, quad_scale: float) -> list[list[float]]:
+    rw, rh = bundle.ref_size[v.row]
+    corners = np.array([[0, 0], [rw, 0], [rw, rh], [0, rh]], np.float32)
+    quad = cv2.perspectiveTransform(corners[None], v.homography)[0]
+    quad /= np.array(query.scale, np.float32)
+    return [[round(float(x) * quad_scale, 1), round(float(y) * quad_scale, 1)] for x, y in quad]
+
+
+def recognize(bundle: Bundle, image_bgr: np.ndarray, *, quad_scale: float = 1.0) -> Recognition:
+    """Recognise the card a photo shows. Thread-safe. `quad_scale` maps the given image's
+    coordinates to the uploaded image's (the JPEG reduction factor of `imageio.decode`)."""
+    params = bundle.params
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round((now - clock) * 1000, 2)
+        clock = now
+
+    start = clock
+    query = extract_features(image_bgr, params, role="query")
+    qdesc = rootsift(query.descriptors)
+    lap("features")
+    if len(qdesc) < params.min_inliers:
+        timings["total"] = round((time.perf_counter() - start) * 1000, 2)
+        return Recognition(None, [], None, timings)
+    dist, ids = bundle.search(qdesc, params.knn)
+    lap("search")
+    votes = vote(bundle, dist, ids, params)
+    order = np.argsort(-votes, kind="stable")[: params.top_candidates]
+    order = order[votes[order] > 0]
+    lap("vote")
+    verified = []
+    for row in order:
+        result = verify(bundle, int(row), query, qdesc, params)
+        if result is not None:
+            result.votes = float(votes[row])
+            verified.append(result)
+    lap("verify")
+    if params.decision == "photometric":
+        pyramid = _Pyramid(query.gray)
+        for v in verified:
+            v.art_corr, v.card_corr = photometric(bundle, v, pyramid, params)
+        lap("photometric")
+    match, alternatives = decide(verified, bundle, params)
+    quad = None
+    if match is not None:
+        chosen = next(v for v in verified if v.row == match.row)
+        quad = _quad(chosen, bundle, query, quad_scale)
+    lap("decide")
+    timings["total"] = round((time.perf_counter() - start) * 1000, 2)
+    return Recognition(match, alternatives[:8], quad, timings)

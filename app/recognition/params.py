@@ -1,0 +1,114 @@
+"""Every knob of extraction, indexing, matching and decision, as one frozen value.
+
+The parameter set is written into the bundle manifest. Query features must be made with the
+same settings as the reference features, so `Bundle.open` refuses a bundle whose recorded
+parameters differ from what the service expects, instead of silently matching apples to pears.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    """Extraction + index + matching + decision settings (see PROFILES for the values used)."""
+
+    # -- extraction ------------------------------------------------------------------------
+    squash: bool = False  # True: resize to a square, ignoring aspect (the older design)
+    ref_max_side: int = 720  # references are resized (up or down) to this longer side
+    query_max_side: int = 960  # queries are only ever reduced to this longer side
+    ref_nfeatures: int = 800
+    query_nfeatures: int = 2000
+    clahe_clip: float = 2.0  # 0 disables CLAHE
+    clahe_grid: int = 8
+    sift_contrast: float = 0.03
+    sift_edge: float = 10.0
+    sift_layers: int = 3
+    thumb_width: int = 128  # stored reference thumbnail, for photometric verification
+    thumb_height: int = 178
+
+    # -- index ----------------------------------------------------------------------------
+    nlist: int = 0  # 0: chosen from the descriptor count at build time (recorded in manifest)
+    pq_m: int = 32  # bytes per PQ code
+    pq_residual: bool = False  # encode residuals: better codes, but a distance table per
+    #                            probed list, which dominates the search on small lists
+    train_per_list: int = 48  # training sample = nlist * this (at least 40 * 256 for PQ)
+    nprobe: int = 8
+    stop_radius: float = 0.04  # squared RootSIFT distance of a "near duplicate"
+    stop_min_cards: int = 4  # a descriptor near-duplicated in >= this many OTHER cards is
+    #                          left out of the FAISS index (0 disables); kept in the h5
+
+    # -- voting ---------------------------------------------------------------------------
+    knn: int = 6
+    vote_ratio: float = 1.5  # neighbours with d^2 <= vote_ratio * d1^2 share the vote
+    vote_max_dist: float = 0.5  # squared RootSIFT distance beyond which a neighbour is noise
+    burst_norm: bool = True  # each query descriptor spreads ONE vote over distinct cards
+    top_candidates: int = 8
+
+    # -- geometric verification -----------------------------------------------------------
+    ratio: float = 0.8  # Lowe ratio test on exact descriptors
+    ransac_px: float = 6.0  # reprojection threshold, in query-feature pixels
+    min_inliers: int = 10
+
+    # -- decision -------------------------------------------------------------------------
+    decision: str = "photometric"  # "photometric" | "inliers" (the older design)
+    art_box: tuple[float, float, float, float] = (0.08, 0.11, 0.92, 0.56)  # x0, y0, x1, y1
+    same_art_delta: float = 0.12  # art correlations this close = "the same art"
+    conf_center: float = 0.30  # logistic calibration of confidence (see matcher)
+    conf_slope: float = 12.0
+    accept: float = 0.5  # minimum confidence of an answer
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        out = asdict(self)
+        out["art_box"] = list(self.art_box)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureParams:
+        """Inverse of `to_dict`; unknown keys are an error, missing keys take defaults."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown feature parameters: {', '.join(sorted(unknown))}")
+        values = dict(data)
+        if "art_box" in values:
+            values["art_box"] = tuple(float(v) for v in values["art_box"])
+        return cls(**values)
+
+    def differences(self, other: FeatureParams) -> list[str]:
+        """Names of the fields whose values differ (for a readable refusal message)."""
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+
+DEFAULT = FeatureParams()
+
+# The older design's published settings, run through the same code for comparison.
+LEGACY = replace(
+    DEFAULT,
+    squash=True,
+    ref_max_side=256,
+    query_max_side=256,
+    ref_nfeatures=100,
+    query_nfeatures=250,
+    clahe_clip=2.0,
+    sift_contrast=0.04,
+    nlist=256,
+    pq_m=8,
+    pq_residual=True,
+    nprobe=10,
+    stop_min_cards=0,
+    knn=3,
+    vote_ratio=1e9,
+    vote_max_dist=4.0,
+    burst_norm=False,
+    top_candidates=10,
+    ratio=0.75,
+    ransac_px=5.0,
+    min_inliers=8,
+    decision="inliers",
+)
+
+PROFILES: dict[str, FeatureParams] = {"default": DEFAULT, "legacy": LEGACY}

@@ -1,0 +1,304 @@
+"""Recognition benchmark on the real-photo evaluation set (../shared/eval), per profile.
+
+For each profile: build a bundle from the eval catalogue, then -- in a separate serving process,
+so that build memory does not count -- open it and recognise every photo of labels.csv
+(decode + recognize, median of --repeat runs per photo). Prints one table with both profiles
+and the ratio ours/legacy, and writes the numbers as JSON.
+
+    python scripts/bench.py [--eval-dir ../shared/eval] [--out bench-results/bench.json]
+                            [--profiles default,legacy] [--set default.knn=8 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _threads_env(threads: int) -> None:
+    """Thread pools of BLAS/OpenMP are sized at import: set them before numpy/faiss load."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # see configure_threads
+        os.environ[var] = "1"
+
+
+# -- labels ----------------------------------------------------------------------------------
+def load_labels(eval_dir: Path) -> list[dict[str, Any]]:
+    """One entry per photo: kind (catalogued / out / multi), capture group, truth ids."""
+    by_photo: dict[str, list[dict[str, str]]] = defaultdict(list)
+    with (eval_dir / "labels.csv").open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            by_photo[row["photo_file"]].append(row)
+    photos = []
+    for photo, rows in by_photo.items():
+        capture = rows[0]["capture"].lower()
+        group = "webcam" if capture.startswith("webcam") else (
+            "phone" if capture.startswith("phone photo") else "other")
+        if len(rows) > 1:
+            kind = "multi"
+        else:
+            kind = "catalogued" if rows[0]["in_catalogue"] == "yes" else "out"
+        photos.append({
+            "photo": photo,
+            "kind": kind,
+            "group": group,
+            "truth": [r["card_id"] for r in rows if r["in_catalogue"] == "yes"],
+            "truth_label": " + ".join(f"{r['card_name']} {r['set']}".strip() for r in rows),
+        })
+    return photos
+
+
+# -- serving process -------------------------------------------------------------------------
+def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int) -> dict[str, Any]:
+    """Open the bundle and recognise every photo; runs in its own process (clean RSS)."""
+    from app.recognition.bundle import Bundle
+    from app.recognition.features import configure_threads
+    from app.recognition.imageio import decode
+    from app.recognition.matcher import recognize
+
+    configure_threads(threads)
+    t0 = time.perf_counter()
+    bundle = Bundle.open(bundle_dir)
+    open_ms = (time.perf_counter() - t0) * 1000
+    results = []
+    for entry in load_labels(eval_dir):
+        data = (eval_dir / entry["photo"]).read_bytes()
+        runs = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            decoded = decode(data, max_side=bundle.params.query_max_side)
+            rec = recognize(bundle, decoded.image, quad_scale=decoded.reduction)
+            runs.append(((time.perf_counter() - start) * 1000, rec))
+        runs.sort(key=lambda r: r[0])
+        ms, rec = runs[len(runs) // 2]
+        accepted = [c for c in ([rec.match] if rec.match else []) + rec.alternatives
+                    if c.confidence >= bundle.params.accept]
+        results.append({
+            **entry,
+            "answer": rec.match.card["id"] if rec.match else None,
+            "answer_label": (f"{rec.match.card['name']} {rec.match.card['set']} "
+                             f"{rec.match.card['collector_number']}" if rec.match else "no match"),
+            "confidence": rec.match.confidence if rec.match else (
+                rec.alternatives[0].confidence if rec.alternatives else 0.0),
+            "accepted_ids": [c.card["id"] for c in accepted],
+            "ms": round(ms, 1),
+            "timings_ms": rec.timings_ms,
+        })
+    bundle.close()
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"open_ms": round(open_ms, 1), "peak_rss_mb": round(peak_kb / 1024, 1),
+            "photos": results}
+
+
+# -- summary ---------------------------------------------------------------------------------
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return round(ordered[low] + (ordered[high] - ordered[low]) * (pos - low), 1)
+
+
+def summarise(served: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
+    photos = served["photos"]
+    cat = [p for p in photos if p["kind"] == "catalogued"]
+    out = [p for p in photos if p["kind"] == "out"]
+    multi = [p for p in photos if p["kind"] == "multi"]
+    latency = {}
+    for group in ("webcam", "phone", "other"):
+        ms = [p["ms"] for p in photos if p["group"] == group]
+        latency[group] = {"p50": _percentile(ms, 0.5), "p95": _percentile(ms, 0.95), "n": len(ms)}
+    return {
+        "top1": sum(p["answer"] == p["truth"][0] for p in cat),
+        "top1_of": len(cat),
+        "false_accepts": sum(p["answer"] is not None for p in out),
+        "false_accepts_of": len(out),
+        "multi_found": sum(len(set(p["truth"]) & set(p["accepted_ids"])) for p in multi),
+        "multi_of": sum(len(p["truth"]) for p in multi),
+        "latency_ms": latency,
+        "peak_rss_mb": served["peak_rss_mb"],
+        "bundle_open_ms": served["open_ms"],
+        **build,
+    }
+
+
+def print_table(profiles: list[str], runs: dict[str, dict[str, Any]]) -> None:
+    base, ref = profiles[0], (profiles[1] if len(profiles) > 1 else None)
+    print("\nPer photo (answer / confidence / ms):")
+    header = f"{'photo':28} {'truth':34}" + "".join(f" | {p:>44}" for p in profiles)
+    print(header)
+    print("-" * len(header))
+    per_profile = {p: {r["photo"]: r for r in runs[p]["served"]["photos"]} for p in profiles}
+    for photo in per_profile[base]:
+        first = per_profile[base][photo]
+        line = f"{Path(photo).name:28} {first['truth_label'][:34]:34}"
+        for p in profiles:
+            r = per_profile[p][photo]
+            if r["kind"] == "multi":
+                mark = f"{len(set(r['truth']) & set(r['accepted_ids']))}/{len(r['truth'])}"
+            else:
+                right = r["answer"] == (r["truth"][0] if r["truth"] else None)
+                mark = "ok" if right else "XX"
+            line += f" | {mark:2} {r['answer_label'][:25]:25} {r['confidence']:4.2f} {r['ms']:6.0f}"
+        print(line)
+
+    rows = [
+        ("single-card top-1", lambda s: f"{s['top1']}/{s['top1_of']}", "top1"),
+        ("out-of-catalogue accepted", lambda s: f"{s['false_accepts']}/{s['false_accepts_of']}",
+         "false_accepts"),
+        ("IMG_5981 cards found (multi)", lambda s: f"{s['multi_found']}/{s['multi_of']}",
+         "multi_found"),
+        ("webcam p50 ms", lambda s: s["latency_ms"]["webcam"]["p50"], None),
+        ("webcam p95 ms", lambda s: s["latency_ms"]["webcam"]["p95"], None),
+        ("phone 12MP p50 ms", lambda s: s["latency_ms"]["phone"]["p50"], None),
+        ("phone 12MP p95 ms", lambda s: s["latency_ms"]["phone"]["p95"], None),
+        ("other photos p50 ms", lambda s: s["latency_ms"]["other"]["p50"], None),
+        ("serving peak RSS MB", lambda s: s["peak_rss_mb"], None),
+        ("bundle open ms", lambda s: s["bundle_open_ms"], None),
+        ("bundle size MB", lambda s: s["bundle_mb"], None),
+        ("build s", lambda s: s["build_s"], None),
+        ("build images/s", lambda s: s["images_per_s"], None),
+        ("descriptors (indexed)", lambda s: f"{s['descriptors']} ({s['indexed']})", None),
+    ]
+    print()
+    header = f"{'metric':30}" + "".join(f" {p:>18}" for p in profiles)
+    if ref:
+        header += f" {'ratio ' + base + '/' + ref:>22}"
+    print(header)
+    print("-" * len(header))
+    for label, fmt, _ in rows:
+        values = [fmt(runs[p]["summary"]) for p in profiles]
+        line = f"{label:30}" + "".join(f" {str(v):>18}" for v in values)
+        if ref:
+            line += f" {_ratio(values[0], values[1]):>22}"
+        print(line)
+
+
+def _ratio(a: Any, b: Any) -> str:
+    def num(v: Any) -> float | None:
+        if isinstance(v, int | float):
+            return float(v)
+        if isinstance(v, str) and "/" in v:
+            return float(v.split("/")[0])
+        if isinstance(v, str) and "(" in v:
+            return float(v.split()[0])
+        return None
+
+    x, y = num(a), num(b)
+    if x is None or y is None:
+        return "-"
+    return f"{x / y:.2f}x" if y else ("=" if x == 0 else "inf")
+
+
+# -- driver ----------------------------------------------------------------------------------
+def _dir_mb(path: Path) -> float:
+    return round(sum(f.stat().st_size for f in path.iterdir()) / 1e6, 1)
+
+
+def run_profile(name: str, params: Any, eval_dir: Path, work: Path, args: argparse.Namespace
+                ) -> dict[str, Any]:
+    from app.catalog.records import reference_images
+    from app.recognition.bundle import build_bundle
+
+    digest = hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()
+    bundle_dir = (Path(args.cache_dir) if args.cache_dir else work) / f"{name}-{digest[:10]}"
+    if not (bundle_dir / "manifest.json").exists():
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        print(f"[{name}] building bundle in {bundle_dir} ...", flush=True)
+        build_bundle(reference_images(eval_dir / "cards.jsonl.gz"), bundle_dir, params,
+                     progress=True, workers=args.threads)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    cards = manifest["counts"]["cards"]
+    build = {
+        "build_s": manifest["build_seconds"],
+        "images_per_s": round(cards / manifest["build_seconds"], 1),
+        "bundle_mb": _dir_mb(bundle_dir),
+        "cards": cards,
+        "descriptors": manifest["counts"]["descriptors"],
+        "indexed": manifest["counts"]["indexed_descriptors"],
+        "index": manifest["index"],
+    }
+    print(f"[{name}] recognising photos in a serving process ...", flush=True)
+    proc = subprocess.run(
+        ["nice", sys.executable, __file__, "--serve", str(bundle_dir), "--eval-dir",
+         str(eval_dir), "--repeat", str(args.repeat), "--threads", str(args.threads)],
+        check=True, capture_output=True, text=True,
+    )
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"params": params.to_dict(), "served": served, "summary": summarise(served, build)}
+
+
+def _override(params: Any, assignments: list[str], profile: str) -> Any:
+    changes: dict[str, Any] = {}
+    for item in assignments:
+        key, _, raw = item.partition("=")
+        target, _, field = key.rpartition(".")
+        if target and target != profile:
+            continue
+        current = getattr(params, field)
+        value: Any = json.loads(raw) if not isinstance(current, str) else raw
+        changes[field] = tuple(value) if isinstance(current, tuple) else value
+    return dataclasses.replace(params, **changes)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval"))
+    parser.add_argument("--out", default=str(ROOT / "bench-results" / "bench.json"))
+    parser.add_argument("--profiles", default="default,legacy")
+    parser.add_argument("--set", action="append", default=[],
+                        help="override a parameter: [profile.]name=json-value")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per photo (median kept)")
+    parser.add_argument("--cache-dir", help="keep built bundles here, reused per parameter hash")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    _threads_env(args.threads)
+    eval_dir = Path(args.eval_dir).resolve()
+
+    if args.serve:
+        print(json.dumps(serve(Path(args.serve), eval_dir, args.repeat, args.threads)))
+        return 0
+    if not (eval_dir / "labels.csv").is_file() or not (eval_dir / "cards.jsonl.gz").is_file():
+        print(f"bench skipped: no evaluation set at {eval_dir} (labels.csv, cards.jsonl.gz)")
+        return 0
+
+    from app.recognition.features import configure_threads
+    from app.recognition.params import PROFILES
+
+    configure_threads(args.threads)
+    profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        for name in profiles:
+            params = _override(PROFILES[name], args.set, name)
+            runs[name] = run_profile(name, params, eval_dir, Path(tmp), args)
+    print_table(profiles, runs)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"profiles": runs, "threads": args.threads,
+                               "overrides": args.set}, indent=1))
+    print(f"\nwritten: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
