@@ -1,4 +1,4 @@
-"""`flask --app app <command>`: build-index, status, rollback.
+"""`flask --app app <command>`: build-index, refresh, status, rollback.
 
 Commands that change what is served take the same update lock as the nightly refresh, so an
 operator's build and the scheduled job never promote over each other.
@@ -25,6 +25,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(build_index)
     app.cli.add_command(status)
     app.cli.add_command(rollback)
+    app.cli.add_command(refresh)
 
 
 def _settings() -> Settings:
@@ -131,3 +132,56 @@ def rollback() -> None:
     finally:
         lock.release()
     click.echo(f"now serving {target.name}")
+
+
+@click.command("refresh")
+@click.option("--force", is_flag=True, help="Rebuild even if Scryfall's updated_at has not moved.")
+@click.option(
+    "--lang",
+    "langs",
+    multiple=True,
+    default=("en",),
+    show_default=True,
+    help="Languages of the printings to index (repeat; 'any' for all).",
+)
+@click.option(
+    "--include-layout",
+    "include_layouts",
+    multiple=True,
+    help="Index a layout excluded by default (art_series, token, emblem, ...); repeatable.",
+)
+@click.option(
+    "--catalog",
+    "catalog_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A local catalogue file instead of Scryfall's bulk data (image paths relative to it "
+    "or file: URLs).",
+)
+@click.option("--min-hit-rate", default=0.85, show_default=True, type=float,
+              help="Validation hit rate below which the new bundle is not promoted.")
+@click.option("--workers", default=6, show_default=True, help="Image download/extraction threads.")
+def refresh(
+    force: bool,
+    langs: tuple[str, ...],
+    include_layouts: tuple[str, ...],
+    catalog_file: Path | None,
+    min_hit_rate: float,
+    workers: int,
+) -> None:
+    """Run the nightly refresh now (same update lock as the scheduled job)."""
+    from app.pipeline.refresh import EXCLUDED_LAYOUTS, RefreshOptions, run_refresh
+
+    settings = _settings()
+    options = RefreshOptions(
+        langs=() if "any" in langs else tuple(langs),
+        exclude_layouts=EXCLUDED_LAYOUTS - set(include_layouts),
+        catalog_file=catalog_file,
+        force=force,
+        min_hit_rate=min_hit_rate,
+        image_workers=workers,
+    )
+    result = run_refresh(settings, current_app.extensions["catalog"], options)
+    click.echo(result.summary())
+    if result.status == "failed":
+        raise SystemExit(1)

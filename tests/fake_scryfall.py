@@ -87,6 +87,8 @@ class FakeScryfall:
         self._jpeg_cache: dict[int, bytes] = {}
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self.server.daemon_threads = True
+        # a client that stops reading (size cap) is expected: no traceback on stderr
+        self.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -50,6 +50,9 @@ def init_app(app: Flask) -> None:
         app.extensions["watcher"] = watcher
     else:
         holder.set_status("unloaded", "PREPARE_ON_START is off; no bundle loaded")
+    from app.runtime import scheduler
+
+    scheduler.init_app(app, is_cli=_is_cli_command())
 
 
 def _is_cli_command() -> bool:
@@ -60,6 +63,9 @@ def _is_cli_command() -> bool:
 
 def shutdown(app: Flask) -> None:
     """Stop background threads and release resources (tests, and a clean exit)."""
+    from app.runtime import scheduler
+
+    scheduler.shutdown(app)
     watcher = app.extensions.get("watcher")
     if watcher is not None:
         watcher.stop()
@@ -99,6 +105,9 @@ def prepare(app: Flask) -> None:
     try:
         if _try_load(holder, run):  # another process prepared it while we waited
             return
+        _bootstrap(app, holder)
+        if _try_load(holder, run):
+            return
         holder.set_status(
             "failed",
             f"no descriptor bundle in {run}: build one with "
@@ -107,6 +116,17 @@ def prepare(app: Flask) -> None:
         log.warning("no descriptor bundle in %s; the service is not ready", run)
     finally:
         lock.release()
+
+
+def _bootstrap(app: Flask, holder: ModelHolder) -> None:
+    """Obtain a first bundle (release archive or one refresh); see app.pipeline.bootstrap."""
+    from app.pipeline.bootstrap import bootstrap
+
+    holder.set_status("preparing", "no bundle: bootstrapping (release archive or refresh)")
+    try:
+        log.info("bootstrap: %s", bootstrap(app.config["SETTINGS"], app.extensions["catalog"]))
+    except Exception as exc:
+        log.error("bootstrap failed: %s", exc)
 
 
 def _try_load(holder: ModelHolder, run: Path) -> bool:
