@@ -287,3 +287,45 @@ def test_perturbation_changes_the_image_but_keeps_it_recognisable() -> None:
     warped = perturb(image, np.random.default_rng(0))
     assert warped.shape[0] > image.shape[0] and warped.dtype == np.uint8
     assert cv2.absdiff(cv2.resize(warped, image.shape[1::-1]), image).mean() > 5
+
+
+def test_bootstrap_installs_a_verified_release_archive(
+    world: World, first: RefreshResult, tmp_path: Path
+) -> None:
+    from app.pipeline.bootstrap import BootstrapError, install_release_archive, make_release_archive
+    from app.runtime import lifecycle
+
+    current = releases.current_release(world.settings.resources_dir)
+    assert current is not None
+    archive = make_release_archive(current, tmp_path / "release.tar.gz")
+
+    # a tampered archive is refused and nothing is promoted
+    import tarfile
+
+    bad_dir = tmp_path / "bad"
+    with tarfile.open(archive) as tar:
+        tar.extractall(bad_dir, filter="data")
+    id_map = next(bad_dir.rglob("id_map.json"))
+    id_map.write_text(id_map.read_text().replace("Synthetic", "Synthetik"))
+    bad = make_release_archive(id_map.parent, tmp_path / "bad.tar.gz")
+    fresh = Settings.from_env({**world.env, "RESOURCES_DIR": str(tmp_path / "res-bad")})
+    with pytest.raises(BootstrapError, match="checksum"):
+        install_release_archive(fresh, f"file://{bad}")
+    assert not fresh.run_dir.exists()
+
+    # a fresh server with RESOURCE_BUNDLE_URL prepares itself from the archive at start-up
+    env = {
+        **world.env,
+        "RESOURCES_DIR": str(tmp_path / "res"),
+        "PREPARE_ON_START": "true",
+        "RESOURCE_BUNDLE_URL": f"file://{archive}",
+    }
+    app = create_app(env)
+    try:
+        app.extensions["prepare_thread"].join(timeout=60)
+        holder = app.extensions["model"]
+        assert holder.loaded, holder.state.detail
+        assert holder.state.version == current.name
+        assert (tmp_path / "res" / "run").is_symlink()
+    finally:
+        lifecycle.shutdown(app)
