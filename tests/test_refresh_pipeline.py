@@ -329,3 +329,22 @@ def test_bootstrap_installs_a_verified_release_archive(
         assert (tmp_path / "res" / "run").is_symlink()
     finally:
         lifecycle.shutdown(app)
+
+
+def test_console_progress_and_a_truncated_first_download(tmp_path: Path) -> None:
+    """With progress bars on (as on the console) a failed first run leaves nothing behind."""
+    with FakeScryfall() as fake:
+        fake.add_card(1)
+        fake.truncate_bulk = True
+        settings = Settings(resources_dir=tmp_path / "res", scryfall_data_dir=tmp_path / "data",
+                            scryfall_api_url=fake.url)
+        store = make_store(settings)
+        try:
+            result = run_refresh(settings, store, replace(OPTIONS, progress=True))
+            assert result.status == "failed" and "truncated" in (result.error or "")
+            assert not settings.run_dir.exists()
+            assert not list((tmp_path / "data" / "bulk").iterdir())
+            assert store.count_cards() == 0
+            assert store.recent_runs(1)[0]["status"] == "failed"
+        finally:
+            store.close()

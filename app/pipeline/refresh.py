@@ -369,10 +369,10 @@ class _Job:
         bar = _progress(self.options.progress, "downloading", "B", total=item.size)
         try:
             return client.download_bulk(
-                item, self.data_dir / "bulk", progress=bar.update if bar else None
+                item, self.data_dir / "bulk", progress=bar.update if bar is not None else None
             )
         finally:
-            if bar:
+            if bar is not None:
                 bar.close()
 
     def _included(self, record: dict[str, Any]) -> bool:
@@ -435,7 +435,7 @@ class _Job:
         try:
             for face, image, error in bounded_map(work, todo, max(1, opts.image_workers)):
                 done += 1
-                if bar:
+                if bar is not None:
                     bar.update(1)
                 if isinstance(error, MissingImage):
                     counts["missing"] += 1
@@ -451,7 +451,7 @@ class _Job:
                     log.info("refresh: images %d/%d (%s)", done, len(todo), counts)
                     last_log = time.monotonic()
         finally:
-            if bar:
+            if bar is not None:
                 bar.close()
         counts["cached"] = sum(1 for f in faces if cache.has(f.key)) - counts["extracted"]
         self.counts.update(counts)
