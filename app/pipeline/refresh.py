@@ -93,6 +93,8 @@ class RefreshResult:
 
     def summary(self) -> str:
         text = f"refresh {self.status}"
+        if self.error and self.error.startswith(self.status):
+            text = "refresh"  # "skipped: another replica holds ..." says it already
         if self.release:
             text += f": serving {self.release}"
         if self.error:
