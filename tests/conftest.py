@@ -149,3 +149,73 @@ def redis_client() -> Iterator[Any]:
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)
     client.close()
+
+
+# -- synthetic catalogues and bundles -----------------------------------------------------
+def synthetic_card_record(seed: int) -> dict[str, Any]:
+    """A Scryfall-shaped record for the synthetic card `seed` (tests/synthetic.py)."""
+    return {
+        "object": "card",
+        "id": f"00000000-0000-4000-8000-{seed:012d}",
+        "oracle_id": f"10000000-0000-4000-8000-{seed:012d}",
+        "illustration_id": f"20000000-0000-4000-8000-{seed:012d}",
+        "name": f"Synthetic Card {seed}",
+        "lang": "en",
+        "layout": "normal",
+        "set": "syn",
+        "set_name": "Synthetic Set",
+        "collector_number": str(seed),
+        "finishes": ["nonfoil", "foil"],
+        "prices": {"usd": f"{seed / 100:.2f}", "usd_foil": None, "eur": None, "tix": None},
+        "image_uris": {"normal": f"https://img.invalid/{seed}.jpg"},
+        "games": ["paper"],
+        "digital": False,
+        "released_at": "2026-01-01",
+    }
+
+
+def build_synthetic_bundle(seeds: list[int], out_dir: Path) -> dict[str, Any]:
+    """Build a real bundle of synthetic cards with the default profile."""
+    from app.recognition.bundle import ReferenceImage, build_bundle
+    from app.recognition.params import PROFILES
+    from tests.synthetic import make_card
+
+    refs = [
+        ReferenceImage(
+            card_id=record["id"],
+            face=0,
+            name=record["name"],
+            set=record["set"],
+            collector_number=record["collector_number"],
+            illustration_id=record["illustration_id"],
+            load=lambda seed=seed: make_card(seed),
+            extra={"set_name": record["set_name"], "finishes": record["finishes"]},
+        )
+        for seed, record in ((s, synthetic_card_record(s)) for s in seeds)
+    ]
+    return build_bundle(refs, out_dir, PROFILES["default"], progress=False, workers=2)
+
+
+@pytest.fixture(scope="session")
+def synthetic_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two bundles, built once per session: A = cards 100-113, B = cards 106-119.
+
+    IVF-PQ needs ~10k training descriptors, so a bundle has at least 14 synthetic cards.
+    """
+    base = tmp_path_factory.mktemp("synthetic-bundles")
+    built = {}
+    for name, seeds in (("A", list(range(100, 114))), ("B", list(range(106, 120)))):
+        build_synthetic_bundle(seeds, base / name)
+        built[name] = base / name
+    return built
+
+
+def install_release(resources: Path, bundle: Path, name: str) -> Path:
+    """Copy a built bundle into RESOURCES_DIR/releases/<name> (not yet promoted)."""
+    import shutil
+
+    from app.pipeline import releases
+
+    target = releases.releases_dir(resources) / name
+    shutil.copytree(bundle, target)
+    return target

@@ -32,13 +32,15 @@ DATABASE = "mtg-db"
 REDIS = "redis"
 
 # Variables the container reads that are not service settings: OpenCV's decoder limits,
-# the OpenMP thread count (FAISS) and HDF5's file locking.
+# the OpenMP and OpenBLAS thread pools (FAISS, numpy) and HDF5's file locking.
 OPENCV_VARIABLES = (
     "OPENCV_IO_MAX_IMAGE_PIXELS",
     "OPENCV_IO_MAX_IMAGE_WIDTH",
     "OPENCV_IO_MAX_IMAGE_HEIGHT",
 )
-LIBRARY_VARIABLE = re.compile(r"^(OPENCV_[A-Z0-9_]+|OMP_[A-Z0-9_]+|HDF5_[A-Z0-9_]+)$")
+LIBRARY_VARIABLE = re.compile(
+    r"^(OPENCV_[A-Z0-9_]+|OMP_[A-Z0-9_]+|OPENBLAS_[A-Z0-9_]+|HDF5_[A-Z0-9_]+)$"
+)
 
 # In compose these are fixed by the deployment (network names, container paths), never
 # taken from .env: a .env written for `make run` must not point the container elsewhere.

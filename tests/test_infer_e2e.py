@@ -1,0 +1,150 @@
+"""POST /infer end to end: a real bundle, a real catalogue store, photos of synthetic cards."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app.catalog.store import card_row
+from app.pipeline import releases
+from tests.conftest import install_release, shutdown, synthetic_card_record
+from tests.synthetic import make_card, photograph
+
+
+def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return data.tobytes()
+
+
+@pytest.fixture
+def served_config(base_config: dict[str, str], synthetic_bundles: dict[str, Path]) -> dict:
+    resources = Path(base_config["RESOURCES_DIR"])
+    releases.promote(resources, install_release(resources, synthetic_bundles["A"], "0001-A"))
+    return {**base_config, "PREPARE_ON_START": "true"}
+
+
+def _start(config: dict[str, str]) -> Flask:
+    application = create_app(config)
+    application.extensions["prepare_thread"].join(timeout=60)
+    application.extensions["catalog"].upsert_cards(
+        card_row(synthetic_card_record(seed)) for seed in range(100, 120)
+    )
+    return application
+
+
+@pytest.fixture
+def served_app(served_config: dict[str, str]) -> Iterator[Flask]:
+    application = _start(served_config)
+    yield application
+    shutdown(application)
+
+
+@pytest.fixture
+def served(served_app: Flask) -> FlaskClient:
+    return served_app.test_client()
+
+
+def post(client: FlaskClient, data: bytes, field: str = "roi_image") -> Any:
+    return client.post("/infer", data={field: (io.BytesIO(data), "photo.jpg")})
+
+
+def test_ready_once_the_bundle_is_loaded(served: FlaskClient) -> None:
+    body = served.get("/readyz").get_json()
+    assert body["ready"] is True, body
+    index = served.get("/").get_json()
+    assert index["index_version"] == body["model"]["version"]
+    assert index["index_loaded_at"]
+
+
+def test_recognises_a_photo_with_full_metadata(served: FlaskClient) -> None:
+    photo, corners = photograph(make_card(103), seed=1, rotation=8, blur=0.8)
+    response = post(served, jpeg(photo))
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    record = synthetic_card_record(103)
+    assert body["predicted_card_id"] == record["id"]
+    assert body["predicted_card_name"] == record["name"]
+    assert body["set"] == "syn" and body["set_name"] == "Synthetic Set"
+    assert body["collector_number"] == "103"
+    assert body["finishes"] == ["nonfoil", "foil"]
+    assert body["prices"]["usd"] == "1.03"
+    assert body["image_uris"] == record["image_uris"]
+    assert body["metadata"] == "complete"
+    assert 0.5 <= body["confidence"] <= 1.0
+    assert body["inliers"] >= 10
+    assert body["index_version"] == served.get("/").get_json()["index_version"]
+    assert set(body["timings_ms"]) >= {"decode", "total"}
+    # the quad is where the card really is in the photo
+    quad = np.array(body["quad"], dtype=np.float32)
+    assert quad.shape == (4, 2)
+    assert np.abs(quad - corners).max() < 0.05 * photo.shape[0]
+
+
+@pytest.mark.parametrize("how", ["image_field", "raw_body", "upside_down", "png"])
+def test_other_ways_of_sending(served: FlaskClient, how: str) -> None:
+    photo, _ = photograph(make_card(101), seed=2, rotation=180 if how == "upside_down" else 0)
+    if how == "image_field":
+        response = post(served, jpeg(photo), field="image")
+    elif how == "raw_body":
+        response = served.post("/infer", data=jpeg(photo), content_type="image/jpeg")
+    elif how == "png":
+        ok, data = cv2.imencode(".png", photo)
+        response = served.post("/infer", data=data.tobytes(), content_type="image/png")
+    else:
+        response = post(served, jpeg(photo))
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["predicted_card_id"] == synthetic_card_record(101)["id"]
+
+
+def test_card_not_in_catalogue_is_404(served: FlaskClient) -> None:
+    photo, _ = photograph(make_card(555), seed=3)
+    response = post(served, jpeg(photo))
+    assert response.status_code == 404
+    assert response.get_json()["error"] == "No matching card found."
+
+
+def test_plain_background_is_404(served: FlaskClient) -> None:
+    rng = np.random.default_rng(0)
+    noise = cv2.GaussianBlur(rng.integers(0, 255, (600, 800, 3), dtype=np.uint8), (0, 0), 3)
+    assert post(served, jpeg(noise)).status_code == 404
+
+
+def test_database_down_answers_from_the_bundle(served_config: dict[str, str]) -> None:
+    config = {**served_config, "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": "1"}
+    application = create_app(config)
+    try:
+        application.extensions["prepare_thread"].join(timeout=60)
+        client = application.test_client()
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert "catalogue store (postgresql) not answering" in ready.get_json()["reason"]
+        photo, _ = photograph(make_card(102), seed=4)
+        response = post(client, jpeg(photo))
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        assert body["metadata"] == "partial"
+        assert body["predicted_card_id"] == synthetic_card_record(102)["id"]
+        assert body["predicted_card_name"] == "Synthetic Card 102"
+        assert body["set"] == "syn" and body["collector_number"] == "102"
+    finally:
+        shutdown(application)
+
+
+def test_spec_documents_what_infer_answers(served: FlaskClient) -> None:
+    spec = served.get("/apispec_1.json").get_json()
+    props = spec["definitions"]["Recognition"]["properties"]
+    photo, _ = photograph(make_card(105), seed=5)
+    body = post(served, jpeg(photo)).get_json()
+    assert set(body) <= set(props), set(body) - set(props)
+    assert json.dumps(body)  # plain JSON types only
