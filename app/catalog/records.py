@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
+import cv2
 import numpy as np
 
 from app.recognition.bundle import ReferenceImage
@@ -151,8 +152,6 @@ def catalog_images(path: Path) -> Iterator[FaceImage]:
 
 
 def _read_local(path: str) -> np.ndarray:
-    import cv2  # local: keep catalogue parsing importable without OpenCV initialised
-
     image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"cannot decode {path}")

@@ -9,6 +9,7 @@ which is several times faster than decoding in full and resizing.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -88,25 +89,31 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
+    """(marker, position) of each JPEG segment up to and including the first start of scan."""
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
-            return None
+            return
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
+        yield marker, pos
+        if marker == 0xDA:
+            return
         if marker in (0x01, *range(0xD0, 0xD9)):  # standalone markers
             pos += 2
             continue
-        if marker == 0xDA:  # start of scan before any frame header
-            return None
         (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        pos += 2 + length
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    for marker, pos in _jpeg_segments(data):
         if marker in _JPEG_SOF:
             height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
             return int(width), int(height)
-        pos += 2 + length
     return None
 
 
@@ -179,6 +186,8 @@ def decode(
         raise ImageTooLarge(
             f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
+    if _truncated(data, fmt):
+        raise UndecodableImage(f"the {fmt.upper()} data is truncated")
     reduction = 1
     if fmt == "jpeg" and max_side:
         while reduction < 8 and max(width, height) // (reduction * 2) >= max_side:
@@ -194,6 +203,19 @@ def decode(
     if min(image.shape[:2]) * reduction < MIN_SIDE:
         raise ImageTooSmall("the decoded image is too small to show a card")
     return DecodedImage(image=image, reduction=reduction, format=fmt)
+
+
+def _truncated(data: bytes, fmt: str) -> bool:
+    """JPEG and PNG have an end marker; decoders fill a cut-off image with grey instead of
+    failing, which would be recognised as garbage rather than refused."""
+    if fmt == "jpeg":
+        # entropy-coded data stuffs every 0xFF, so an end marker after the first scan's start
+        # exists only if the file is complete (trailers such as motion-photo video may follow)
+        scan = next((pos for marker, pos in _jpeg_segments(data) if marker == 0xDA), None)
+        return scan is None or data.find(b"\xff\xd9", scan) == -1
+    if fmt == "png":
+        return b"IEND" not in data[-64:]
+    return False
 
 
 def _to_bgr8(image: np.ndarray) -> np.ndarray:

@@ -1,0 +1,153 @@
+"""Synthetic card images and photos of them, so tests exercise the real pipeline on a clone.
+
+Every card shares ONE frame (border texture, name bar, mana symbols, type line, text box, set
+symbol) -- the very thing that makes real cards hard to tell apart -- and differs only by its
+name text, its rules text and its art (random shapes, blobs and strokes seeded per card).
+`photograph` puts a card into a scene: perspective, rotation (also upside down), scale, blur,
+glare, sensor noise and JPEG compression, and returns where the card's corners went.
+"""
+
+from __future__ import annotations
+
+import string
+
+import cv2
+import numpy as np
+
+CARD_W, CARD_H = 488, 680
+ART_BOX = (0.08, 0.11, 0.92, 0.56)  # same convention as FeatureParams.art_box
+
+
+def _frame() -> np.ndarray:
+    """The frame every synthetic card shares (fixed seed)."""
+    rng = np.random.default_rng(12345)
+    card = np.zeros((CARD_H, CARD_W, 3), np.uint8)
+    texture = rng.integers(40, 110, (CARD_H // 8, CARD_W // 8, 3), dtype=np.uint8)
+    card[:] = cv2.resize(texture, (CARD_W, CARD_H), interpolation=cv2.INTER_NEAREST)
+    cv2.rectangle(card, (0, 0), (CARD_W - 1, CARD_H - 1), (15, 15, 15), 14)
+    name_bar = (int(0.05 * CARD_W), int(0.04 * CARD_H), int(0.95 * CARD_W), int(0.10 * CARD_H))
+    type_bar = (int(0.05 * CARD_W), int(0.57 * CARD_H), int(0.95 * CARD_W), int(0.63 * CARD_H))
+    text_box = (int(0.07 * CARD_W), int(0.64 * CARD_H), int(0.93 * CARD_W), int(0.92 * CARD_H))
+    for x0, y0, x1, y1 in (name_bar, type_bar):
+        cv2.rectangle(card, (x0, y0), (x1, y1), (200, 210, 215), -1)
+        cv2.rectangle(card, (x0, y0), (x1, y1), (30, 30, 30), 2)
+    cv2.rectangle(card, text_box[:2], text_box[2:], (225, 230, 232), -1)
+    for i in range(3):  # mana symbols
+        centre = (int(0.90 * CARD_W) - 26 * i, int(0.07 * CARD_H))
+        cv2.circle(card, centre, 10, (60, 60, 60), -1)
+        cv2.circle(card, centre, 5, (230, 230, 230), -1)
+    set_symbol = np.array([[0.88, 0.58], [0.91, 0.62], [0.85, 0.62]]) * [CARD_W, CARD_H]
+    cv2.fillPoly(card, [set_symbol.astype(np.int32)], (20, 20, 20))
+    cv2.putText(card, "123/249 C  SYN - EN", (int(0.06 * CARD_W), int(0.96 * CARD_H)),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 230, 230), 1, cv2.LINE_AA)
+    return card
+
+
+_FRAME = _frame()
+
+
+def _words(rng: np.random.Generator, n: int) -> str:
+    letters = np.array(list(string.ascii_letters))
+    return " ".join("".join(rng.choice(letters, rng.integers(3, 9))) for _ in range(n))
+
+
+def _art(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Textured random art: a colour gradient, blobs of noise, polygons, circles, strokes."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    base = np.zeros((height, width, 3), np.float32)
+    for c in range(3):
+        a, b, d = rng.uniform(-1, 1, 3)
+        base[..., c] = 128 + 80 * np.sin(a * xx / 40 + b * yy / 50 + d * 6)
+    noise = rng.normal(0, 1, (height // 6 + 1, width // 6 + 1, 3)).astype(np.float32)
+    base += 35 * cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)
+    art = np.clip(base, 0, 255).astype(np.uint8)
+    for _ in range(14):
+        pts = rng.integers(0, [width, height], (int(rng.integers(3, 7)), 2)).astype(np.int32)
+        cv2.fillPoly(art, [pts], tuple(int(v) for v in rng.integers(0, 256, 3)))
+    for _ in range(18):
+        centre = tuple(int(v) for v in rng.integers(0, [width, height]))
+        radius = int(rng.integers(4, 30))
+        cv2.circle(art, centre, radius, tuple(int(v) for v in rng.integers(0, 256, 3)), -1)
+    for _ in range(25):
+        p0 = tuple(int(v) for v in rng.integers(0, [width, height]))
+        p1 = tuple(int(v) for v in rng.integers(0, [width, height]))
+        color = tuple(int(v) for v in rng.integers(0, 256, 3))
+        cv2.line(art, p0, p1, color, int(rng.integers(1, 4)), cv2.LINE_AA)
+    return art
+
+
+def make_card(seed: int) -> np.ndarray:
+    """A 488x680 BGR card: the shared frame plus this seed's name, text and art."""
+    rng = np.random.default_rng(seed)
+    card = _FRAME.copy()
+    x0, y0, x1, y1 = (int(v * s) for v, s in zip(ART_BOX, (CARD_W, CARD_H, CARD_W, CARD_H),
+                                                  strict=True))
+    card[y0:y1, x0:x1] = _art(rng, x1 - x0, y1 - y0)
+    cv2.putText(card, _words(rng, 2).title(), (int(0.07 * CARD_W), int(0.085 * CARD_H)),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.6, (10, 10, 10), 1, cv2.LINE_AA)
+    cv2.putText(card, _words(rng, 3), (int(0.07 * CARD_W), int(0.61 * CARD_H)),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (10, 10, 10), 1, cv2.LINE_AA)
+    for line in range(6):
+        cv2.putText(card, _words(rng, 4), (int(0.09 * CARD_W), int((0.69 + 0.04 * line) * CARD_H)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
+    return card
+
+
+def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A wood-ish table: low-frequency stripes plus grain."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    stripes = np.sin(xx / 23.0 + 3 * np.sin(yy / 90.0)) * 25
+    grain = cv2.GaussianBlur(rng.normal(0, 18, (height, width)).astype(np.float32), (0, 0), 1.5)
+    tone = 150 + stripes + grain
+    bg = np.stack([tone * 0.55, tone * 0.75, tone], axis=-1)
+    return np.clip(bg, 0, 255).astype(np.uint8)
+
+
+def photograph(
+    card: np.ndarray,
+    *,
+    seed: int = 0,
+    size: tuple[int, int] = (960, 720),
+    card_height: float = 0.7,
+    rotation: float = 0.0,
+    tilt: float = 0.08,
+    blur: float = 0.0,
+    glare: float = 0.0,
+    noise: float = 3.0,
+    jpeg_quality: int = 88,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(photo BGR, card corners in the photo, 4x2 float32: TL, TR, BR, BL of the card).
+
+    `card_height` is the card's height as a fraction of the photo height, `rotation` degrees
+    (180 = upside down), `tilt` the perspective jitter of each corner (fraction of card size),
+    `glare` the strength (0-1) of a bright specular blob.
+    """
+    rng = np.random.default_rng(seed)
+    width, height = size
+    photo = _background(rng, width, height)
+    h, w = card.shape[:2]
+    scale = card_height * height / h
+    centre = np.array([width / 2, height / 2]) + rng.uniform(-0.05, 0.05, 2) * [width, height]
+    local = (np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64) - [w / 2, h / 2]) * scale
+    local += rng.uniform(-tilt, tilt, (4, 2)) * [w * scale, h * scale]
+    theta = np.deg2rad(rotation)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    corners = (local @ rot.T + centre).astype(np.float32)
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    matrix = cv2.getPerspectiveTransform(src, corners)
+    warped = cv2.warpPerspective(card, matrix, size, flags=cv2.INTER_AREA)
+    mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), matrix, size)
+    photo[mask > 127] = warped[mask > 127]
+    if glare > 0:
+        gx, gy = corners.mean(axis=0) + rng.uniform(-0.15, 0.15, 2) * h * scale
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        sigma = 0.12 * h * scale
+        blob = glare * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * sigma**2))
+        photo = (photo * (1 - blob[..., None]) + 255 * blob[..., None]).astype(np.uint8)
+    if blur > 0:
+        photo = cv2.GaussianBlur(photo, (0, 0), blur)
+    if noise > 0:
+        photo = np.clip(photo + rng.normal(0, noise, photo.shape), 0, 255).astype(np.uint8)
+    ok, encoded = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    assert ok
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR), corners

@@ -1,0 +1,201 @@
+"""The real pipeline on synthetic cards: build a bundle, recognise photos, refuse bad bundles."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import faiss
+import h5py
+import numpy as np
+import pytest
+
+from app.recognition.bundle import (
+    FEATURES_FILE,
+    ID_MAP_FILE,
+    INDEX_FILE,
+    MANIFEST_FILE,
+    Bundle,
+    BundleError,
+    ReferenceImage,
+    build_bundle,
+)
+from app.recognition.features import configure_threads, extract_features, rootsift
+from app.recognition.matcher import recognize
+from app.recognition.params import PROFILES, FeatureParams
+from tests.synthetic import make_card, photograph
+
+CARD_SEEDS = list(range(100, 116))  # 16 catalogued cards
+UNKNOWN_SEEDS = [900, 901]
+PARAMS = PROFILES["default"]
+
+
+def _ref(seed: int) -> ReferenceImage:
+    return ReferenceImage(
+        card_id=f"card-{seed}",
+        face=0,
+        name=f"Card {seed}",
+        set="syn",
+        collector_number=str(seed),
+        illustration_id=None,
+        load=lambda: make_card(seed),
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    configure_threads(2)
+    out = tmp_path_factory.mktemp("bundle") / "run"
+    build_bundle([_ref(s) for s in CARD_SEEDS], out, PARAMS, progress=False, workers=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir: Path):
+    opened = Bundle.open(bundle_dir, expected_params=PARAMS)
+    yield opened
+    opened.close()
+
+
+def _copy(bundle_dir: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(bundle_dir, target)
+    return target
+
+
+# -- bundle ----------------------------------------------------------------------------------
+def test_bundle_layout_and_manifest(bundle: Bundle, bundle_dir: Path) -> None:
+    manifest = bundle.manifest
+    assert {p.name for p in bundle_dir.iterdir()} == {
+        INDEX_FILE, FEATURES_FILE, ID_MAP_FILE, MANIFEST_FILE
+    }
+    assert manifest["counts"]["cards"] == len(CARD_SEEDS) == bundle.card_count
+    assert set(manifest["files"]) == {INDEX_FILE, FEATURES_FILE, ID_MAP_FILE}
+    assert FeatureParams.from_dict(manifest["params"]) == PARAMS
+    assert bundle.version == manifest["version"] and bundle.version.count("-") == 1
+    # frame features are recognised as "stop words" and left out of the index only
+    counts = manifest["counts"]
+    assert 0 < counts["stop_words"] < counts["descriptors"]
+    assert counts["indexed_descriptors"] == counts["descriptors"] - counts["stop_words"]
+    assert bundle.card(3)["id"] == f"card-{CARD_SEEDS[3]}"
+
+    with h5py.File(bundle_dir / FEATURES_FILE, "r") as h5:
+        for name in ("descriptors", "keypoints", "offsets", "faces", "thumbs", "indexed"):
+            assert h5[name].chunks is None, f"{name} should be contiguous"
+        assert h5["descriptors"].dtype == np.uint8 and h5["descriptors"].shape[1] == 128
+        assert h5["offsets"][-1] == counts["descriptors"]
+        indexed_rows = np.flatnonzero(h5["indexed"][:])
+        descriptors = h5["descriptors"][:]
+    # FAISS ids are descriptor rows: an indexed descriptor finds itself
+    probe = indexed_rows[:: max(1, len(indexed_rows) // 50)]
+    _, ids = bundle.search(rootsift(descriptors[probe]), 1)
+    assert np.mean(ids[:, 0] == probe) > 0.8
+
+
+def test_build_refuses_non_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "stale.txt").write_text("x")
+    with pytest.raises(BundleError, match="not empty"):
+        build_bundle([_ref(1)], tmp_path, PARAMS, progress=False)
+
+
+def test_tampered_file_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = _copy(bundle_dir, tmp_path)
+    data = bytearray((copy / ID_MAP_FILE).read_bytes())
+    data[10] ^= 0x01
+    (copy / ID_MAP_FILE).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="checksum"):
+        Bundle.open(copy)
+
+
+def test_missing_file_and_bad_format_are_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = _copy(bundle_dir, tmp_path)
+    (copy / INDEX_FILE).unlink()
+    with pytest.raises(BundleError, match="missing"):
+        Bundle.open(copy)
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    manifest["format_version"] = 999
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format"):
+        Bundle.open(copy)
+
+
+def test_parameter_mismatch_is_refused(bundle_dir: Path) -> None:
+    other = dataclasses.replace(PARAMS, query_nfeatures=PARAMS.query_nfeatures + 1)
+    with pytest.raises(BundleError, match="query_nfeatures"):
+        Bundle.open(bundle_dir, expected_params=other)
+
+
+def test_params_round_trip() -> None:
+    for params in PROFILES.values():
+        assert FeatureParams.from_dict(json.loads(json.dumps(params.to_dict()))) == params
+    with pytest.raises(ValueError, match="unknown"):
+        FeatureParams.from_dict({"no_such_knob": 1})
+
+
+# -- features --------------------------------------------------------------------------------
+def test_extraction_is_deterministic_and_keeps_aspect() -> None:
+    card = make_card(7)
+    a = extract_features(card, PARAMS, role="reference")
+    b = extract_features(card, PARAMS, role="reference")
+    assert np.array_equal(a.descriptors, b.descriptors)
+    assert a.descriptors.dtype == np.uint8 and a.keypoints.dtype == np.float32
+    assert max(a.gray.shape) == PARAMS.ref_max_side
+    assert a.scale[0] == pytest.approx(a.scale[1], rel=0.01)
+    norms = np.linalg.norm(rootsift(a.descriptors), axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-3)
+
+
+# -- recognition -----------------------------------------------------------------------------
+PHOTOS = [
+    (100, dict()),
+    (103, dict(rotation=180)),
+    (106, dict(rotation=25, tilt=0.12)),
+    (109, dict(blur=1.6)),
+    (112, dict(glare=0.7)),
+    (115, dict(card_height=0.4, rotation=-90)),
+]
+
+
+@pytest.mark.parametrize(("seed", "kwargs"), PHOTOS)
+def test_recognises_perturbed_photos(bundle: Bundle, seed: int, kwargs: dict) -> None:
+    photo, corners = photograph(make_card(seed), seed=seed, **kwargs)
+    result = recognize(bundle, photo)
+    assert result.match is not None, result.alternatives
+    assert result.match.card["id"] == f"card-{seed}"
+    assert result.match.confidence >= PARAMS.accept
+    assert result.quad is not None
+    card_height = np.linalg.norm(corners[3] - corners[0])
+    assert np.abs(np.array(result.quad) - corners).max() < 0.05 * card_height
+    assert {"features", "search", "verify", "total"} <= set(result.timings_ms)
+
+
+@pytest.mark.parametrize("seed", UNKNOWN_SEEDS)
+def test_card_not_in_catalogue_is_no_match(bundle: Bundle, seed: int) -> None:
+    photo, _ = photograph(make_card(seed), seed=seed)
+    result = recognize(bundle, photo)
+    assert result.match is None
+    assert all(c.confidence < PARAMS.accept for c in result.alternatives)
+
+
+def test_quad_scale_maps_to_original_coordinates(bundle: Bundle) -> None:
+    photo, corners = photograph(make_card(101), seed=1)
+    result = recognize(bundle, photo[::2, ::2].copy(), quad_scale=2.0)
+    assert result.match is not None and result.quad is not None
+    assert np.abs(np.array(result.quad) - corners).max() < 20
+
+
+def test_concurrent_recognitions(bundle: Bundle) -> None:
+    photos = [(s, photograph(make_card(s), seed=s + 1)[0]) for s in CARD_SEEDS[:6]]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda item: recognize(bundle, item[1]), photos))
+    for (seed, _), result in zip(photos, results, strict=True):
+        assert result.match is not None and result.match.card["id"] == f"card-{seed}"
+
+
+def test_configure_threads() -> None:
+    configure_threads(1)
+    assert faiss.omp_get_max_threads() == 1
+    configure_threads(2)
