@@ -87,16 +87,17 @@ def zip_bytes() -> bytes:
     return out.getvalue()
 
 
+NOT_AN_IMAGE = "is not a jpeg, png, webp, bmp or tiff"
 # name -> (body, content type or None for multipart, expected status, words in the error)
 CORPUS: dict[str, tuple[bytes, str | None, int, str]] = {
     "truncated_jpeg": (_encode(_card_photo(), ".jpg")[:3000], None, 400, "truncated"),
     "png_bomb_50000x50000": (png_bomb(), None, 413, "50000x50000"),
-    "text_named_jpg": (b"just some text, honest\n" * 20, None, 415, "is not a jpeg, png, webp, bmp or tiff"),
-    "zip": (zip_bytes(), None, 415, "is not a jpeg, png, webp, bmp or tiff"),
+    "text_named_jpg": (b"just some text, honest\n" * 20, None, 415, NOT_AN_IMAGE),
+    "zip": (zip_bytes(), None, 415, NOT_AN_IMAGE),
     "one_pixel": (_encode(np.zeros((1, 1, 3), np.uint8), ".png"), None, 400, "1x1"),
     "ten_pixels": (_encode(np.zeros((10, 10, 3), np.uint8), ".jpg"), None, 400, "10x10"),
     "empty_raw_body": (b"", "image/jpeg", 400, "Empty request body"),
-    "octet_stream_text": (b"hello" * 100, "application/octet-stream", 415, "is not a jpeg, png, webp, bmp or tiff"),
+    "octet_stream_text": (b"hello" * 100, "application/octet-stream", 415, NOT_AN_IMAGE),
 }
 # Valid images of the card in the bundle, in formats and encodings phones and scanners make.
 VALID = {
