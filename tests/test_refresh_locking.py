@@ -138,3 +138,35 @@ def test_serving_app_starts_and_stops_its_scheduler(base_config: dict[str, str])
     testing = create_app({**base_config, "REFRESH_ENABLED": "true"})
     assert "scheduler" not in testing.extensions
     lifecycle.shutdown(testing)
+
+
+def test_redis_down_skips_the_refresh_and_leaves_serving_alone(tmp_path: Path) -> None:
+    import redis
+
+    from app.catalog import make_store
+    from app.pipeline.refresh import RefreshOptions, run_refresh
+    from app.runtime.locks import RedisUpdateLock
+
+    resources = tmp_path / "resources"
+    release = resources / "releases" / "20260101T000000Z-aaaa"
+    release.mkdir(parents=True)
+    (release / "manifest.json").write_text("{}")
+    os.symlink("releases/20260101T000000Z-aaaa", resources / "run")
+    settings = Settings(
+        resources_dir=resources,
+        scryfall_data_dir=tmp_path / "data",
+        scryfall_api_url="http://127.0.0.1:9",
+    )
+    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, socket_timeout=0.5)
+    store = make_store(settings)
+    try:
+        result = run_refresh(
+            settings, store, RefreshOptions(progress=False), lock=RedisUpdateLock(down)
+        )
+        assert result.status == "skipped"
+        assert result.counts["reason"] == "lock unavailable"
+        assert "Redis unavailable" in (result.error or "")
+        assert os.readlink(resources / "run") == "releases/20260101T000000Z-aaaa"
+        assert store.recent_runs(1)[0]["status"] == "skipped"
+    finally:
+        store.close()

@@ -117,9 +117,15 @@ def run_refresh(
     lock = lock or make_update_lock(settings)
     host = socket.gethostname()
     if not lock.acquire():
-        message = f"skipped: another replica holds {lock.name}"
-        log.info("refresh %s", message)
-        result = RefreshResult("skipped", {"reason": "locked"}, error=message)
+        if lock.unavailable:
+            reason = "lock unavailable"
+            message = f"skipped: cannot take {lock.name}: {lock.unavailable}"
+            log.warning("refresh %s; serving is unaffected", message)
+        else:
+            reason = "locked"
+            message = f"skipped: another replica holds {lock.name}"
+            log.info("refresh %s", message)
+        result = RefreshResult("skipped", {"reason": reason}, error=message)
         try:
             store.migrate()
             result.run_id = store.start_run(host)

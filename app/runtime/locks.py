@@ -28,6 +28,7 @@ UPDATE_LOCK_NAME = "model_update_lock"
 
 class UpdateLock(Protocol):
     name: str
+    unavailable: str | None  # why the last acquire() could not even ask (lock service down)
 
     def acquire(self) -> bool:
         """Take the lock without waiting; False when another holder has it."""
@@ -46,6 +47,7 @@ class FileLock:
     def __init__(self, path: Path, name: str = UPDATE_LOCK_NAME) -> None:
         self.path = path
         self.name = name
+        self.unavailable: str | None = None
         self._fd: int | None = None
         self._guard = threading.Lock()
 
@@ -94,16 +96,19 @@ class RedisUpdateLock:
         self.name = name
         self.ttl_seconds = ttl_seconds
         self.heartbeat_seconds = heartbeat_seconds or ttl_seconds / 3
+        self.unavailable: str | None = None
         self._lock = client.lock(name, timeout=ttl_seconds, thread_local=False)
         self._held = threading.Event()
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
     def acquire(self) -> bool:
+        self.unavailable = None
         try:
             got = bool(self._lock.acquire(blocking=False))
         except RedisError as exc:
-            log.warning("update lock %s: Redis unavailable (%s); not taking it", self.name, exc)
+            self.unavailable = f"Redis unavailable ({exc})"
+            log.warning("update lock %s: %s; not taking it", self.name, self.unavailable)
             return False
         if got:
             self._held.set()
