@@ -2,8 +2,11 @@
 SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
-# Python 3.13 where available (PATH, then pyenv), else the default python3.
-PYTHON ?= $(shell command -v python3.13 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.13*/bin/python3.13 2>/dev/null | tail -n 1 || command -v python3)
+# Python 3.13 where available (pyenv, then PATH; a pyenv shim that cannot run it is
+# skipped), else the default python3 if it is at least 3.11.
+PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python3.13 python3.13 python3; do \
+	"$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 \
+	&& { command -v "$$p"; break; }; done)
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint typecheck services bench clean
