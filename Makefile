@@ -35,8 +35,12 @@ lint: install
 services:
 	@bash scripts/test-services.sh
 
+# Recognition on ../shared/eval (ours vs legacy), then the service under load and hot swaps,
+# then catalogue ingest speed. Results also go to bench-results/*.json.
 bench: install
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_service.py
+	@source scripts/test-services.sh && $(PY) scripts/bench_ingest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

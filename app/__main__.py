@@ -21,7 +21,10 @@ class _Server(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
-        threads = max(4, self.settings.max_concurrent_infer * 2)
+        # Enough threads that waiting requests reach the admission gate, which bounds the
+        # recognitions in flight and answers 503 + Retry-After after INFER_QUEUE_TIMEOUT;
+        # too few would leave them queued, unbounded, in gunicorn's socket backlog instead.
+        threads = 32
         options: dict[str, Any] = {
             "bind": f"0.0.0.0:{self.settings.port}",
             "workers": 1,

@@ -88,6 +88,10 @@ def readyz() -> ResponseReturnValue:
               detail: {type: string}
               version: {type: string, x-nullable: true}
               loaded_at: {type: string, x-nullable: true}
+              last_swap_pause_ms:
+                type: number
+                x-nullable: true
+                description: How long requests waited for the last bundle swap.
           catalog:
             type: object
             properties:
@@ -116,6 +120,7 @@ def readyz() -> ResponseReturnValue:
             "detail": state.detail,
             "version": state.version,
             "loaded_at": state.loaded_at,
+            "last_swap_pause_ms": state.last_swap_pause_ms,
         },
         "catalog": catalog,
         "settings_profile": current_app.config["SETTINGS"].recognition_profile,

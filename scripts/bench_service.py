@@ -1,0 +1,249 @@
+"""Service-level benchmark: overload behaviour and the cost of a hot swap, on loopback.
+
+Starts the real server (`python -m app`: gunicorn, one process, gthread) on 127.0.0.1 with
+bundles of synthetic cards, then
+  1. load: 16 concurrent clients for 60 s -> statuses, connection errors, p50/p95 of the
+     accepted requests (200/404), and whether every refusal was a 503 with Retry-After;
+  2. swap: 4 clients while the bundle is promoted 10 times -> latency of requests that
+     overlapped a swap vs the others, and the server's own measured swap pause.
+Traffic goes only to 127.0.0.1, bounded in time. Prints a table and writes JSON.
+
+    python scripts/bench_service.py [--seconds 60] [--clients 16] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import app  # noqa: E402,F401  (sets thread/decode environment before numpy loads)
+import cv2  # noqa: E402
+import requests  # noqa: E402
+
+from app.pipeline import releases  # noqa: E402
+from tests.conftest import build_synthetic_bundle, install_release  # noqa: E402
+from tests.synthetic import make_card, photograph  # noqa: E402
+
+SEEDS_A = list(range(100, 114))
+SEEDS_B = list(range(106, 120))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _photos() -> list[bytes]:
+    photos = []
+    for n, seed in enumerate((100, 104, 108, 112, 555)):  # 555 is in no bundle: a 404
+        image, _ = photograph(make_card(seed), seed=n, size=(1280, 720), rotation=5 * n)
+        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 88])
+        assert ok
+        photos.append(data.tobytes())
+    return photos
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class Server:
+    def __init__(self, resources: Path, data: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "RESOURCES_DIR": str(resources),
+            "SCRYFALL_DATA_DIR": str(data),
+            "REFRESH_ENABLED": "false",
+            "LOG_LEVEL": "warning",
+            "FLASK_ENV": "development",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
+        )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError("server did not become ready")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def run_clients(
+    url: str, photos: list[bytes], clients: int, seconds: float, on_tick: Any = None
+) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client(worker: int) -> None:
+        session = requests.Session()
+        n = worker
+        while time.monotonic() < deadline:
+            body = photos[n % len(photos)]
+            n += 1
+            start = time.monotonic()
+            entry: dict[str, Any] = {"start": start}
+            try:
+                response = session.post(
+                    f"{url}/infer",
+                    files={"roi_image": ("photo.jpg", body, "image/jpeg")},
+                    timeout=60,
+                )
+                entry.update(
+                    status=response.status_code,
+                    retry_after=response.headers.get("Retry-After"),
+                    version=response.json().get("index_version"),
+                )
+            except requests.RequestException as exc:
+                entry.update(status=None, error=str(exc))
+            entry["end"] = time.monotonic()
+            entry["ms"] = (entry["end"] - start) * 1000
+            with lock:
+                results.append(entry)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    if on_tick is not None:
+        on_tick(deadline)
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def load_test(url: str, photos: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
+    results = run_clients(url, photos, clients, seconds)
+    statuses = Counter(str(r["status"]) for r in results)
+    accepted = [r["ms"] for r in results if r["status"] in (200, 404)]
+    bad_5xx = [r for r in results if (r["status"] or 0) >= 500 and not (
+        r["status"] == 503 and r.get("retry_after"))]
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "requests": len(results),
+        "statuses": dict(statuses),
+        "connection_errors": sum(1 for r in results if r["status"] is None),
+        "bad_5xx": len(bad_5xx),
+        "accepted_per_s": round(len(accepted) / seconds, 2),
+        "accepted_p50_ms": round(_percentile(accepted, 0.5), 1),
+        "accepted_p95_ms": round(_percentile(accepted, 0.95), 1),
+    }
+
+
+def swap_test(
+    url: str, photos: list[bytes], resources: Path, bundles: dict[str, Path], swaps: int
+) -> dict[str, Any]:
+    swap_times: list[float] = []
+    pauses: list[float] = []
+
+    def promote_loop(deadline: float) -> None:
+        time.sleep(2.0)
+        for n in range(1, swaps + 1):
+            name = "B" if n % 2 else "A"
+            release = install_release(resources, bundles[name], f"{n + 1:04d}-{name}")
+            swap_times.append(time.monotonic())
+            releases.promote(resources, release)
+            time.sleep(1.5)
+            model = requests.get(f"{url}/readyz", timeout=5).json()["model"]
+            if model.get("last_swap_pause_ms") is not None:
+                pauses.append(float(model["last_swap_pause_ms"]))
+
+    results = run_clients(url, photos, 4, 2.0 + swaps * 1.7, on_tick=promote_loop)
+    # a request "saw" a swap when it was in flight within 1 s after a promotion
+    # (debounce 0.3 s + loading the new bundle happen in that window)
+    near = [
+        r for r in results
+        if r["status"] in (200, 404)
+        and any(r["start"] <= t + 1.0 and r["end"] >= t for t in swap_times)
+    ]
+    far = [r["ms"] for r in results if r["status"] in (200, 404) and r not in near]
+    baseline = statistics.median(far) if far else float("nan")
+    worst = max((r["ms"] for r in near), default=float("nan"))
+    return {
+        "swaps": swaps,
+        "requests": len(results),
+        "errors": sum(1 for r in results if r["status"] not in (200, 404)),
+        "versions_seen": len({r.get("version") for r in results if r.get("version")}),
+        "median_ms_away_from_swaps": round(baseline, 1),
+        "worst_ms_near_a_swap": round(worst, 1),
+        "worst_extra_ms_near_a_swap": round(worst - baseline, 1),
+        "server_swap_pause_ms_max": round(max(pauses), 4) if pauses else None,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--swaps", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "service.json")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+        base = Path(tmp)
+        print("building two synthetic bundles ...", flush=True)
+        bundles = {"A": base / "A", "B": base / "B"}
+        build_synthetic_bundle(SEEDS_A, bundles["A"])
+        build_synthetic_bundle(SEEDS_B, bundles["B"])
+        resources = base / "resources"
+        releases.promote(resources, install_release(resources, bundles["A"], "0001-A"))
+        photos = _photos()
+        server = Server(resources, base / "data")
+        try:
+            server.wait_ready()
+            print(f"load: {args.clients} clients for {args.seconds:.0f} s ...", flush=True)
+            load = load_test(server.url, photos, args.clients, args.seconds)
+            print(f"swap: 4 clients, {args.swaps} promotions ...", flush=True)
+            swap = swap_test(server.url, photos, resources, bundles, args.swaps)
+        finally:
+            server.stop()
+
+    report = {"load": load, "swap": swap}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print()
+    print("| load test (loopback, real server) | value |")
+    print("|---|---|")
+    for key, value in load.items():
+        print(f"| {key} | {value} |")
+    print()
+    print("| hot swap under load | value |")
+    print("|---|---|")
+    for key, value in swap.items():
+        print(f"| {key} | {value} |")
+    print(f"\nwritten to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
