@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import app  # noqa: E402,F401  (sets thread/decode environment before numpy loads)
+
+# isort: split
 import cv2  # noqa: E402
 import requests  # noqa: E402
 
