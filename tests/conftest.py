@@ -7,6 +7,7 @@ need it are skipped with the reason, and pytest's summary (-ra) lists them.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import uuid
@@ -188,7 +189,7 @@ def build_synthetic_bundle(seeds: list[int], out_dir: Path) -> dict[str, Any]:
             set=record["set"],
             collector_number=record["collector_number"],
             illustration_id=record["illustration_id"],
-            load=lambda seed=seed: make_card(seed),
+            load=functools.partial(make_card, seed),
             extra={"set_name": record["set_name"], "finishes": record["finishes"]},
         )
         for seed, record in ((s, synthetic_card_record(s)) for s in seeds)

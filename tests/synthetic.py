@@ -150,4 +150,6 @@ def photograph(
         photo = np.clip(photo + rng.normal(0, noise, photo.shape), 0, 255).astype(np.uint8)
     ok, encoded = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     assert ok
-    return cv2.imdecode(encoded, cv2.IMREAD_COLOR), corners
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    assert decoded is not None
+    return np.asarray(decoded, dtype=np.uint8), corners
