@@ -128,34 +128,52 @@ def _ordered_map(
 
 
 def _choose_nlist(n: int, params: FeatureParams) -> int:
-    """Power of two near 2*sqrt(N) (the low end of FAISS's 4-16*sqrt(N), because lists that are
-    too short make the per-list overhead dominate), with >= 39 training points per list."""
+    """Power of two near sqrt(N): below FAISS's 4-16*sqrt(N) guideline, which targets huge
+    batches; here each query photo brings ~2000 vectors and the coarse quantizer's cost
+    (queries x nlist) would dominate. At least 39 training points per list."""
     if params.nlist:
         nlist = params.nlist
     else:
-        nlist = 1 << max(4, round(np.log2(max(1.0, 2 * np.sqrt(n)))))
+        nlist = 1 << max(4, round(np.log2(max(1.0, np.sqrt(n)))))
     while nlist > 16 and nlist * 39 > n:
         nlist //= 2
     return nlist
 
 
-def _train_index(desc: np.ndarray, params: FeatureParams, seed: int) -> faiss.IndexIVFPQ:
-    n = desc.shape[0]
-    nlist = _choose_nlist(n, params)
-    index = faiss.IndexIVFPQ(faiss.IndexFlatL2(128), 128, nlist, params.pq_m, 8)
+def _new_index(nlist: int, params: FeatureParams) -> faiss.IndexIVF:
+    quantizer = faiss.IndexFlatL2(128)
+    index: faiss.IndexIVF
+    if params.pq_nbits == 4:
+        index = faiss.IndexIVFPQFastScan(quantizer, 128, nlist, params.pq_m, 4)
+    else:
+        index = faiss.IndexIVFPQ(quantizer, 128, nlist, params.pq_m, params.pq_nbits)
+        # polysemous training (a code permutation for Hamming filtering, never used here)
+        # took 95% of the training time
+        index.do_polysemous_training = False  # type: ignore[attr-defined]
     index.by_residual = params.pq_residual
     # k-means iterations: FAISS's default 25 makes PQ training (many k-means in 4-8 dims,
     # which BLAS does slowly) the longest step of a small build; 10 loses little for voting
     index.cp.niter = 12
     index.pq.cp.niter = 10
-    # polysemous training (a code permutation for Hamming filtering, which this search never
-    # uses) took 95% of the training time
-    index.do_polysemous_training = False  # type: ignore[attr-defined]
+    return index
+
+
+def _train_index(desc: np.ndarray, params: FeatureParams, seed: int) -> faiss.IndexIVF:
+    n = desc.shape[0]
+    nlist = _choose_nlist(n, params)
+    index = _new_index(nlist, params)
     sample_size = min(n, max(nlist * params.train_per_list, 256 * 40))
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=sample_size, replace=False))
     index.train(rootsift(np.asarray(desc[sample])))
     return index
+
+
+def _add_rows(index: faiss.Index, desc: np.ndarray, rows: np.ndarray) -> None:
+    """Add descriptors by row number, the row being the FAISS id."""
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        index.add_with_ids(rootsift(np.asarray(desc[chunk])), chunk.astype(np.int64))
 
 
 def _stop_words(
@@ -293,15 +311,15 @@ def build_bundle(
             raise BundleError(f"only {len(desc)} descriptors: too few to train IVF-PQ")
 
         index = _train_index(desc, params, seed)
-        for start in range(0, len(desc), _CHUNK):
-            stop = min(len(desc), start + _CHUNK)
-            index.add_with_ids(
-                rootsift(np.asarray(desc[start:stop])), np.arange(start, stop, dtype=np.int64)
-            )
         indexed = np.ones(len(desc), dtype=bool)
         if params.stop_min_cards > 0:
-            indexed = ~_stop_words(index, desc, card_of, params)
-            index.remove_ids(faiss.IDSelectorBatch(np.flatnonzero(~indexed).astype(np.int64)))
+            # all descriptors in a scratch copy find the stop words; the served index then
+            # gets only the others (cheaper than remove_ids on every list)
+            scratch = faiss.clone_index(index)
+            _add_rows(scratch, desc, np.arange(len(desc)))
+            indexed = ~_stop_words(scratch, desc, card_of, params)
+            del scratch
+        _add_rows(index, desc, np.flatnonzero(indexed))
         faiss.write_index(index, str(out_dir / (INDEX_FILE + ".tmp")))
         os.replace(out_dir / (INDEX_FILE + ".tmp"), out_dir / INDEX_FILE)
 
@@ -341,9 +359,10 @@ def build_bundle(
         "extract_seconds": round(extracted - started, 2),
         "params": params.to_dict(),
         "index": {
-            "type": "IVF-PQ",
+            "type": type(index).__name__,
             "nlist": int(index.nlist),
             "pq_m": params.pq_m,
+            "pq_nbits": params.pq_nbits,
             "by_residual": params.pq_residual,
         },
         "counts": {

@@ -78,13 +78,14 @@ def _clahe(params: FeatureParams) -> cv2.CLAHE:
 
 def target_size(width: int, height: int, params: FeatureParams, role: Role) -> tuple[int, int]:
     """Size the features are computed at: references fit `ref_max_side` (enlarged if small),
-    queries are only reduced to `query_max_side`; `squash` ignores the aspect ratio."""
+    queries are only reduced, to `query_max_side` and `query_max_pixels`; `squash` ignores
+    the aspect ratio."""
     side = params.ref_max_side if role == "reference" else params.query_max_side
     if params.squash:
         return side, side
     factor = side / max(width, height)
     if role == "query":
-        factor = min(1.0, factor)
+        factor = min(1.0, factor, (params.query_max_pixels / (width * height)) ** 0.5)
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 

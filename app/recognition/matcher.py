@@ -196,21 +196,27 @@ def _logistic(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
 
 
-def _same_art(a: _Verified, b: _Verified, bundle: Bundle, params: FeatureParams) -> bool:
-    """Two printings of one illustration: same illustration_id when the catalogue has it,
-    otherwise the same card name with nearly equal art correlation to the photo."""
+def _same_art(a: _Verified, b: _Verified, bundle: Bundle) -> bool:
+    """Printings that (may) share the art: same illustration_id when the catalogue has both,
+    otherwise the same card name (reprints mostly reuse the art; the printing is then told
+    by the whole-card correlation, and a different art scores low there anyway)."""
     ca, cb = bundle.card(a.row), bundle.card(b.row)
     if ca.get("illustration_id") and cb.get("illustration_id"):
         return bool(ca["illustration_id"] == cb["illustration_id"])
-    return ca.get("name") == cb.get("name") and abs(a.art_corr - b.art_corr) <= (
-        params.same_art_delta
-    )
+    return bool(ca.get("name") == cb.get("name"))
 
 
 def decide(
     verified: list[_Verified], bundle: Bundle, params: FeatureParams
 ) -> tuple[Candidate | None, list[Candidate]]:
-    """Pick the art, then the printing; confidence from art correlation and its margin."""
+    """Pick the art, then the printing; confidence from art correlation and its margin.
+
+    confidence = logistic(slope * min(art - conf_center, art - rival - conf_margin)), where
+    `art` is the art-box correlation of the best art and `rival` that of the best candidate
+    of another art; then times logistic(printing_slope * gap) where `gap` is the whole-card
+    correlation lead of the chosen printing over the next printing of the same art.
+    Measured on the eval set: right cards correlate 0.91-0.99, wrong ones at most 0.48.
+    """
     if not verified:
         return None, []
     if params.decision == "inliers":
@@ -221,30 +227,31 @@ def decide(
         ]
     else:
         top_art = max(verified, key=lambda v: v.art_corr)
-        group = [v for v in verified if v is top_art or _same_art(v, top_art, bundle, params)]
+        group = [v for v in verified if v is top_art or _same_art(v, top_art, bundle)]
         others = [v for v in verified if all(v is not g for g in group)]
         group.sort(key=lambda v: -v.card_corr)
         others.sort(key=lambda v: -(v.art_corr + v.card_corr))
         rival = max((v.art_corr for v in others), default=0.0)
-        margin = top_art.art_corr - max(rival, 0.0)
-        # the answer must have art clearly correlated AND clearly better than other art
-        evidence = min(top_art.art_corr, 2.0 * margin)
-        confidence = _logistic(params.conf_slope * (evidence - params.conf_center))
+
+        def confidence(art: float, rival: float) -> float:
+            evidence = min(art - params.conf_center, art - rival - params.conf_margin)
+            return _logistic(params.conf_slope * evidence)
+
         cands = []
         for v in group:
-            c = _candidate(v, bundle, v.art_corr + v.card_corr, confidence)
+            c = _candidate(v, bundle, v.art_corr + v.card_corr, confidence(v.art_corr, rival))
             c.same_art = True
             cands.append(c)
+        if len(group) > 1:  # the printing: whole-card correlation against the others
+            lead = group[0].card_corr - group[1].card_corr
+            cands[0].confidence = round(
+                cands[0].confidence * _logistic(params.printing_slope * lead), 4)
+            for c, v in zip(cands[1:], group[1:], strict=True):
+                behind = group[0].card_corr - v.card_corr
+                c.confidence = round(c.confidence * _logistic(-params.printing_slope * behind), 4)
         for v in others:
-            ev = min(v.art_corr, 2.0 * (v.art_corr - top_art.art_corr))
-            cands.append(
-                _candidate(v, bundle, v.art_corr + v.card_corr,
-                           _logistic(params.conf_slope * (ev - params.conf_center)))
-            )
-        # within the group, confidence drops when another printing is nearly as good
-        if len(group) > 1:
-            gap = group[0].card_corr - group[1].card_corr
-            cands[0].confidence *= _logistic(40.0 * gap)  # equal frames -> halved
+            cands.append(_candidate(v, bundle, v.art_corr + v.card_corr,
+                                    confidence(v.art_corr, top_art.art_corr)))
     best = cands[0]
     if best.confidence < params.accept:
         return None, cands
@@ -273,6 +280,41 @@ def _quad(v: _Verified, bundle: Bundle, query: Features, quad_scale: float) -> l
     return [[round(float(x) * quad_scale, 1), round(float(y) * quad_scale, 1)] for x, y in quad]
 
 
+def verify_candidates(
+    bundle: Bundle,
+    order: np.ndarray,
+    votes: np.ndarray,
+    query: Features,
+    qdesc: np.ndarray,
+    params: FeatureParams,
+) -> list[_Verified]:
+    """Geometric (+ photometric) verification of candidates in vote order, stopping early:
+    once a candidate's art clearly matches, much less voted candidates are skipped unless
+    they are another printing of the same card name (which may share the art)."""
+    pyramid = _Pyramid(query.gray) if params.decision == "photometric" else None
+    verified: list[_Verified] = []
+    leader: _Verified | None = None
+    for row in (int(r) for r in order):
+        if (
+            leader is not None
+            and votes[row] < params.early_stop_votes * leader.votes
+            and bundle.card(row).get("name") != bundle.card(leader.row).get("name")
+        ):
+            continue
+        result = verify(bundle, row, query, qdesc, params)
+        if result is None:
+            continue
+        result.votes = float(votes[row])
+        if pyramid is not None:
+            result.art_corr, result.card_corr = photometric(bundle, result, pyramid, params)
+            if result.art_corr >= params.early_stop_corr and (
+                leader is None or result.art_corr > leader.art_corr
+            ):
+                leader = result
+        verified.append(result)
+    return verified
+
+
 def recognize(bundle: Bundle, image_bgr: np.ndarray, *, quad_scale: float = 1.0) -> Recognition:
     """Recognise the card a photo shows. Thread-safe. `quad_scale` maps the given image's
     coordinates to the uploaded image's (the JPEG reduction factor of `imageio.decode`)."""
@@ -299,18 +341,8 @@ def recognize(bundle: Bundle, image_bgr: np.ndarray, *, quad_scale: float = 1.0)
     order = np.argsort(-votes, kind="stable")[: params.top_candidates]
     order = order[votes[order] > 0]
     lap("vote")
-    verified = []
-    for row in order:
-        result = verify(bundle, int(row), query, qdesc, params)
-        if result is not None:
-            result.votes = float(votes[row])
-            verified.append(result)
+    verified = verify_candidates(bundle, order, votes, query, qdesc, params)
     lap("verify")
-    if params.decision == "photometric":
-        pyramid = _Pyramid(query.gray)
-        for v in verified:
-            v.art_corr, v.card_corr = photometric(bundle, v, pyramid, params)
-        lap("photometric")
     match, alternatives = decide(verified, bundle, params)
     quad = None
     if match is not None:

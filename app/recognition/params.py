@@ -17,8 +17,11 @@ class FeatureParams:
 
     # -- extraction ------------------------------------------------------------------------
     squash: bool = False  # True: resize to a square, ignoring aspect (the older design)
-    ref_max_side: int = 720  # references are resized (up or down) to this longer side
-    query_max_side: int = 960  # queries are only ever reduced to this longer side
+    ref_max_side: int = 560  # references are resized (up or down) to this longer side
+    query_max_side: int = 960  # queries are only ever reduced to this longer side ...
+    query_max_pixels: int = 520_000  # ... and to this area: SIFT's time and memory follow
+    #                                  the pixel count (its pyramid starts at 2x the image:
+    #                                  ~120 MB of float32 for 960x540, ~190 MB for 900x900)
     ref_nfeatures: int = 800
     query_nfeatures: int = 2000
     clahe_clip: float = 2.0  # 0 disables CLAHE
@@ -31,7 +34,9 @@ class FeatureParams:
 
     # -- index ----------------------------------------------------------------------------
     nlist: int = 0  # 0: chosen from the descriptor count at build time (recorded in manifest)
-    pq_m: int = 32  # bytes per PQ code
+    pq_m: int = 64  # sub-quantizers per code; code bytes = pq_m * pq_nbits / 8
+    pq_nbits: int = 4  # 4: SIMD "fast-scan" PQ (IndexIVFPQFastScan), 5x faster to search
+    #                    than 8-bit PQ at equal recall (measured); 8: classic IndexIVFPQ
     pq_residual: bool = False  # encode residuals: better codes, but a distance table per
     #                            probed list, which dominates the search on small lists
     train_per_list: int = 48  # training sample = nlist * this (at least 40 * 256 for PQ)
@@ -46,6 +51,9 @@ class FeatureParams:
     vote_max_dist: float = 0.5  # squared RootSIFT distance beyond which a neighbour is noise
     burst_norm: bool = True  # each query descriptor spreads ONE vote over distinct cards
     top_candidates: int = 8
+    early_stop_corr: float = 0.6  # once a candidate's art correlates this well, candidates
+    early_stop_votes: float = 0.5  # with < this fraction of its votes are not verified
+    #                                (other printings of the same name always are)
 
     # -- geometric verification -----------------------------------------------------------
     ratio: float = 0.8  # Lowe ratio test on exact descriptors
@@ -55,9 +63,10 @@ class FeatureParams:
     # -- decision -------------------------------------------------------------------------
     decision: str = "photometric"  # "photometric" | "inliers" (the older design)
     art_box: tuple[float, float, float, float] = (0.08, 0.11, 0.92, 0.56)  # x0, y0, x1, y1
-    same_art_delta: float = 0.12  # art correlations this close = "the same art"
-    conf_center: float = 0.30  # logistic calibration of confidence (see matcher)
-    conf_slope: float = 12.0
+    conf_center: float = 0.65  # art correlation at which confidence is 0.5 ...
+    conf_margin: float = 0.25  # ... margin over the best other card's art at which it is 0.5
+    conf_slope: float = 15.0  # steepness of the logistic calibration (see matcher.decide)
+    printing_slope: float = 25.0  # same, for the whole-card correlation gap between printings
     accept: float = 0.5  # minimum confidence of an answer
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,12 +100,14 @@ LEGACY = replace(
     squash=True,
     ref_max_side=256,
     query_max_side=256,
+    query_max_pixels=256 * 256,
     ref_nfeatures=100,
     query_nfeatures=250,
     clahe_clip=2.0,
     sift_contrast=0.04,
     nlist=256,
     pq_m=8,
+    pq_nbits=8,
     pq_residual=True,
     nprobe=10,
     stop_min_cards=0,
@@ -105,6 +116,7 @@ LEGACY = replace(
     vote_max_dist=4.0,
     burst_norm=False,
     top_candidates=10,
+    early_stop_votes=0.0,
     ratio=0.75,
     ransac_px=5.0,
     min_inliers=8,
