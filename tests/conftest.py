@@ -43,18 +43,22 @@ for _name in list(os.environ):
         del os.environ[_name]
 
 
-@pytest.fixture
-def base_config(tmp_path: Path) -> dict[str, str]:
+def isolated_config(base: Path) -> dict[str, str]:
     """Settings for an isolated app: its own resources and data dirs, no background work."""
     return {
         "FLASK_ENV": "testing",
-        "RESOURCES_DIR": str(tmp_path / "resources"),
-        "SCRYFALL_DATA_DIR": str(tmp_path / "data"),
+        "RESOURCES_DIR": str(base / "resources"),
+        "SCRYFALL_DATA_DIR": str(base / "data"),
         "PREPARE_ON_START": "false",
         "REFRESH_ENABLED": "false",
         "LOG_LEVEL": "warning",
         "SCRYFALL_API_URL": "http://127.0.0.1:9",  # nothing listens: never the real one
     }
+
+
+@pytest.fixture
+def base_config(tmp_path: Path) -> dict[str, str]:
+    return isolated_config(tmp_path)
 
 
 @pytest.fixture
@@ -209,6 +213,18 @@ def synthetic_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
         build_synthetic_bundle(seeds, base / name)
         built[name] = base / name
     return built
+
+
+def serve_bundle(config: dict[str, str], bundle: Path, name: str = "0001-A") -> Flask:
+    """Promote `bundle` in the config's RESOURCES_DIR and start an app that serves it."""
+    from app.pipeline import releases
+
+    resources = Path(config["RESOURCES_DIR"])
+    releases.promote(resources, install_release(resources, bundle, name))
+    application = create_app({**config, "PREPARE_ON_START": "true"})
+    application.extensions["prepare_thread"].join(timeout=60)
+    assert application.extensions["model"].loaded, application.extensions["model"].state
+    return application
 
 
 def install_release(resources: Path, bundle: Path, name: str) -> Path:

@@ -11,29 +11,15 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
 
-from app import create_app
-from app.pipeline import releases
-from tests.conftest import install_release, shutdown
+from tests.conftest import isolated_config, serve_bundle, shutdown
 
 
 @pytest.fixture(scope="module")
 def api_schema(
     tmp_path_factory: pytest.TempPathFactory, synthetic_bundles: dict[str, Path]
 ) -> Iterator[Any]:
-    base = tmp_path_factory.mktemp("schema")
-    resources = base / "resources"
-    releases.promote(resources, install_release(resources, synthetic_bundles["A"], "0001-A"))
-    app = create_app(
-        {
-            "FLASK_ENV": "testing",
-            "RESOURCES_DIR": str(resources),
-            "SCRYFALL_DATA_DIR": str(base / "data"),
-            "REFRESH_ENABLED": "false",
-            "LOG_LEVEL": "error",
-            "SCRYFALL_API_URL": "http://127.0.0.1:9",
-        }
-    )
-    app.extensions["prepare_thread"].join(timeout=60)
+    config = isolated_config(tmp_path_factory.mktemp("schema"))
+    app = serve_bundle({**config, "LOG_LEVEL": "error"}, synthetic_bundles["A"])
     yield schemathesis.openapi.from_wsgi("/apispec_1.json", app)
     shutdown(app)
 

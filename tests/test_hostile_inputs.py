@@ -16,12 +16,15 @@ import cv2
 import numpy as np
 import pytest
 import requests
-from flask import Flask
 from PIL import Image
 
-from app import create_app
-from app.pipeline import releases
-from tests.conftest import LiveServer, install_release, shutdown, synthetic_card_record
+from tests.conftest import (
+    LiveServer,
+    isolated_config,
+    serve_bundle,
+    shutdown,
+    synthetic_card_record,
+)
 from tests.synthetic import make_card, photograph
 
 CARD = 104
@@ -115,20 +118,7 @@ VALID = {
 def server(
     tmp_path_factory: pytest.TempPathFactory, synthetic_bundles: dict[str, Path]
 ) -> Iterator[LiveServer]:
-    base = tmp_path_factory.mktemp("hostile")
-    resources = base / "resources"
-    releases.promote(resources, install_release(resources, synthetic_bundles["A"], "0001-A"))
-    app: Flask = create_app(
-        {
-            "FLASK_ENV": "testing",
-            "RESOURCES_DIR": str(resources),
-            "SCRYFALL_DATA_DIR": str(base / "data"),
-            "REFRESH_ENABLED": "false",
-            "LOG_LEVEL": "warning",
-            "SCRYFALL_API_URL": "http://127.0.0.1:9",
-        }
-    )
-    app.extensions["prepare_thread"].join(timeout=60)
+    app = serve_bundle(isolated_config(tmp_path_factory.mktemp("hostile")), synthetic_bundles["A"])
     with LiveServer(app) as live:
         yield live
     shutdown(app)

@@ -12,9 +12,14 @@ import cv2
 import pytest
 import requests
 
-from app import create_app
 from app.pipeline import releases
-from tests.conftest import LiveServer, install_release, shutdown, synthetic_card_record
+from tests.conftest import (
+    LiveServer,
+    install_release,
+    serve_bundle,
+    shutdown,
+    synthetic_card_record,
+)
 from tests.synthetic import make_card, photograph
 
 PROMOTIONS = 20
@@ -40,9 +45,7 @@ def test_twenty_promotions_under_load(
         for name, path in synthetic_bundles.items()
     }
     holds = {versions[name]: name for name in versions}
-    releases.promote(resources, install_release(resources, synthetic_bundles["A"], "0000-A"))
-    app = create_app({**base_config, "PREPARE_ON_START": "true"})
-    app.extensions["prepare_thread"].join(timeout=60)
+    app = serve_bundle(base_config, synthetic_bundles["A"], "0000-A")
     photos = {seed: _photo(seed) for seed in PHOTO_SEEDS}
     stop = threading.Event()
     answers: list[tuple[int, int, str | None, str | None]] = []

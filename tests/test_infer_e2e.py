@@ -14,10 +14,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
 from app.catalog.store import card_row
-from app.pipeline import releases
-from tests.conftest import install_release, shutdown, synthetic_card_record
+from tests.conftest import serve_bundle, shutdown, synthetic_card_record
 from tests.synthetic import make_card, photograph
 
 
@@ -28,15 +26,12 @@ def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
 
 
 @pytest.fixture
-def served_config(base_config: dict[str, str], synthetic_bundles: dict[str, Path]) -> dict:
-    resources = Path(base_config["RESOURCES_DIR"])
-    releases.promote(resources, install_release(resources, synthetic_bundles["A"], "0001-A"))
+def served_config(base_config: dict[str, str]) -> dict[str, str]:
     return {**base_config, "PREPARE_ON_START": "true"}
 
 
-def _start(config: dict[str, str]) -> Flask:
-    application = create_app(config)
-    application.extensions["prepare_thread"].join(timeout=60)
+def _start(config: dict[str, str], bundle: Path) -> Flask:
+    application = serve_bundle(config, bundle)
     application.extensions["catalog"].upsert_cards(
         card_row(synthetic_card_record(seed)) for seed in range(100, 120)
     )
@@ -44,8 +39,10 @@ def _start(config: dict[str, str]) -> Flask:
 
 
 @pytest.fixture
-def served_app(served_config: dict[str, str]) -> Iterator[Flask]:
-    application = _start(served_config)
+def served_app(
+    served_config: dict[str, str], synthetic_bundles: dict[str, Path]
+) -> Iterator[Flask]:
+    application = _start(served_config, synthetic_bundles["A"])
     yield application
     shutdown(application)
 
@@ -120,11 +117,12 @@ def test_plain_background_is_404(served: FlaskClient) -> None:
     assert post(served, jpeg(noise)).status_code == 404
 
 
-def test_database_down_answers_from_the_bundle(served_config: dict[str, str]) -> None:
+def test_database_down_answers_from_the_bundle(
+    served_config: dict[str, str], synthetic_bundles: dict[str, Path]
+) -> None:
     config = {**served_config, "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": "1"}
-    application = create_app(config)
+    application = serve_bundle(config, synthetic_bundles["A"])
     try:
-        application.extensions["prepare_thread"].join(timeout=60)
         client = application.test_client()
         ready = client.get("/readyz")
         assert ready.status_code == 503

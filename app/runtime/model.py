@@ -131,17 +131,7 @@ class ModelHolder:
                 raise
             load_ms = (time.perf_counter() - started) * 1000
             new_slot = _Slot(bundle=bundle, path=resolved, loaded_at=datetime.now(UTC))
-            swap_started = time.perf_counter()
-            with self.model_lock:
-                old = self._slot
-                self._slot = new_slot
-                close_old = False
-                if old is not None:
-                    old.retired = True
-                    close_old = old.leases == 0
-            pause_ms = (time.perf_counter() - swap_started) * 1000
-            if old is not None and close_old:
-                self._close(old)
+            pause_ms = self._swap(new_slot)
             self._state = ModelState(
                 status="loaded",
                 detail=f"serving bundle {bundle.version}",
@@ -164,18 +154,28 @@ class ModelHolder:
     def unload(self) -> None:
         """Stop serving; the bundle closes once in-flight requests finish."""
         with self._load_lock:
-            with self.model_lock:
-                old = self._slot
-                self._slot = None
-                close_old = False
-                if old is not None:
-                    old.retired = True
-                    close_old = old.leases == 0
-            if old is not None and close_old:
-                self._close(old)
+            self._swap(None)
             self._state.status = "unloaded"
             self._state.detail = "no bundle loaded"
             self._state.version = None
+
+    def _swap(self, new_slot: _Slot | None) -> float:
+        """Replace the served slot under `model_lock`; return how long requests waited (ms).
+
+        The old bundle is closed now if idle, else by the last request still leasing it.
+        """
+        started = time.perf_counter()
+        with self.model_lock:
+            old = self._slot
+            self._slot = new_slot
+            close_old = False
+            if old is not None:
+                old.retired = True
+                close_old = old.leases == 0
+        pause_ms = (time.perf_counter() - started) * 1000
+        if old is not None and close_old:
+            self._close(old)
+        return pause_ms
 
     def _remember(self, event: str, path: str, version: str | None, error: str | None) -> None:
         entry = {
