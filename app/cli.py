@@ -73,7 +73,9 @@ def build_index(catalog_file: Path, profile: str | None, workers: int, no_promot
             progress=True,
             workers=workers,
         )
-        release = releases.store_release(settings.resources_dir, staging, manifest["version"])
+        release = releases.store_release(
+            settings.resources_dir, staging, manifest["version"], pending=not no_promote
+        )
         staging.parent.rmdir()
         store = current_app.extensions["catalog"]
         store.migrate()

@@ -248,6 +248,20 @@ class CatalogStore(ABC):
             )
             return int(cur.fetchone()[0])
 
+    def abandon_runs(self) -> int:
+        """Mark runs still 'running' as failed (their process died: called by the next holder
+        of the update lock, when no other run can be in progress); return how many."""
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql(
+                    "UPDATE refresh_runs SET finished_at = %s, status = 'failed', "
+                    "error = %s WHERE status = 'running'"
+                ),
+                (now, "interrupted: the process stopped before the run finished"),
+            )
+            return int(cur.rowcount or 0)
+
     def finish_run(
         self, run_id: int, status: str, counts: dict[str, Any], error: str | None = None
     ) -> None:

@@ -73,6 +73,7 @@ def install_release_archive(
     lock = make_update_lock(settings)
     if not lock.acquire():
         raise BootstrapError(f"another process holds {lock.name}; not installing")
+    releases.clean_staging(resources)  # leftovers of an interrupted build or install
     staging = releases.new_staging(resources, releases.new_version())
     try:
         archive = staging / "release.tar.gz"

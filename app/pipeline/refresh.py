@@ -136,6 +136,9 @@ def run_refresh(
     job: _Job | None = None
     try:
         store.migrate()
+        abandoned = store.abandon_runs()  # we hold the lock: a 'running' run died
+        if abandoned:
+            log.warning("refresh: %d earlier run(s) were interrupted; marked failed", abandoned)
         run_id = store.start_run(host)
         job = _Job(settings, store, options, params, lock)
         try:
@@ -263,6 +266,9 @@ class _Job:
         opts = self.options
         releases.clean_staging(self.resources)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        for part in (self.data_dir / "bulk").glob(".*.part"):  # an interrupted download
+            log.warning("removing partial download %s", part.name)
+            part.unlink(missing_ok=True)
         client = ScryfallClient(
             self.settings.scryfall_api_url,
             max_tries=opts.retry_tries,

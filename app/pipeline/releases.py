@@ -7,6 +7,11 @@
 
 Promotion makes a new symlink beside `run` and renames it over `run`: rename(2) is atomic,
 so a reader sees the old release or the new one, never a mix.
+
+A process killed between moving a bundle into releases/ and promoting it would leave a
+release that was never served, counted by pruning and offered by rollback. So `store_release`
+first writes a marker `staging/<version>.pending`, `promote` removes it, and `clean_staging`
+(the next holder of the update lock) deletes a marked release unless `run` points at it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 KEEP_RELEASES = 3
+PENDING_SUFFIX = ".pending"
 
 
 class ReleaseError(RuntimeError):
@@ -48,20 +54,52 @@ def new_staging(resources: Path, version: str) -> Path:
 
 
 def clean_staging(resources: Path) -> None:
-    """Remove leftovers of builds that crashed; call only while holding the update lock."""
+    """Remove leftovers of builds and promotions that crashed (stale staging directories,
+    releases stored but never promoted, temporary `run` links); call only while holding the
+    update lock."""
     base = staging_dir(resources)
     if base.exists():
-        for leftover in base.iterdir():
+        current = current_release(resources)
+        for leftover in sorted(base.iterdir()):
+            if leftover.name.endswith(PENDING_SUFFIX) and leftover.is_file():
+                release = releases_dir(resources) / leftover.name.removesuffix(PENDING_SUFFIX)
+                if release.is_dir() and (current is None or release.resolve() != current):
+                    log.warning("removing release %s: stored but never promoted (the process "
+                                "was interrupted)", release.name)
+                    shutil.rmtree(release, ignore_errors=True)
+                leftover.unlink(missing_ok=True)
+                continue
             log.warning("removing stale staging directory %s", leftover)
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+    for link in resources.glob(".run-*") if resources.exists() else ():
+        if link.is_symlink():
+            log.warning("removing a temporary run link left by an interrupted promotion: %s",
+                        link.name)
+            link.unlink(missing_ok=True)
 
 
-def store_release(resources: Path, built: Path, version: str) -> Path:
-    """Move a complete bundle from staging into releases/<version> (same filesystem)."""
+def _pending_marker(resources: Path, version: str) -> Path:
+    return staging_dir(resources) / f"{version}{PENDING_SUFFIX}"
+
+
+def store_release(resources: Path, built: Path, version: str, *, pending: bool = True) -> Path:
+    """Move a complete bundle from staging into releases/<version> (same filesystem).
+
+    With `pending` (the default) the release is marked as about to be promoted, so that an
+    interruption before `promote` gets it removed by the next `clean_staging`; pass False for
+    a release deliberately stored without serving it (`build-index --no-promote`).
+    """
     target = releases_dir(resources) / version
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         raise ReleaseError(f"release {version} already exists")
+    if pending:
+        marker = _pending_marker(resources, version)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{os.getpid()}\n")
     os.replace(built, target)
     return target
 
@@ -95,6 +133,7 @@ def promote(resources: Path, release: Path) -> None:
     os.symlink(os.path.relpath(release, resources), link)
     os.replace(link, run)
     _fsync_dir(resources)
+    _pending_marker(resources, release.name).unlink(missing_ok=True)
     log.info("promoted release %s", release.name)
     prune(resources)
 
