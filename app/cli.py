@@ -142,15 +142,15 @@ def rollback() -> None:
     "--lang",
     "langs",
     multiple=True,
-    default=("en",),
-    show_default=True,
-    help="Languages of the printings to index (repeat; 'any' for all).",
+    help="Languages of the printings to index (repeat; 'any' for all) "
+    "[default: REFRESH_LANGS, en].",
 )
 @click.option(
     "--include-layout",
     "include_layouts",
     multiple=True,
-    help="Index a layout excluded by default (art_series, token, emblem, ...); repeatable.",
+    help="Index a layout REFRESH_EXCLUDED_LAYOUTS excludes (art_series, token, emblem, ...); "
+    "repeatable.",
 )
 @click.option(
     "--catalog",
@@ -160,29 +160,36 @@ def rollback() -> None:
     help="A local catalogue file instead of Scryfall's bulk data (image paths relative to it "
     "or file: URLs).",
 )
-@click.option("--min-hit-rate", default=0.85, show_default=True, type=float,
-              help="Validation hit rate below which the new bundle is not promoted.")
+@click.option("--min-hit-rate", default=None, type=click.FloatRange(0.0, 1.0),
+              help="Validation hit rate below which the new bundle is not promoted "
+              "[default: REFRESH_MIN_HIT_RATE, 0.85].")
 @click.option("--workers", default=6, show_default=True, help="Image download/extraction threads.")
 def refresh(
     force: bool,
     langs: tuple[str, ...],
     include_layouts: tuple[str, ...],
     catalog_file: Path | None,
-    min_hit_rate: float,
+    min_hit_rate: float | None,
     workers: int,
 ) -> None:
-    """Run the nightly refresh now (same update lock as the scheduled job)."""
-    from app.pipeline.refresh import EXCLUDED_LAYOUTS, RefreshOptions, run_refresh
+    """Run the nightly refresh now (same update lock as the scheduled job).
+
+    The printings policy comes from REFRESH_LANGS, REFRESH_EXCLUDED_LAYOUTS and
+    REFRESH_MIN_HIT_RATE, as for the scheduled job; the options override it for this run."""
+    from app.pipeline.refresh import RefreshOptions, run_refresh
 
     settings = _settings()
-    options = RefreshOptions(
-        langs=() if "any" in langs else tuple(langs),
-        exclude_layouts=EXCLUDED_LAYOUTS - set(include_layouts),
-        catalog_file=catalog_file,
-        force=force,
-        min_hit_rate=min_hit_rate,
-        image_workers=workers,
-    )
+    changes: dict[str, object] = {
+        "catalog_file": catalog_file,
+        "force": force,
+        "image_workers": workers,
+        "exclude_layouts": frozenset(settings.refresh_excluded_layouts) - set(include_layouts),
+    }
+    if langs:
+        changes["langs"] = () if "any" in langs else tuple(langs)
+    if min_hit_rate is not None:
+        changes["min_hit_rate"] = min_hit_rate
+    options = RefreshOptions.from_settings(settings, **changes)
     result = run_refresh(settings, current_app.extensions["catalog"], options)
     click.echo(result.summary())
     if result.status == "failed":

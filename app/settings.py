@@ -7,6 +7,7 @@ naming the variable, instead of failing later in the middle of a request or a ni
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -96,6 +97,50 @@ def _tokens(raw: str) -> tuple[str, ...]:
     return tuple(token.strip() for token in raw.split(",") if token.strip())
 
 
+# Layouts that are not cards one would scan: not indexed unless REFRESH_EXCLUDED_LAYOUTS says.
+DEFAULT_EXCLUDED_LAYOUTS: tuple[str, ...] = (
+    "art_series", "double_faced_token", "emblem", "planar", "scheme", "token", "vanguard",
+)
+_LANG = re.compile(r"^[a-z]{2,3}$")
+_LAYOUT = re.compile(r"^[a-z][a-z_]*$")
+
+
+def _langs(name: str) -> Callable[[str], tuple[str, ...]]:
+    """Scryfall language codes (en, ja, zhs, ...), or `any` for every language (empty)."""
+
+    def parse(raw: str) -> tuple[str, ...]:
+        items = list(dict.fromkeys(t.lower() for t in _tokens(raw)))
+        if items == ["any"]:
+            return ()
+        bad = [t for t in items if not _LANG.match(t) or t == "any"]
+        if bad or not items:
+            raise SettingsError(
+                f"{name} must be a comma-separated list of Scryfall language codes (en, ja, "
+                f"zhs, ...) or 'any', got {raw!r}"
+            )
+        return tuple(items)
+
+    return parse
+
+
+def _layouts(name: str) -> Callable[[str], tuple[str, ...]]:
+    """Scryfall layout names (token, art_series, ...), or `none` to exclude nothing."""
+
+    def parse(raw: str) -> tuple[str, ...]:
+        items = sorted({t.lower() for t in _tokens(raw)})
+        if items == ["none"]:
+            return ()
+        bad = [t for t in items if not _LAYOUT.match(t) or t == "none"]
+        if bad or not items:
+            raise SettingsError(
+                f"{name} must be a comma-separated list of Scryfall layouts (token, "
+                f"art_series, ...) or 'none', got {raw!r}"
+            )
+        return tuple(items)
+
+    return parse
+
+
 def _text(raw: str) -> str:
     return raw.strip()
 
@@ -122,6 +167,9 @@ class Settings:
     resource_bundle_url: str = ""
     refresh_cron: str = "0 2 * * *"
     refresh_enabled: bool = True
+    refresh_langs: tuple[str, ...] = ("en",)  # empty: every language
+    refresh_excluded_layouts: tuple[str, ...] = DEFAULT_EXCLUDED_LAYOUTS
+    refresh_min_hit_rate: float = 0.85
     prepare_on_start: bool = True
     watch_polling: bool = False
 
@@ -188,6 +236,9 @@ class Settings:
             "resource_bundle_url": lambda raw: _url("RESOURCE_BUNDLE_URL")(raw) if raw else "",
             "refresh_cron": _cron("REFRESH_CRON"),
             "refresh_enabled": _bool("REFRESH_ENABLED"),
+            "refresh_langs": _langs("REFRESH_LANGS"),
+            "refresh_excluded_layouts": _layouts("REFRESH_EXCLUDED_LAYOUTS"),
+            "refresh_min_hit_rate": _float("REFRESH_MIN_HIT_RATE", 0.0, 1.0),
             "prepare_on_start": _bool("PREPARE_ON_START"),
             "watch_polling": _bool("WATCH_POLLING"),
             "postgres_user": _text,

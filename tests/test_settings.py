@@ -56,11 +56,35 @@ def test_original_readme_variables_are_accepted() -> None:
         ("LOG_LEVEL", "loud"),
         ("FLASK_ENV", "staging"),
         ("MAX_CONTENT_LENGTH", "-1"),
+        ("REFRESH_LANGS", "en;ja"),
+        ("REFRESH_LANGS", "english"),
+        ("REFRESH_LANGS", "any,en"),
+        ("REFRESH_EXCLUDED_LAYOUTS", "token, Art Series"),
+        ("REFRESH_MIN_HIT_RATE", "1.5"),
+        ("REFRESH_MIN_HIT_RATE", "high"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_refresh_selection_settings_become_the_refresh_options() -> None:
+    from app.pipeline.refresh import EXCLUDED_LAYOUTS, RefreshOptions
+
+    defaults = RefreshOptions.from_settings(Settings.from_env({}))
+    assert defaults.langs == ("en",) and defaults.exclude_layouts == EXCLUDED_LAYOUTS
+    assert defaults.min_hit_rate == 0.85 and defaults == RefreshOptions()
+    settings = Settings.from_env({"REFRESH_LANGS": " en, JA ,en", "REFRESH_MIN_HIT_RATE": "0.7",
+                                  "REFRESH_EXCLUDED_LAYOUTS": "token,emblem,token"})
+    assert settings.refresh_langs == ("en", "ja")
+    assert settings.refresh_excluded_layouts == ("emblem", "token")
+    options = RefreshOptions.from_settings(settings, force=True)
+    assert options.langs == ("en", "ja") and options.force
+    assert options.exclude_layouts == frozenset({"token", "emblem"})
+    assert options.min_hit_rate == 0.7
+    every = Settings.from_env({"REFRESH_LANGS": "any", "REFRESH_EXCLUDED_LAYOUTS": "none"})
+    assert every.refresh_langs == () and every.refresh_excluded_layouts == ()
 
 
 def test_unknown_recognition_profile_is_refused(base_config: dict[str, str]) -> None:

@@ -45,15 +45,13 @@ from app.pipeline.images import (
 from app.pipeline.scryfall import BulkItem, ScryfallClient, ScryfallError
 from app.recognition.params import PROFILES, FeatureParams
 from app.runtime.locks import UpdateLock, make_update_lock
-from app.settings import Settings
+from app.settings import DEFAULT_EXCLUDED_LAYOUTS, Settings
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "refresh_state.json"
-# Layouts that are not cards one would scan (configurable through RefreshOptions).
-EXCLUDED_LAYOUTS = frozenset(
-    {"art_series", "token", "double_faced_token", "emblem", "planar", "scheme", "vanguard"}
-)
+# Layouts that are not cards one would scan (REFRESH_EXCLUDED_LAYOUTS, RefreshOptions).
+EXCLUDED_LAYOUTS = frozenset(DEFAULT_EXCLUDED_LAYOUTS)
 
 
 class RefreshError(RuntimeError):
@@ -81,6 +79,18 @@ class RefreshOptions:
     retry_backoff: float = 1.0
     retry_max_wait: float = 60.0
     api_interval: float = 0.15
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **changes: Any) -> RefreshOptions:
+        """The printings policy of REFRESH_LANGS, REFRESH_EXCLUDED_LAYOUTS and
+        REFRESH_MIN_HIT_RATE (what scheduled runs use), with `changes` on top."""
+        values: dict[str, Any] = {
+            "langs": tuple(settings.refresh_langs),
+            "exclude_layouts": frozenset(settings.refresh_excluded_layouts),
+            "min_hit_rate": settings.refresh_min_hit_rate,
+        }
+        values.update(changes)
+        return cls(**values)
 
 
 @dataclass
@@ -112,7 +122,7 @@ def run_refresh(
     on_promoted: Callable[[Path], None] | None = None,
 ) -> RefreshResult:
     """Run one refresh under the update lock; never raises for a failed run (see result)."""
-    options = options or RefreshOptions()
+    options = options or RefreshOptions.from_settings(settings)
     params = params or PROFILES[settings.recognition_profile]
     lock = lock or make_update_lock(settings)
     host = socket.gethostname()
