@@ -199,3 +199,20 @@ def test_configure_threads() -> None:
     configure_threads(1)
     assert faiss.omp_get_max_threads() == 1
     configure_threads(2)
+
+
+def test_precomputed_features_are_used_without_loading(tmp_path: Path) -> None:
+    """The pipeline's feature cache hands over (features, thumbnail): no image is loaded."""
+    from app.recognition.bundle import make_thumbnail
+
+    def cached(seed: int) -> ReferenceImage:
+        features = extract_features(make_card(seed), PARAMS, role="reference")
+        ref = _ref(seed)
+        ref.load = lambda: (_ for _ in ()).throw(AssertionError("load called"))
+        ref.precomputed = lambda: (features, make_thumbnail(features, PARAMS))
+        return ref
+
+    manifest = build_bundle([cached(s) for s in CARD_SEEDS], tmp_path / "b", PARAMS,
+                            progress=False)
+    assert manifest["counts"]["cards"] == len(CARD_SEEDS)
+    assert manifest["counts"]["skipped_images"] == 0
