@@ -15,7 +15,9 @@ import os
 import shutil
 import tarfile
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import requests
 
 from app.catalog.store import CatalogStore
@@ -33,7 +35,7 @@ class BootstrapError(RuntimeError):
 def bootstrap(settings: Settings, store: CatalogStore) -> str:
     """Make `run/` point at a valid bundle; return a one-line description of what was done."""
     if settings.resource_bundle_url:
-        release = install_release_archive(settings, settings.resource_bundle_url)
+        release = install_release_archive(settings, settings.resource_bundle_url, store=store)
         return f"installed release {release.name} from {settings.resource_bundle_url}"
     if not settings.refresh_enabled:
         return "no bundle, no RESOURCE_BUNDLE_URL and REFRESH_ENABLED=false: nothing to do"
@@ -63,9 +65,17 @@ def _download(url: str, dest: Path, max_bytes: int) -> None:
 
 
 def install_release_archive(
-    settings: Settings, url: str, max_bytes: int = 64 * 1024**3
+    settings: Settings,
+    url: str,
+    max_bytes: int = 64 * 1024**3,
+    *,
+    store: CatalogStore | None = None,
 ) -> Path:
-    """Download, unpack, verify and promote a release archive; return the release path."""
+    """Download, unpack, verify and promote a release archive; return the release path.
+
+    An archive of a release in the older layout (no manifest; see legacy_import) is converted
+    to the current layout first, with card fields and reference images (for thumbnails) from
+    the catalogue `store` when it has them."""
     from app.recognition.bundle import MANIFEST_FILE, Bundle, BundleError
     from app.recognition.params import PROFILES
 
@@ -88,9 +98,10 @@ def install_release_archive(
             raise BootstrapError(f"{url}: not a readable tar archive ({exc})") from None
         archive.unlink()
         manifests = sorted(unpacked.rglob(MANIFEST_FILE), key=lambda p: len(p.parts))
-        if not manifests:
-            raise BootstrapError(f"{url}: no {MANIFEST_FILE} in the archive")
-        bundle_dir = manifests[0].parent
+        if manifests:
+            bundle_dir = manifests[0].parent
+        else:
+            bundle_dir = _convert_legacy(settings, url, unpacked, staging / "converted", store)
         try:
             bundle = Bundle.open(bundle_dir, expected_params=PROFILES[settings.recognition_profile])
         except BundleError as exc:
@@ -109,6 +120,78 @@ def install_release_archive(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         lock.release()
+
+
+def _convert_legacy(
+    settings: Settings, url: str, unpacked: Path, out: Path, store: CatalogStore | None
+) -> Path:
+    from app.pipeline.legacy_import import (
+        LegacyImportError,
+        convert_legacy_release,
+        find_legacy_release,
+        iter_json_strings,
+    )
+    from app.recognition.bundle import ID_MAP_FILE, MANIFEST_FILE
+    from app.recognition.params import PROFILES
+
+    source = find_legacy_release(unpacked)
+    if source is None:
+        raise BootstrapError(
+            f"{url}: no {MANIFEST_FILE} in the archive, and no release in the older layout"
+        )
+    log.info("bootstrap: %s holds a release in the older layout; converting it", url)
+    cards: dict[str, dict[str, Any]] = {}
+    try:
+        if store is not None:
+            ids = list(dict.fromkeys(iter_json_strings(source / ID_MAP_FILE)))
+            for start in range(0, len(ids), 5000):
+                cards.update(store.get_cards(ids[start : start + 5000]))
+    except LegacyImportError as exc:
+        raise BootstrapError(f"{url}: {exc}") from None
+    except Exception as exc:  # the catalogue is optional here
+        log.warning("bootstrap: catalogue records unavailable for the conversion: %s", exc)
+    params = PROFILES[settings.recognition_profile]
+    load_image = _CatalogueImages(settings, cards) if cards else None
+    try:
+        convert_legacy_release(source, out, params, cards=cards, load_image=load_image)
+    except LegacyImportError as exc:
+        raise BootstrapError(f"{url}: older-layout release: {exc}") from None
+    finally:
+        if load_image is not None:
+            load_image.close()
+    return out
+
+
+class _CatalogueImages:
+    """card id -> its reference image, fetched from the catalogue record's image URL."""
+
+    def __init__(self, settings: Settings, cards: dict[str, dict[str, Any]]) -> None:
+        from app.pipeline.images import ImageFetcher
+
+        self.settings = settings
+        self.cards = cards
+        self.fetcher = ImageFetcher()
+
+    def __call__(self, card_id: str) -> np.ndarray | None:
+        from app.recognition.imageio import decode_image
+
+        record: dict[str, Any] = dict(self.cards.get(card_id) or {})
+        uris = record.get("image_uris") or {}
+        faces = record.get("card_faces")
+        if not uris and isinstance(faces, list) and faces:
+            uris = (faces[0] or {}).get("image_uris") or {}
+        uri = (uris.get("normal") or uris.get("large")) if isinstance(uris, dict) else None
+        if not uri:
+            return None
+        try:
+            return decode_image(self.fetcher.fetch(str(uri)),
+                                max_pixels=self.settings.max_image_pixels)
+        except Exception as exc:
+            log.warning("bootstrap: no reference image for %s: %s", card_id, exc)
+            return None
+
+    def close(self) -> None:
+        self.fetcher.close()
 
 
 def make_release_archive(bundle_dir: Path, dest: Path) -> Path:
