@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from app.pipeline import releases
 from app.runtime.locks import make_update_lock
@@ -34,6 +34,7 @@ def _settings() -> Settings:
 
 
 @click.command("build-index")
+@with_appcontext
 @click.option(
     "--catalog",
     "catalog_file",
@@ -43,60 +44,43 @@ def _settings() -> Settings:
     "relative to the file or file: URLs.",
 )
 @click.option("--profile", default=None, help="Recognition profile (default: RECOGNITION_PROFILE).")
-@click.option("--workers", default=2, show_default=True, help="Feature extraction processes.")
-@click.option("--no-promote", is_flag=True, help="Build into releases/ without serving it.")
-def build_index(catalog_file: Path, profile: str | None, workers: int, no_promote: bool) -> None:
-    """Build a descriptor bundle from a local catalogue and make it the served one."""
-    from app.catalog.records import iter_records, reference_images
-    from app.catalog.store import card_row
-    from app.recognition.bundle import build_bundle
+@click.option("--min-hit-rate", default=None, type=click.FloatRange(0.0, 1.0),
+              help="Validation hit rate below which the bundle is not promoted "
+              "[default: REFRESH_MIN_HIT_RATE].")
+@click.option("--workers", default=6, show_default=True, help="Image reading/extraction threads.")
+def build_index(
+    catalog_file: Path, profile: str | None, min_hit_rate: float | None, workers: int
+) -> None:
+    """Build a descriptor bundle from a local catalogue and make it the served one.
+
+    The same pipeline as the nightly refresh (lock, card records, feature cache, validation,
+    atomic promotion), fed from a file instead of Scryfall's bulk data.
+    """
+    from app.pipeline.refresh import RefreshOptions, run_refresh
     from app.recognition.params import PROFILES
 
     settings = _settings()
     name = profile or settings.recognition_profile
     if name not in PROFILES:
         raise click.BadParameter(f"unknown profile {name!r}; one of {', '.join(PROFILES)}")
-    lock = make_update_lock(settings)
-    if not lock.acquire():
-        raise click.ClickException(
-            f"another refresh or build holds {lock.name}; try again when it has finished"
-        )
-    try:
-        started = time.perf_counter()
-        releases.clean_staging(settings.resources_dir)
-        version = releases.new_version()
-        staging = releases.new_staging(settings.resources_dir, version) / "bundle"
-        manifest = build_bundle(
-            list(reference_images(catalog_file)),
-            staging,
-            PROFILES[name],
-            progress=True,
-            workers=workers,
-        )
-        release = releases.store_release(
-            settings.resources_dir, staging, manifest["version"], pending=not no_promote
-        )
-        staging.parent.rmdir()
-        store = current_app.extensions["catalog"]
-        store.migrate()
-        count = store.upsert_cards(card_row(card) for card in iter_records(catalog_file))
-        click.echo(f"catalogue: {count} card records in {store.backend}")
-        if no_promote:
-            click.echo(f"built {release} (not promoted)")
-            return
-        if not lock.still_held():
-            raise click.ClickException("lost the update lock during the build; not promoting")
-        releases.promote(settings.resources_dir, release)
-        elapsed = time.perf_counter() - started
-        click.echo(
-            f"serving bundle {manifest['version']}: {manifest['counts']} "
-            f"({elapsed:.1f} s) from {settings.run_dir}"
-        )
-    finally:
-        lock.release()
+    changes: dict[str, object] = {
+        "catalog_file": catalog_file,
+        "force": True,
+        "image_workers": workers,
+    }
+    if min_hit_rate is not None:
+        changes["min_hit_rate"] = min_hit_rate
+    options = RefreshOptions.from_settings(settings, **changes)
+    result = run_refresh(
+        settings, current_app.extensions["catalog"], options, params=PROFILES[name]
+    )
+    click.echo(result.summary())
+    if result.status != "succeeded":
+        raise SystemExit(1)
 
 
 @click.command("status")
+@with_appcontext
 def status() -> None:
     """Current release, counts and the last refresh runs."""
     settings = _settings()
@@ -121,6 +105,7 @@ def status() -> None:
 
 
 @click.command("rollback")
+@with_appcontext
 def rollback() -> None:
     """Serve the release before the current one."""
     settings = _settings()
@@ -137,6 +122,7 @@ def rollback() -> None:
 
 
 @click.command("refresh")
+@with_appcontext
 @click.option("--force", is_flag=True, help="Rebuild even if Scryfall's updated_at has not moved.")
 @click.option(
     "--lang",
