@@ -38,10 +38,12 @@ def _card_id(seed: int) -> str:
 
 
 def make_old_release(
-    out: Path, seeds: list[int], params: FeatureParams, *, as_rootsift: bool
+    out: Path, seeds: list[int], params: FeatureParams, *, as_rootsift: bool,
+    frame_scale: float | None = None,
 ) -> Path:
     """An older-layout release: groups named by Scryfall id, float16 descriptors (raw SIFT or
-    RootSIFT), keypoints as JSON text [x, y, size, angle], id_map with one id per descriptor."""
+    RootSIFT), keypoints as JSON text [x, y, size, angle], id_map with one id per descriptor.
+    `frame_scale`: keypoints in a frame of that scale, given as `width`/`height` attributes."""
     out.mkdir(parents=True)
     id_map: list[str] = []
     with h5py.File(out / "candidate_features.h5", "w") as h5:
@@ -50,7 +52,12 @@ def make_old_release(
             desc = rootsift(features.descriptors) if as_rootsift else features.descriptors
             group = h5.create_group(_card_id(seed))
             group.create_dataset("descriptors", data=np.asarray(desc, dtype=np.float16))
-            points = [[float(x), float(y), 3.0, 0.0] for x, y in features.keypoints]
+            factor = frame_scale or 1.0
+            points = [[float(x) * factor, float(y) * factor, 3.0, 0.0]
+                      for x, y in features.keypoints]
+            if frame_scale:
+                group.attrs["width"] = features.gray.shape[1] * factor
+                group.attrs["height"] = features.gray.shape[0] * factor
             group.create_dataset("keypoints", data=json.dumps(points))
             group.attrs["name"] = f"Synthetic Card {seed}"
             group.attrs["set"] = "syn"
@@ -97,7 +104,8 @@ def test_default_profile_conversion_uses_reference_images_for_thumbnails(
     tmp_path: Path,
 ) -> None:
     seeds = list(range(300, 314))
-    old = make_old_release(tmp_path / "old", seeds, DEFAULT, as_rootsift=True)
+    # keypoints given in a half-size frame (width/height attributes): rescaled on import
+    old = make_old_release(tmp_path / "old", seeds, DEFAULT, as_rootsift=True, frame_scale=0.5)
     assert is_legacy_release(old)
     # without images the photometric profile cannot serve it: refused, with the way out
     with pytest.raises(LegacyImportError, match="RECOGNITION_PROFILE=legacy"):

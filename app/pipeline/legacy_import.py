@@ -26,8 +26,12 @@ significant digits; the cosine between the original and the round trip is > 0.99
 
 What the older layout does not hold, and what is assumed instead:
 - the size of the image the keypoints were computed on (`ref_size`): group attributes
-  `width`/`height` when present; else a square of `ref_max_side` for a squashing profile
-  (the older design squashed references to 256x256); else the keypoints' bounding box;
+  `width`/`height` when present (with a reference image, keypoints are then rescaled onto
+  the profile's own reference frame); else the profile's frame is assumed: a square of
+  `ref_max_side` for a squashing profile (the older design squashed references to
+  256x256), the reference image at the profile's size, or else the keypoints' bounding box.
+  So an older release normally goes with RECOGNITION_PROFILE=legacy, the older design's
+  settings; its descriptors are those of the older design whatever profile serves them;
 - reference thumbnails for the photometric check: made from `load_image(card_id)` when the
   caller can supply the reference image (for example from the catalogue's image URLs); else
   blank, which only a profile deciding on inliers alone (`legacy`) can serve - converting
@@ -227,21 +231,28 @@ def convert_legacy_release(
                             "times", card_id, len(desc), counts[card_id])
             points = _keypoints(group, len(desc), card_id)
             image = load_image(card_id) if load_image is not None else None
+            gray = prepare_gray(image, params, "reference") if image is not None else None
             width, height = group.attrs.get("width"), group.attrs.get("height")
-            if width is None or height is None:
+            if width is not None and height is not None and gray is not None:
+                # the keypoints' frame is known: map it onto this profile's reference frame
+                # (both are resizes of the whole card)
+                points = points * np.array(
+                    [gray.shape[1] / float(width), gray.shape[0] / float(height)], np.float32
+                )
+                width, height = gray.shape[1], gray.shape[0]
+            elif width is None or height is None:
                 if params.squash:
                     width = height = params.ref_max_side
-                elif image is not None:
-                    height, width = prepare_gray(image, params, "reference").shape
+                elif gray is not None:
+                    height, width = gray.shape
                 else:
                     top = points.max(axis=0) if len(points) else np.ones(2)
                     width, height = int(np.ceil(top[0])) + 1, int(np.ceil(top[1])) + 1
             placeholder = np.broadcast_to(np.zeros((), np.uint8), (int(height), int(width)))
             features = Features(points, desc, (1.0, 1.0), placeholder)
-            if image is None:
+            if gray is None:
                 missing_thumbs.append(card_id)
                 return features, blank_thumb
-            gray = prepare_gray(image, params, "reference")
             return features, make_thumbnail(Features(points, desc, (1.0, 1.0), gray), params)
 
         def no_load() -> np.ndarray:
