@@ -332,7 +332,7 @@ def test_interrupted_switch_and_unpromoted_markers_are_cleaned(tmp_path: Path) -
         (built / "manifest.json").write_text(json.dumps({"version": name}))
         releases.store_release(resources, built, name, pending=not name.endswith("b"))
     releases.promote(resources, resources / "releases" / "20260101T000000Z-a")
-    # b: stored by `build-index --no-promote` (not pending): kept. c: pending, never promoted
+    # b: stored on purpose without serving (not pending): kept. c: pending, never promoted
     os.symlink("releases/20260102T000000Z-b", resources / ".run-12345-20260102T000000Z-b")
     releases.clean_staging(resources)
     assert [p.name for p in releases.list_releases(resources)] == [

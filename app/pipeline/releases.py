@@ -90,7 +90,7 @@ def store_release(resources: Path, built: Path, version: str, *, pending: bool =
 
     With `pending` (the default) the release is marked as about to be promoted, so that an
     interruption before `promote` gets it removed by the next `clean_staging`; pass False for
-    a release deliberately stored without serving it (`build-index --no-promote`).
+    a release deliberately stored without serving it.
     """
     target = releases_dir(resources) / version
     target.parent.mkdir(parents=True, exist_ok=True)
