@@ -177,28 +177,40 @@ def _add_rows(index: faiss.Index, desc: np.ndarray, rows: np.ndarray) -> None:
 
 
 def _stop_words(
-    index: faiss.Index, desc: np.ndarray, card_of: np.ndarray, params: FeatureParams
+    trained: faiss.Index, desc: np.ndarray, offsets: np.ndarray, params: FeatureParams, seed: int
 ) -> np.ndarray:
     """Flag descriptors with near-duplicates in >= stop_min_cards OTHER cards.
 
-    Uses the trained IVF-PQ itself (all descriptors added) as the neighbour finder: an exact
-    all-pairs search is quadratic, and approximate neighbours are good enough to spot the
-    frame elements every card repeats.
+    The neighbour finder is a scratch copy of the trained index holding the descriptors of
+    (at most `stop_sample_cards`) randomly chosen cards: an exact all-pairs search is
+    quadratic, approximate neighbours are good enough to spot the frame elements that every
+    card repeats, and a sample bounds the scratch memory for a 90k-card catalogue.
     """
+    cards = len(offsets) - 1
+    rng = np.random.default_rng(seed + 1)
+    sample = np.arange(cards)
+    if 0 < params.stop_sample_cards < cards:
+        sample = np.sort(rng.choice(cards, params.stop_sample_cards, replace=False))
+    scratch = faiss.clone_index(trained)
+    for card in sample:
+        _add_rows(scratch, desc, np.arange(offsets[card], offsets[card + 1]))
+
     n = desc.shape[0]
     k = max(8, 2 * params.stop_min_cards + 2)
     search_params = ivf_search_params(max(2, params.nprobe // 4))
     flags = np.zeros(n, dtype=bool)
     for start in range(0, n, _CHUNK):
         stop = min(n, start + _CHUNK)
-        dist, ids = index.search(rootsift(np.asarray(desc[start:stop])), k, params=search_params)
-        near = (ids >= 0) & (dist < params.stop_radius)
-        cards = np.where(near, card_of[np.clip(ids, 0, None)], -1)
-        cards[cards == card_of[start:stop, None]] = -1  # the descriptor's own card
-        cards.sort(axis=1)
-        distinct = (cards >= 0) & np.concatenate(
-            [np.ones((len(cards), 1), bool), cards[:, 1:] != cards[:, :-1]], axis=1
+        dist, ids = scratch.search(
+            rootsift(np.asarray(desc[start:stop])), k, params=search_params
         )
+        near = (ids >= 0) & (dist < params.stop_radius)
+        owners: np.ndarray = np.where(near, np.searchsorted(offsets, ids, side="right") - 1, -1)
+        own = np.searchsorted(offsets, np.arange(start, stop), side="right") - 1
+        owners[owners == own[:, None]] = -1  # the descriptor's own card
+        owners.sort(axis=1)
+        distinct = owners >= 0
+        distinct[:, 1:] &= owners[:, 1:] != owners[:, :-1]
         flags[start:stop] = distinct.sum(axis=1) >= params.stop_min_cards
     return flags
 
@@ -306,19 +318,13 @@ def build_bundle(
         extracted = time.perf_counter()
         desc = arrays["descriptors"]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        card_of = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
         if len(desc) < 256 * 40:
             raise BundleError(f"only {len(desc)} descriptors: too few to train IVF-PQ")
 
         index = _train_index(desc, params, seed)
         indexed = np.ones(len(desc), dtype=bool)
-        if params.stop_min_cards > 0:
-            # all descriptors in a scratch copy find the stop words; the served index then
-            # gets only the others (cheaper than remove_ids on every list)
-            scratch = faiss.clone_index(index)
-            _add_rows(scratch, desc, np.arange(len(desc)))
-            indexed = ~_stop_words(scratch, desc, card_of, params)
-            del scratch
+        if params.stop_min_cards > 0:  # the served index gets only the other descriptors
+            indexed = ~_stop_words(index, desc, offsets, params, seed)
         _add_rows(index, desc, np.flatnonzero(indexed))
         faiss.write_index(index, str(out_dir / (INDEX_FILE + ".tmp")))
         os.replace(out_dir / (INDEX_FILE + ".tmp"), out_dir / INDEX_FILE)
@@ -399,6 +405,9 @@ class Bundle:
         self._h5 = h5
         self._lock = threading.Lock()
         self._id_map = id_map
+        self._by_name: dict[str, list[int]] = {}
+        for row, entry in enumerate(id_map):
+            self._by_name.setdefault(str(entry.get("name", "")), []).append(row)
         self.offsets: np.ndarray = h5["offsets"][:]
         self.faces: np.ndarray = h5["faces"][:]
         self.ref_size: np.ndarray = h5["ref_size"][:]
@@ -454,6 +463,10 @@ class Bundle:
 
     def card(self, row: int) -> dict[str, Any]:
         return self._id_map[row]
+
+    def printings(self, row: int) -> list[int]:
+        """Card rows with the same name as `row` (other printings, faces with that name)."""
+        return self._by_name.get(str(self._id_map[row].get("name", "")), [row])
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate k nearest indexed descriptors: (squared distances, descriptor rows)."""

@@ -76,24 +76,29 @@ def _clahe(params: FeatureParams) -> cv2.CLAHE:
     return clahe
 
 
-def target_size(width: int, height: int, params: FeatureParams, role: Role) -> tuple[int, int]:
-    """Size the features are computed at: references fit `ref_max_side` (enlarged if small),
-    queries are only reduced, to `query_max_side` and `query_max_pixels`; `squash` ignores
-    the aspect ratio."""
+def target_size(
+    width: int, height: int, params: FeatureParams, role: Role, max_pixels: int | None = None
+) -> tuple[int, int]:
+    """Size the features are computed at: references fit `ref_max_side` (enlarged if small);
+    queries are only reduced, to `query_max_side` and to `max_pixels` (default: the first of
+    `query_passes`); `squash` ignores the aspect ratio."""
     side = params.ref_max_side if role == "reference" else params.query_max_side
     if params.squash:
         return side, side
     factor = side / max(width, height)
     if role == "query":
-        factor = min(1.0, factor, (params.query_max_pixels / (width * height)) ** 0.5)
+        area = max_pixels or params.query_passes[0]
+        factor = min(1.0, factor, (area / (width * height)) ** 0.5)
     return max(1, round(width * factor)), max(1, round(height * factor))
 
 
-def prepare_gray(image_bgr: np.ndarray, params: FeatureParams, role: Role) -> np.ndarray:
+def prepare_gray(
+    image_bgr: np.ndarray, params: FeatureParams, role: Role, max_pixels: int | None = None
+) -> np.ndarray:
     """Gray, resized and CLAHE-equalised image that SIFT runs on."""
     gray = image_bgr if image_bgr.ndim == 2 else cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
     height, width = gray.shape
-    new_w, new_h = target_size(width, height, params, role)
+    new_w, new_h = target_size(width, height, params, role, max_pixels)
     if (new_w, new_h) != (width, height):
         shrink = new_w * new_h < width * height
         gray = cv2.resize(
@@ -104,10 +109,13 @@ def prepare_gray(image_bgr: np.ndarray, params: FeatureParams, role: Role) -> np
     return gray
 
 
-def extract_features(image_bgr: np.ndarray, params: FeatureParams, *, role: Role) -> Features:
-    """CLAHE -> SIFT on the role's working size; descriptors stay uint8 (RootSIFT is derived)."""
+def extract_features(
+    image_bgr: np.ndarray, params: FeatureParams, *, role: Role, max_pixels: int | None = None
+) -> Features:
+    """CLAHE -> SIFT on the role's working size; descriptors stay uint8 (RootSIFT is derived).
+    `max_pixels` selects the query pass (see `target_size`)."""
     height, width = image_bgr.shape[:2]
-    gray = prepare_gray(image_bgr, params, role)
+    gray = prepare_gray(image_bgr, params, role, max_pixels)
     nfeatures = params.ref_nfeatures if role == "reference" else params.query_nfeatures
     keypoints, descriptors = _sift(nfeatures, params).detectAndCompute(gray, None)
     if descriptors is None or len(keypoints) == 0:

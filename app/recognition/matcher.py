@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from app.recognition.bundle import Bundle
-from app.recognition.features import Features, extract_features, rootsift
+from app.recognition.features import Features, extract_features, rootsift, target_size
 from app.recognition.params import FeatureParams
 
 
@@ -289,21 +289,20 @@ def verify_candidates(
     params: FeatureParams,
 ) -> list[_Verified]:
     """Geometric (+ photometric) verification of candidates in vote order, stopping early:
-    once a candidate's art clearly matches, much less voted candidates are skipped unless
-    they are another printing of the same card name (which may share the art)."""
+    once a candidate's art clearly matches, much less voted candidates are skipped. Other
+    printings of the leader's name are then verified even if they got few votes: reprints
+    share most features, so votes split between them and the right printing can rank low."""
     pyramid = _Pyramid(query.gray) if params.decision == "photometric" else None
     verified: list[_Verified] = []
     leader: _Verified | None = None
-    for row in (int(r) for r in order):
-        if (
-            leader is not None
-            and votes[row] < params.early_stop_votes * leader.votes
-            and bundle.card(row).get("name") != bundle.card(leader.row).get("name")
-        ):
-            continue
+    tried: set[int] = set()
+
+    def check(row: int) -> None:
+        nonlocal leader
+        tried.add(row)
         result = verify(bundle, row, query, qdesc, params)
         if result is None:
-            continue
+            return
         result.votes = float(votes[row])
         if pyramid is not None:
             result.art_corr, result.card_corr = photometric(bundle, result, pyramid, params)
@@ -312,29 +311,76 @@ def verify_candidates(
             ):
                 leader = result
         verified.append(result)
+
+    for row in (int(r) for r in order):
+        if leader is None or votes[row] >= params.early_stop_votes * leader.votes:
+            check(row)
+    if leader is not None:
+        siblings = [r for r in bundle.printings(leader.row) if r not in tried]
+        siblings.sort(key=lambda r: -votes[r])
+        for row in siblings[: params.max_printings]:
+            check(row)
     return verified
 
 
 def recognize(bundle: Bundle, image_bgr: np.ndarray, *, quad_scale: float = 1.0) -> Recognition:
     """Recognise the card a photo shows. Thread-safe. `quad_scale` maps the given image's
-    coordinates to the uploaded image's (the JPEG reduction factor of `imageio.decode`)."""
+    coordinates to the uploaded image's (the JPEG reduction factor of `imageio.decode`).
+
+    Coarse to fine: each of `query_passes` (pixel budgets) runs only if the previous one found
+    no confident match and the next one actually sees more pixels.
+    """
     params = bundle.params
+    start = time.perf_counter()
     timings: dict[str, float] = {}
+    best: Recognition | None = None
+    height, width = image_bgr.shape[:2]
+    previous_size: tuple[int, int] | None = None
+    for budget in params.query_passes:
+        size = target_size(width, height, params, "query", budget)
+        if size == previous_size:
+            break
+        previous_size = size
+        result = _recognize_once(bundle, image_bgr, budget, quad_scale, timings)
+        timings["passes"] = timings.get("passes", 0) + 1
+        if best is None or _top_confidence(result) > _top_confidence(best):
+            best = result
+        if result.match is not None:
+            break
+    assert best is not None
+    timings["total"] = round((time.perf_counter() - start) * 1000, 2)
+    best.timings_ms = timings
+    return best
+
+
+def _top_confidence(result: Recognition) -> float:
+    if result.match is not None:
+        return 1.0 + result.match.confidence
+    return max((c.confidence for c in result.alternatives), default=0.0)
+
+
+def _recognize_once(
+    bundle: Bundle,
+    image_bgr: np.ndarray,
+    max_pixels: int,
+    quad_scale: float,
+    timings: dict[str, float],
+) -> Recognition:
+    """One pass at one query resolution; stage times are added into `timings`."""
+    params = bundle.params
     clock = time.perf_counter()
 
     def lap(name: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        timings[name] = round((now - clock) * 1000, 2)
+        timings[name] = round(timings.get(name, 0.0) + (now - clock) * 1000, 2)
         clock = now
 
-    start = clock
-    query = extract_features(image_bgr, params, role="query")
+    query = extract_features(image_bgr, params, role="query", max_pixels=max_pixels)
     qdesc = rootsift(query.descriptors)
     lap("features")
     if len(qdesc) < params.min_inliers:
-        timings["total"] = round((time.perf_counter() - start) * 1000, 2)
-        return Recognition(None, [], None, timings)
+        return Recognition(None, [], None)
     dist, ids = bundle.search(qdesc, params.knn)
     lap("search")
     votes = vote(bundle, dist, ids, params)
@@ -349,5 +395,4 @@ def recognize(bundle: Bundle, image_bgr: np.ndarray, *, quad_scale: float = 1.0)
         chosen = next(v for v in verified if v.row == match.row)
         quad = _quad(chosen, bundle, query, quad_scale)
     lap("decide")
-    timings["total"] = round((time.perf_counter() - start) * 1000, 2)
-    return Recognition(match, alternatives[:8], quad, timings)
+    return Recognition(match, alternatives[:8], quad)

@@ -19,9 +19,10 @@ class FeatureParams:
     squash: bool = False  # True: resize to a square, ignoring aspect (the older design)
     ref_max_side: int = 560  # references are resized (up or down) to this longer side
     query_max_side: int = 960  # queries are only ever reduced to this longer side ...
-    query_max_pixels: int = 520_000  # ... and to this area: SIFT's time and memory follow
-    #                                  the pixel count (its pyramid starts at 2x the image:
-    #                                  ~120 MB of float32 for 960x540, ~190 MB for 900x900)
+    query_passes: tuple[int, ...] = (250_000, 520_000)  # ... and to these areas, coarse to
+    #   fine: the next pass runs only when the previous found no confident match. SIFT's time
+    #   and memory follow the pixel count (its pyramid starts at 2x the image: ~120 MB of
+    #   float32 at 0.52 MP); most photos are settled by the cheap first pass
     ref_nfeatures: int = 800
     query_nfeatures: int = 2000
     clahe_clip: float = 2.0  # 0 disables CLAHE
@@ -44,16 +45,17 @@ class FeatureParams:
     stop_radius: float = 0.04  # squared RootSIFT distance of a "near duplicate"
     stop_min_cards: int = 4  # a descriptor near-duplicated in >= this many OTHER cards is
     #                          left out of the FAISS index (0 disables); kept in the h5
+    stop_sample_cards: int = 4000  # ... other cards of a random sample of this many (0: all)
 
     # -- voting ---------------------------------------------------------------------------
     knn: int = 6
     vote_ratio: float = 1.5  # neighbours with d^2 <= vote_ratio * d1^2 share the vote
     vote_max_dist: float = 0.5  # squared RootSIFT distance beyond which a neighbour is noise
     burst_norm: bool = True  # each query descriptor spreads ONE vote over distinct cards
-    top_candidates: int = 8
+    top_candidates: int = 6
     early_stop_corr: float = 0.6  # once a candidate's art correlates this well, candidates
     early_stop_votes: float = 0.5  # with < this fraction of its votes are not verified
-    #                                (other printings of the same name always are)
+    max_printings: int = 12  # other printings of a clearly matched name verified in any case
 
     # -- geometric verification -----------------------------------------------------------
     ratio: float = 0.8  # Lowe ratio test on exact descriptors
@@ -73,6 +75,7 @@ class FeatureParams:
         """JSON-ready dict (tuples become lists)."""
         out = asdict(self)
         out["art_box"] = list(self.art_box)
+        out["query_passes"] = list(self.query_passes)
         return out
 
     @classmethod
@@ -85,6 +88,8 @@ class FeatureParams:
         values = dict(data)
         if "art_box" in values:
             values["art_box"] = tuple(float(v) for v in values["art_box"])
+        if "query_passes" in values:
+            values["query_passes"] = tuple(int(v) for v in values["query_passes"])
         return cls(**values)
 
     def differences(self, other: FeatureParams) -> list[str]:
@@ -100,7 +105,7 @@ LEGACY = replace(
     squash=True,
     ref_max_side=256,
     query_max_side=256,
-    query_max_pixels=256 * 256,
+    query_passes=(256 * 256,),
     ref_nfeatures=100,
     query_nfeatures=250,
     clahe_clip=2.0,
