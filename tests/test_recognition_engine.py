@@ -216,3 +216,38 @@ def test_precomputed_features_are_used_without_loading(tmp_path: Path) -> None:
                             progress=False)
     assert manifest["counts"]["cards"] == len(CARD_SEEDS)
     assert manifest["counts"]["skipped_images"] == 0
+
+
+def test_coarse_pass_settles_clear_photos_and_negatives_get_the_fine_pass(bundle: Bundle) -> None:
+    assert len(PARAMS.query_passes) == 2
+    photo, _ = photograph(make_card(104), seed=4)
+    assert recognize(bundle, photo).timings_ms["passes"] == 1
+    unknown, _ = photograph(make_card(UNKNOWN_SEEDS[0]), seed=5)
+    assert recognize(bundle, unknown).timings_ms["passes"] == 2
+    small = unknown[:300, :300].copy()  # fits the first pass: nothing more to see
+    assert recognize(bundle, small).timings_ms["passes"] == 1
+
+
+def test_other_printings_of_the_match_are_listed_first(tmp_path: Path) -> None:
+    """Two printings of one card (same art, other frame colour): the photographed one wins,
+    the other comes first among the alternatives, marked as sharing the art."""
+    base = make_card(300)
+    other = base.copy()
+    other[:, :, 0] = 255 - other[:, :, 0]  # a different "frame": inverted blue channel
+    other[int(0.11 * 680) : int(0.56 * 680), int(0.08 * 488) : int(0.92 * 488)] = base[
+        int(0.11 * 680) : int(0.56 * 680), int(0.08 * 488) : int(0.92 * 488)
+    ]
+    refs = [_ref(s) for s in CARD_SEEDS[:10]]
+    for card_id, image in (("printing-a", base), ("printing-b", other)):
+        refs.append(ReferenceImage(card_id, 0, "Twin Card", "syn", card_id[-1], "ill-twin",
+                                   load=lambda image=image: image))
+    build_bundle(refs, tmp_path / "b", PARAMS, progress=False)
+    twin = Bundle.open(tmp_path / "b")
+    try:
+        result = recognize(twin, photograph(base, seed=9)[0])
+        assert result.match is not None and result.match.card["id"] == "printing-a"
+        assert result.alternatives[0].card["id"] == "printing-b"
+        assert result.alternatives[0].same_art
+        assert result.alternatives[0].confidence < PARAMS.accept
+    finally:
+        twin.close()

@@ -158,11 +158,16 @@ def _new_index(nlist: int, params: FeatureParams) -> faiss.IndexIVF:
     return index
 
 
+def _pq_training_points(params: FeatureParams) -> int:
+    """k-means of each PQ sub-quantizer wants ~40 points per centroid (2^nbits centroids)."""
+    return 40 * (1 << params.pq_nbits)
+
+
 def _train_index(desc: np.ndarray, params: FeatureParams, seed: int) -> faiss.IndexIVF:
     n = desc.shape[0]
     nlist = _choose_nlist(n, params)
     index = _new_index(nlist, params)
-    sample_size = min(n, max(nlist * params.train_per_list, 256 * 40))
+    sample_size = min(n, max(nlist * params.train_per_list, _pq_training_points(params)))
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=sample_size, replace=False))
     index.train(rootsift(np.asarray(desc[sample])))
@@ -318,7 +323,7 @@ def build_bundle(
         extracted = time.perf_counter()
         desc = arrays["descriptors"]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        if len(desc) < 256 * 40:
+        if len(desc) < _pq_training_points(params):
             raise BundleError(f"only {len(desc)} descriptors: too few to train IVF-PQ")
 
         index = _train_index(desc, params, seed)

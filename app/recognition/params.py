@@ -40,7 +40,7 @@ class FeatureParams:
     #                    than 8-bit PQ at equal recall (measured); 8: classic IndexIVFPQ
     pq_residual: bool = False  # encode residuals: better codes, but a distance table per
     #                            probed list, which dominates the search on small lists
-    train_per_list: int = 48  # training sample = nlist * this (at least 40 * 256 for PQ)
+    train_per_list: int = 48  # training sample = nlist * this (at least 40 * 2^pq_nbits)
     nprobe: int = 8
     stop_radius: float = 0.04  # squared RootSIFT distance of a "near duplicate"
     stop_min_cards: int = 4  # a descriptor near-duplicated in >= this many OTHER cards is
