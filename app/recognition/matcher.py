@@ -26,7 +26,9 @@ from app.recognition.params import FeatureParams
 
 @dataclass
 class Candidate:
-    """A verified candidate card. `score` ranks candidates; `confidence` is 0-1 calibrated."""
+    """A verified candidate card. `confidence` (0-1) is calibrated so that `accept` means
+    something (see `decide`); `score` orders candidates: art + whole-card correlation
+    (photometric decision) or the inlier count (legacy decision)."""
 
     row: int
     card: dict[str, Any]
@@ -42,6 +44,10 @@ class Candidate:
 
 @dataclass
 class Recognition:
+    """`match` is None for "no match"; `alternatives` come best first, printings sharing the
+    match's art before other cards; `quad` is the match's corners (TL, TR, BR, BL of the card
+    as printed) in the uploaded image's pixels."""
+
     match: Candidate | None
     alternatives: list[Candidate]
     quad: list[list[float]] | None
