@@ -7,6 +7,7 @@ and CLAHE objects are not thread-safe, so each thread keeps its own (threading.l
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -48,6 +49,20 @@ def configure_threads(n: int) -> None:
     cv2.setNumThreads(max(1, n))
     faiss.omp_set_num_threads(max(1, n))
     threadpool_limits(limits=1, user_api="blas")
+    _limit_malloc_arenas(2)
+
+
+def _limit_malloc_arenas(count: int) -> None:
+    """Cap glibc's per-thread malloc arenas. A recognition frees ~140 MB of SIFT pyramid that
+    glibc keeps in the arena of the thread that used it: 6 request threads serving one
+    request at a time grew to 550 MB RSS (measured), 265 MB with 2 arenas, at no latency
+    cost. Best effort: only arenas created after this call are capped; the environment
+    variable MALLOC_ARENA_MAX=2 set before start-up is the sure way."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, count)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc
 
 
 def _sift(nfeatures: int, params: FeatureParams) -> cv2.SIFT:
