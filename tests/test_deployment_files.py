@@ -39,7 +39,7 @@ OPENCV_VARIABLES = (
     "OPENCV_IO_MAX_IMAGE_HEIGHT",
 )
 LIBRARY_VARIABLE = re.compile(
-    r"^(OPENCV_[A-Z0-9_]+|OMP_[A-Z0-9_]+|OPENBLAS_[A-Z0-9_]+|HDF5_[A-Z0-9_]+)$"
+    r"^(OPENCV_[A-Z0-9_]+|OMP_[A-Z0-9_]+|OPENBLAS_[A-Z0-9_]+|MALLOC_[A-Z0-9_]+|HDF5_[A-Z0-9_]+)$"
 )
 
 # In compose these are fixed by the deployment (network names, container paths), never

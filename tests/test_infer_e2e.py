@@ -146,3 +146,24 @@ def test_spec_documents_what_infer_answers(served: FlaskClient) -> None:
     body = post(served, jpeg(photo)).get_json()
     assert set(body) <= set(props), set(body) - set(props)
     assert json.dumps(body)  # plain JSON types only
+
+
+def test_time_budget_skips_the_finer_pass(synthetic_bundles: dict[str, Path]) -> None:
+    """A photo of an unknown card runs every pass unless the budget says stop."""
+    import time
+
+    from app.recognition.bundle import Bundle
+    from app.recognition.matcher import recognize
+
+    photo, _ = photograph(make_card(777), seed=9)
+    bundle = Bundle.open(synthetic_bundles["A"])
+    try:
+        unlimited = recognize(bundle, photo)
+        assert unlimited.match is None
+        assert unlimited.timings_ms["passes"] == len(bundle.params.query_passes)
+        assert "budget_stop" not in unlimited.timings_ms
+        hurried = recognize(bundle, photo, deadline=time.perf_counter() + 0.001)
+        assert hurried.timings_ms["passes"] == 1
+        assert hurried.timings_ms["budget_stop"] == 1
+    finally:
+        bundle.close()

@@ -295,6 +295,7 @@ def _recognise(data: bytes, settings: Settings, started: float) -> ResponseRetur
             bundle,  # type: ignore[arg-type]
             decoded.image,
             quad_scale=float(decoded.reduction),
+            deadline=started + settings.infer_time_budget_ms / 1000,
         )
         version = bundle.version
     if result.match is None:

@@ -329,12 +329,20 @@ def verify_candidates(
     return verified
 
 
-def recognize(bundle: Bundle, image_bgr: np.ndarray, *, quad_scale: float = 1.0) -> Recognition:
+def recognize(
+    bundle: Bundle,
+    image_bgr: np.ndarray,
+    *,
+    quad_scale: float = 1.0,
+    deadline: float | None = None,
+) -> Recognition:
     """Recognise the card a photo shows. Thread-safe. `quad_scale` maps the given image's
     coordinates to the uploaded image's (the JPEG reduction factor of `imageio.decode`).
 
     Coarse to fine: each of `query_passes` (pixel budgets) runs only if the previous one found
-    no confident match and the next one actually sees more pixels.
+    no confident match and the next one actually sees more pixels. `deadline` (a
+    `time.perf_counter()` value) is the request's time budget: a finer pass, which costs about
+    twice the one before, is not started when it would end past it.
     """
     params = bundle.params
     start = time.perf_counter()
@@ -345,6 +353,10 @@ def recognize(bundle: Bundle, image_bgr: np.ndarray, *, quad_scale: float = 1.0)
     for budget in params.query_passes:
         size = target_size(width, height, params, "query", budget)
         if size == previous_size:
+            break
+        now = time.perf_counter()
+        if best is not None and deadline is not None and now + 2 * (now - start) > deadline:
+            timings["budget_stop"] = 1
             break
         previous_size = size
         result = _recognize_once(bundle, image_bgr, budget, quad_scale, timings)
