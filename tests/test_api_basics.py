@@ -170,3 +170,14 @@ def test_cors_only_for_the_frontend_and_not_on_infer(base_config: dict[str, str]
         assert "Access-Control-Allow-Origin" not in infer.headers
     finally:
         shutdown(app)
+
+
+def test_readyz_explains_a_failed_start_up(base_config: dict[str, str]) -> None:
+    app = create_app({**base_config, "PREPARE_ON_START": "true"})
+    try:
+        app.extensions["prepare_thread"].join(timeout=30)
+        body = app.test_client().get("/readyz").get_json()
+        assert body["model"]["status"] == "failed"
+        assert "bootstrap:" in body["reason"] and "build-index" in body["reason"]
+    finally:
+        shutdown(app)

@@ -105,28 +105,34 @@ def prepare(app: Flask) -> None:
     try:
         if _try_load(holder, run):  # another process prepared it while we waited
             return
-        _bootstrap(app, holder)
+        outcome = _bootstrap(app, holder)
         if _try_load(holder, run):
             return
         holder.set_status(
             "failed",
-            f"no descriptor bundle in {run}: build one with "
-            "`flask --app app build-index --catalog FILE`",
+            f"no descriptor bundle in {run} (bootstrap: {outcome}); build one with "
+            "`flask --app app build-index --catalog FILE` or `flask --app app refresh`",
         )
         log.warning("no descriptor bundle in %s; the service is not ready", run)
     finally:
         lock.release()
 
 
-def _bootstrap(app: Flask, holder: ModelHolder) -> None:
-    """Obtain a first bundle (release archive or one refresh); see app.pipeline.bootstrap."""
+def _bootstrap(app: Flask, holder: ModelHolder) -> str:
+    """Obtain a first bundle (release archive or one refresh); say what happened, for /readyz.
+
+    See app.pipeline.bootstrap.
+    """
     from app.pipeline.bootstrap import bootstrap
 
     holder.set_status("preparing", "no bundle: bootstrapping (release archive or refresh)")
     try:
-        log.info("bootstrap: %s", bootstrap(app.config["SETTINGS"], app.extensions["catalog"]))
+        outcome = str(bootstrap(app.config["SETTINGS"], app.extensions["catalog"]))
     except Exception as exc:
         log.error("bootstrap failed: %s", exc)
+        return f"failed: {exc}"
+    log.info("bootstrap: %s", outcome)
+    return outcome
 
 
 def _try_load(holder: ModelHolder, run: Path) -> bool:
