@@ -6,9 +6,10 @@ streamed record by record so a 500 MB bulk file never sits in memory whole.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -35,6 +36,24 @@ class FaceImage:
     collector_number: str
     illustration_id: str | None
     uri: str  # absolute local path, or an http(s) URL for the pipeline to download
+
+    def reference(
+        self,
+        load: Callable[[], np.ndarray],
+        precomputed: Callable[[], Any] | None = None,
+    ) -> ReferenceImage:
+        """This face as a ReferenceImage for `build_bundle` (local file and pipeline alike)."""
+        return ReferenceImage(
+            card_id=self.card_id,
+            face=self.face,
+            name=self.name,
+            set=self.set,
+            collector_number=self.collector_number,
+            illustration_id=self.illustration_id,
+            load=load,
+            extra={"set_name": self.set_name},
+            precomputed=precomputed,
+        )
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -163,13 +182,4 @@ def reference_images(path: Path) -> Iterator[ReferenceImage]:
     for img in catalog_images(path):
         if img.uri.startswith(("http://", "https://")):
             raise ValueError(f"{img.card_id}: remote image {img.uri}; download it first")
-        yield ReferenceImage(
-            card_id=img.card_id,
-            face=img.face,
-            name=img.name,
-            set=img.set,
-            collector_number=img.collector_number,
-            illustration_id=img.illustration_id,
-            load=lambda uri=img.uri: _read_local(uri),  # type: ignore[misc]
-            extra={"set_name": img.set_name},
-        )
+        yield img.reference(functools.partial(_read_local, img.uri))

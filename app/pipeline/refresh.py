@@ -17,6 +17,7 @@ exactly as they were:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -498,18 +499,7 @@ class _Job:
             for face in faces:
                 if not cache.has(face.key):
                     continue  # missing image: counted already
-                img = face.image
-                yield ReferenceImage(
-                    card_id=img.card_id,
-                    face=img.face,
-                    name=img.name,
-                    set=img.set,
-                    collector_number=img.collector_number,
-                    illustration_id=img.illustration_id,
-                    load=no_load,
-                    extra={"set_name": img.set_name},
-                    precomputed=lambda key=face.key: cache.get(key),  # type: ignore[misc]
-                )
+                yield face.image.reference(no_load, functools.partial(cache.get, face.key))
 
         log.info("refresh: building bundle in %s", out)
         manifest = build_bundle(
