@@ -379,10 +379,27 @@ class PostgresStore(CatalogStore):
                 self._pool = ThreadedConnectionPool(self.minconn, self.maxconn, **self.dsn)
             return self._pool
 
+    def _checkout(self, pool: Any) -> Any:
+        """A pooled connection that answers: PostgreSQL restarts and killed backends leave
+        dead connections in the pool, found only on use. A `SELECT 1` on checkout (a loopback
+        round trip) replaces them before a request's query fails on one."""
+        import psycopg2
+
+        for _ in range(self.maxconn + 1):
+            conn = pool.getconn()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                conn.rollback()
+                return conn
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                pool.putconn(conn, close=True)
+        return pool.getconn()  # let the caller's query raise the real error
+
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         pool = self._get_pool()
-        conn = pool.getconn()
+        conn = self._checkout(pool)
         broken = False
         try:
             with conn.cursor() as cur:
