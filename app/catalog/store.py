@@ -11,6 +11,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -312,12 +313,27 @@ class SqliteStore(CatalogStore):
             conn = sqlite3.connect(
                 self.path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=30000")
+            self._enable_wal(conn)
             self._local.conn = conn
             with self._guard:
                 self._all.append(conn)
         return conn
+
+    @staticmethod
+    def _enable_wal(conn: sqlite3.Connection) -> None:
+        """WAL lets readers (requests) and the writer (a refresh) work at once. Switching to
+        it can answer "database is locked" at once, without waiting on busy_timeout, when
+        another process opens the same new file at the same moment: retry for a while."""
+        for _ in range(100):
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc):
+                    raise
+                time.sleep(0.05)
+        conn.execute("PRAGMA journal_mode=WAL")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
