@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -115,3 +116,59 @@ def test_twenty_promotions_under_load(
             assert status == 404, f"card {seed} is not in {holds[version]} but got {card_id}"
     assert len(answers) >= PROMOTIONS * 2
     assert max(delays) < 5.0
+
+
+def _truncate_index(release: Path) -> None:
+    index = release / "faiss_ivf.index"
+    index.write_bytes(index.read_bytes()[: index.stat().st_size // 2])
+
+
+def _break_checksum(release: Path) -> None:
+    manifest = json.loads((release / "manifest.json").read_text())
+    name = next(iter(manifest["files"]))
+    entry = manifest["files"][name]
+    if isinstance(entry, dict):
+        entry["sha256"] = "0" * 64
+    else:
+        manifest["files"][name] = "0" * 64
+    (release / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _remove_features(release: Path) -> None:
+    (release / "candidate_features.h5").unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [(_truncate_index, "checksum"), (_break_checksum, "checksum"), (_remove_features, "missing")],
+)
+def test_corrupt_promotion_is_refused_and_the_old_bundle_keeps_answering(
+    base_config: dict[str, str], synthetic_bundles: dict[str, Path], damage: object, reason: str
+) -> None:
+    resources = Path(base_config["RESOURCES_DIR"])
+    versions = {
+        name: json.loads((path / "manifest.json").read_text())["version"]
+        for name, path in synthetic_bundles.items()
+    }
+    app = serve_bundle(base_config, synthetic_bundles["A"], "0000-A")
+    try:
+        client = app.test_client()
+        broken = install_release(resources, synthetic_bundles["B"], "0001-B")
+        damage(broken)  # type: ignore[operator]
+        releases.promote(resources, broken)
+        holder = app.extensions["model"]
+        deadline = time.monotonic() + 5
+        while holder.state.history[-1]["event"] != "refused":
+            assert time.monotonic() < deadline, "the broken release was not even looked at"
+            time.sleep(0.05)
+        assert "refused" in holder.state.detail and reason in holder.state.detail
+        response = client.post(
+            "/infer", data={"roi_image": (io.BytesIO(_photo(100)), "p.jpg")}
+        )
+        assert response.status_code == 200
+        body = response.get_json()
+        assert body["index_version"] == versions["A"]
+        assert body["predicted_card_id"] == synthetic_card_record(100)["id"]
+        assert client.get("/readyz").status_code == 200
+    finally:
+        shutdown(app)
