@@ -25,6 +25,20 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 
+from app.pipeline.refresh import RefreshOptions
+
+FAST_REFRESH = RefreshOptions(
+    progress=False,
+    retry_backoff=0.01,
+    retry_max_wait=0.05,
+    api_interval=0.0,
+    image_workers=4,
+    build_workers=2,
+    validation_sample=10,
+    max_missing_fraction=0.1,
+)
+"""Refresh options for tests against the fake: no waiting between retries or API calls."""
+
 
 def card_image(seed: int, width: int = 360, height: int = 500) -> np.ndarray:
     """A synthetic card: frame, a title, random shapes as 'art', and text lines (BGR)."""

@@ -10,6 +10,7 @@ The first test kills without any hook, as soon as the build starts writing into 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -29,23 +30,15 @@ import pytest
 
 from app.catalog import make_store
 from app.pipeline import releases
-from app.pipeline.refresh import RefreshOptions, RefreshResult, perturb, run_refresh
+from app.pipeline.refresh import RefreshResult, perturb, run_refresh
 from app.runtime.locks import UPDATE_LOCK_NAME, FileLock, UpdateLock
 from app.settings import Settings
 from tests import conftest
-from tests.fake_scryfall import FakeScryfall, card_image, encode_jpeg
+from tests.fake_scryfall import FAST_REFRESH, FakeScryfall, card_image, encode_jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = list(range(1, 17))
-OPTIONS = RefreshOptions(
-    progress=False,
-    retry_backoff=0.01,
-    retry_max_wait=0.05,
-    api_interval=0.0,
-    image_workers=4,
-    build_workers=2,
-    validation_sample=8,
-)
+OPTIONS = dataclasses.replace(FAST_REFRESH, validation_sample=8, max_missing_fraction=0.05)
 
 CHILD = textwrap.dedent(
     """

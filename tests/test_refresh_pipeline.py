@@ -26,21 +26,12 @@ from app import create_app
 from app.catalog import make_store
 from app.catalog.store import CatalogStore
 from app.pipeline import releases
-from app.pipeline.refresh import RefreshOptions, RefreshResult, perturb, run_refresh
+from app.pipeline.refresh import RefreshResult, perturb, run_refresh
 from app.settings import Settings
 from tests import conftest
-from tests.fake_scryfall import FakeScryfall, card_image, encode_jpeg
+from tests.fake_scryfall import FAST_REFRESH, FakeScryfall, card_image, encode_jpeg
 
-OPTIONS = RefreshOptions(
-    progress=False,
-    retry_backoff=0.01,
-    retry_max_wait=0.05,
-    api_interval=0.0,
-    image_workers=4,
-    build_workers=2,
-    validation_sample=10,
-    max_missing_fraction=0.1,
-)
+OPTIONS = FAST_REFRESH
 NORMAL_SEEDS = list(range(1, 17))
 DFC_SEED = 40
 MISSING_SEED = 16
