@@ -257,7 +257,7 @@ def _dir_mb(path: Path) -> float:
 def run_profile(name: str, params: Any, eval_dir: Path, work: Path, args: argparse.Namespace
                 ) -> dict[str, Any]:
     from app.catalog.records import reference_images
-    from app.recognition.bundle import build_bundle
+    from app.recognition.builder import build_bundle
 
     digest = hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()
     bundle_dir = (Path(args.cache_dir) if args.cache_dir else work) / f"{name}-{digest[:10]}"

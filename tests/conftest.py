@@ -181,7 +181,7 @@ def synthetic_card_record(seed: int) -> dict[str, Any]:
 
 def build_synthetic_bundle(seeds: list[int], out_dir: Path) -> dict[str, Any]:
     """Build a real bundle of synthetic cards with the default profile."""
-    from app.recognition.bundle import ReferenceImage, build_bundle
+    from app.recognition.builder import ReferenceImage, build_bundle
     from app.recognition.params import PROFILES
     from tests.synthetic import make_card
 

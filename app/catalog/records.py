@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 import cv2
 import numpy as np
 
-from app.recognition.bundle import ReferenceImage
+from app.recognition.builder import ReferenceImage
 
 IMAGE_SIZES = ("large", "normal", "png", "border_crop")  # preference order for references
 SKIP_IMAGE_STATUS = {"missing", "placeholder"}
@@ -41,6 +41,7 @@ class FaceImage:
         self,
         load: Callable[[], np.ndarray],
         precomputed: Callable[[], Any] | None = None,
+        key: str | None = None,
     ) -> ReferenceImage:
         """This face as a ReferenceImage for `build_bundle` (local file and pipeline alike)."""
         return ReferenceImage(
@@ -53,6 +54,7 @@ class FaceImage:
             load=load,
             extra={"set_name": self.set_name},
             precomputed=precomputed,
+            key=key,
         )
 
 

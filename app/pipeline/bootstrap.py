@@ -126,12 +126,13 @@ def _convert_legacy(
     settings: Settings, url: str, unpacked: Path, out: Path, store: CatalogStore | None
 ) -> Path:
     from app.pipeline.legacy_import import (
+        ID_MAP_FILE,
         LegacyImportError,
         convert_legacy_release,
         find_legacy_release,
         iter_json_strings,
     )
-    from app.recognition.bundle import ID_MAP_FILE, MANIFEST_FILE
+    from app.recognition.bundle import MANIFEST_FILE
     from app.recognition.params import PROFILES
 
     source = find_legacy_release(unpacked)

@@ -150,10 +150,22 @@ def bounded_map(
             fill()
 
 
+def _or_empty(values: np.ndarray | None, count: int) -> np.ndarray:
+    """Keypoint attribute as stored: zeros when a source (older import) has none."""
+    return np.zeros(count, np.float32) if values is None else values.astype(np.float32)
+
+
 # -- feature cache -------------------------------------------------------------------------
 def params_digest(params: FeatureParams) -> str:
     """Short digest of the parameters that shape reference features and thumbnails."""
     return hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def extraction_digest(params: FeatureParams) -> str:
+    """Short digest of the extraction parameters only (the feature cache's key): a change
+    of index or decision parameters rebuilds the index without re-extracting 100k images."""
+    data = json.dumps(params.extraction_dict(), sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def image_version(uri: str) -> str:
@@ -171,11 +183,11 @@ def image_version(uri: str) -> str:
 
 
 class FeatureCache:
-    """One `.npz` per image version under `<root>/<params digest>/<aa>/<key>.npz`."""
+    """One `.npz` per image version under `<root>/<extraction digest>/<aa>/<key>.npz`."""
 
     def __init__(self, root: Path, params: FeatureParams) -> None:
         self.params = params
-        self.dir = root / params_digest(params)
+        self.dir = root / extraction_digest(params)
         self.dir.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
@@ -196,6 +208,8 @@ class FeatureCache:
             tmp,
             keypoints=features.keypoints,
             descriptors=features.descriptors,
+            sizes=_or_empty(features.sizes, len(features.keypoints)),
+            responses=_or_empty(features.responses, len(features.keypoints)),
             thumb=thumb,
             size=np.asarray(features.gray.shape[:2], dtype=np.int64),  # (h, w)
             scale=np.asarray(features.scale, dtype=np.float64),
@@ -213,6 +227,8 @@ class FeatureCache:
                 descriptors=data["descriptors"].astype(np.uint8, copy=False),
                 scale=(sx, sy),
                 gray=np.broadcast_to(np.zeros((), np.uint8), (height, width)),
+                sizes=data["sizes"].astype(np.float32, copy=False),
+                responses=data["responses"].astype(np.float32, copy=False),
             )
             return features, data["thumb"].astype(np.uint8, copy=False)
 

@@ -51,19 +51,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from app.recognition.bundle import (
-    ID_MAP_FILE,
-    INDEX_FILE,
-    MANIFEST_FILE,
-    BundleError,
-    ReferenceImage,
-    build_bundle,
-    make_thumbnail,
-)
+from app.recognition.builder import ReferenceImage, build_bundle, make_thumbnail
+from app.recognition.bundle import INDEX_FILE, MANIFEST_FILE, BundleError
 from app.recognition.features import Features, prepare_gray
 from app.recognition.params import FeatureParams
 
 log = logging.getLogger(__name__)
+
+ID_MAP_FILE = "id_map.json"  # the older layout's: one Scryfall id per descriptor
 
 
 class LegacyImportError(RuntimeError):

@@ -44,6 +44,7 @@ from app.pipeline.images import (
     params_digest,
 )
 from app.pipeline.scryfall import BulkItem, ScryfallClient, ScryfallError
+from app.progress import Progress
 from app.recognition.params import PROFILES, FeatureParams
 from app.runtime.locks import UpdateLock, make_update_lock
 from app.settings import DEFAULT_EXCLUDED_LAYOUTS, Settings
@@ -74,6 +75,8 @@ class RefreshOptions:
     validation_sample: int = 40
     min_hit_rate: float = 0.85
     min_size_ratio: float = 0.9  # refuse a catalogue smaller than this x the current one
+    incremental: bool = True  # extend the current release when few printings changed
+    max_incremental_change: float = 0.2  # ... at most this fraction (else a full build)
     progress: bool = True
     # retry/rate knobs (tests make them tiny)
     retry_tries: int = 5
@@ -391,14 +394,9 @@ class _Job:
         return RefreshResult("succeeded", self.counts, release=manifest["version"])
 
     def _download(self, client: ScryfallClient, item: BulkItem) -> Path:
-        bar = _progress(self.options.progress, "downloading", "B", total=item.size)
-        try:
-            return client.download_bulk(
-                item, self.data_dir / "bulk", progress=bar.update if bar is not None else None
-            )
-        finally:
-            if bar is not None:
-                bar.close()
+        with Progress("downloading", total=item.size, unit="B",
+                      enabled=self.options.progress) as bar:
+            return client.download_bulk(item, self.data_dir / "bulk", progress=bar.update)
 
     def _included(self, record: dict[str, Any]) -> bool:
         opts = self.options
@@ -430,7 +428,7 @@ class _Job:
         self, faces: list[_Face], cache: FeatureCache, fetcher: ImageFetcher
     ) -> list[tuple[_Face, np.ndarray]]:
         """Fetch + extract what the cache lacks; also fetch the validation sample."""
-        from app.recognition.bundle import make_thumbnail
+        from app.recognition.builder import make_thumbnail
         from app.recognition.features import extract_features
         from app.recognition.imageio import decode_image
 
@@ -454,14 +452,9 @@ class _Job:
                     counts["extracted"] += 1
             return image if face.key in sample_keys else None
 
-        bar = _progress(opts.progress, "images", "img", total=len(todo))
-        last_log = time.monotonic()
-        done = 0
-        try:
+        with Progress("images", total=len(todo), unit="img", enabled=opts.progress) as bar:
             for face, image, error in bounded_map(work, todo, max(1, opts.image_workers)):
-                done += 1
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
                 if isinstance(error, MissingImage):
                     counts["missing"] += 1
                     log.warning("image missing for %s face %d: %s", face.image.card_id,
@@ -472,12 +465,6 @@ class _Job:
                                 face.image.face, error)
                 elif image is not None:
                     samples.append((face, image))
-                if time.monotonic() - last_log > 15:
-                    log.info("refresh: images %d/%d (%s)", done, len(todo), counts)
-                    last_log = time.monotonic()
-        finally:
-            if bar is not None:
-                bar.close()
         counts["cached"] = sum(1 for f in faces if cache.has(f.key)) - counts["extracted"]
         self.counts.update(counts)
         bad = counts["missing"] + counts["image_errors"]
@@ -490,26 +477,40 @@ class _Job:
         return samples
 
     def _build(self, faces: list[_Face], cache: FeatureCache, out: Path) -> dict[str, Any]:
-        from app.recognition.bundle import ReferenceImage, build_bundle
+        """Extend the served release when few printings changed, else build in full."""
+        from app.recognition.builder import (
+            build_bundle,
+            build_incremental,
+            incremental_plan,
+        )
 
         def no_load() -> np.ndarray:
             raise RuntimeError("cached reference has no image")
 
-        def refs() -> Iterator[ReferenceImage]:
-            for face in faces:
-                if not cache.has(face.key):
-                    continue  # missing image: counted already
-                yield face.image.reference(no_load, functools.partial(cache.get, face.key))
-
-        log.info("refresh: building bundle in %s", out)
-        manifest = build_bundle(
-            refs(),
-            out,
-            self.params,
-            progress=self.options.progress,
-            workers=max(1, self.options.build_workers),
-        )
+        refs = [
+            face.image.reference(no_load, functools.partial(cache.get, face.key), key=face.key)
+            for face in faces
+            if cache.has(face.key)  # else: missing image, counted already
+        ]
+        refs = list({ref.key: ref for ref in refs}.values())  # one slot per image
+        opts = self.options
+        previous = releases.current_release(self.resources)
+        why = "disabled" if not opts.incremental else (
+            "no release is served" if previous is None else incremental_plan(
+                previous, [r.key for r in refs], self.params, opts.max_incremental_change))
+        if why is None and previous is not None:
+            log.info("refresh: extending release %s in %s", previous.name, out)
+            manifest = build_incremental(refs, out, self.params, previous,
+                                         progress=opts.progress,
+                                         workers=max(1, opts.build_workers))
+            self.counts["build"] = "incremental"
+        else:
+            log.info("refresh: full build in %s (not incremental: %s)", out, why)
+            manifest = build_bundle(refs, out, self.params, progress=opts.progress,
+                                    workers=max(1, opts.build_workers), total=len(refs))
+            self.counts["build"] = "full"
         self.counts["bundle"] = manifest["counts"]
+        self.counts["build_timings_s"] = manifest.get("timings_s")
         return manifest
 
     def _validate(
@@ -578,10 +579,3 @@ class _Job:
         log.info("refresh: %d card records, %d sets written to %s", written, len(sets),
                  self.store.backend)
 
-
-def _progress(enabled: bool, desc: str, unit: str, total: int | None = None) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "B", leave=False)

@@ -37,6 +37,8 @@ class Features:
     descriptors: np.ndarray  # uint8 (N, 128)
     scale: tuple[float, float]
     gray: np.ndarray  # uint8 (h, w)
+    sizes: np.ndarray | None = None  # float32 (N,): keypoint diameter (reference selection)
+    responses: np.ndarray | None = None  # float32 (N,): DoG contrast
 
 
 def configure_threads(n: int) -> None:
@@ -136,11 +138,16 @@ def extract_features(
     if descriptors is None or len(keypoints) == 0:
         xy = np.zeros((0, 2), np.float32)
         descriptors = np.zeros((0, 128), np.uint8)
+        sizes = np.zeros(0, np.float32)
+        responses = np.zeros(0, np.float32)
     else:
         xy = np.array([kp.pt for kp in keypoints], dtype=np.float32)
+        sizes = np.array([kp.size for kp in keypoints], dtype=np.float32)
+        responses = np.array([kp.response for kp in keypoints], dtype=np.float32)
         descriptors = np.ascontiguousarray(descriptors, dtype=np.uint8)
     scale = (gray.shape[1] / width, gray.shape[0] / height)
-    return Features(keypoints=xy, descriptors=descriptors, scale=scale, gray=gray)
+    return Features(keypoints=xy, descriptors=descriptors, scale=scale, gray=gray,
+                    sizes=sizes, responses=responses)
 
 
 def rootsift(desc_u8: np.ndarray) -> np.ndarray:

@@ -79,13 +79,13 @@ def vote(bundle: Bundle, dist: np.ndarray, ids: np.ndarray, params: FeatureParam
     cards = np.where(valid, bundle.card_of(ids), -1)
     if not params.burst_norm:
         keep = cards >= 0
-        return np.bincount(cards[keep], minlength=bundle.card_count).astype(np.float64)
+        return np.bincount(cards[keep], minlength=bundle.slot_count).astype(np.float64)
     cards.sort(axis=1)
     distinct = cards >= 0
     distinct[:, 1:] &= cards[:, 1:] != cards[:, :-1]
     per_row = distinct.sum(axis=1, keepdims=True)
     weights = np.where(distinct, 1.0 / np.maximum(per_row, 1), 0.0)
-    return np.bincount(cards[distinct], weights=weights[distinct], minlength=bundle.card_count)
+    return np.bincount(cards[distinct], weights=weights[distinct], minlength=bundle.slot_count)
 
 
 # -- geometric verification ----------------------------------------------------------------
@@ -104,45 +104,65 @@ def _sane(homography: np.ndarray, size: tuple[float, float], query: Features) ->
     return 0.002 * query_area < area < 4.0 * query_area
 
 
-def verify(
-    bundle: Bundle, row: int, query: Features, qdesc: np.ndarray, params: FeatureParams
-) -> _Verified | None:
-    """Exact matching on the stored uint8 descriptors (ratio test) then RANSAC homography."""
-    ref_kp, ref_desc = bundle.card_features(row)
-    if len(ref_desc) < 4 or len(qdesc) < 4:
-        return None
-    sims = qdesc @ rootsift(ref_desc).T
-    rows = np.arange(len(qdesc))
-    best = sims.argmax(axis=1)
-    first = sims[rows, best].copy()
-    sims[rows, best] = -1.0
-    second = sims.max(axis=1)
-    # squared distances of unit vectors: 2 - 2 cos; ratio test on distances
-    good = (2 - 2 * first) < params.ratio**2 * (2 - 2 * second)
-    good_idx = np.flatnonzero(good)
-    if len(good_idx) < 4:
-        return None
-    # one-to-one: a reference keypoint keeps only its most similar query keypoint
-    order = good_idx[np.argsort(-first[good_idx])]
-    _, unique = np.unique(best[order], return_index=True)
+def correspondences(
+    bundle: Bundle, slot: int, cards: np.ndarray, dist: np.ndarray, ids: np.ndarray,
+    params: FeatureParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(query descriptor rows, reference keypoint positions) matching one card, taken from
+    the index neighbours already found for voting: for each query descriptor its nearest
+    neighbour in that card, then one query descriptor per reference keypoint (the closest).
+    No reference descriptors are stored, so no second matching pass is needed."""
+    hit = (cards == slot) & (dist <= params.vote_max_dist)
+    rows, cols = np.nonzero(hit)  # row-major: per row, nearest first
+    if len(rows) == 0:
+        return rows, rows
+    rows, first = np.unique(rows, return_index=True)
+    cols = cols[first]
+    local = Bundle.local_of(ids[rows, cols])
+    order = np.argsort(dist[rows, cols], kind="stable")
+    _, unique = np.unique(local[order], return_index=True)
     chosen = order[unique]
-    if len(chosen) < max(4, params.min_inliers):
+    return rows[chosen], local[chosen]
+
+
+def verify(
+    bundle: Bundle, slot: int, query: Features, cards: np.ndarray, dist: np.ndarray,
+    ids: np.ndarray, params: FeatureParams,
+) -> _Verified | None:
+    """RANSAC homography (MAGSAC) on the index correspondences of one card."""
+    qrows, local = correspondences(bundle, slot, cards, dist, ids, params)
+    if len(qrows) < max(4, params.min_inliers):
         return None
-    src = ref_kp[best[chosen]].astype(np.float32)
-    dst = query.keypoints[chosen]
+    ref_kp = bundle.keypoints(slot)
+    local_ok = local < len(ref_kp)
+    src = ref_kp[local[local_ok]]
+    dst = query.keypoints[qrows[local_ok]]
+    if len(src) < max(4, params.min_inliers):
+        return None
     homography, mask = cv2.findHomography(
         src, dst, cv2.USAC_MAGSAC, params.ransac_px, maxIters=2000, confidence=0.999
     )
     if homography is None or mask is None:
         return None
     inlier = mask.ravel().astype(bool)
-    size = (float(bundle.ref_size[row][0]), float(bundle.ref_size[row][1]))
+    size = (float(bundle.ref_size[slot][0]), float(bundle.ref_size[slot][1]))
     if inlier.sum() < params.min_inliers or not _sane(homography, size, query):
         return None
     x0, y0, x1, y1 = params.art_box
     rel = src[inlier] / np.array(size, np.float32)
     in_art = (rel[:, 0] >= x0) & (rel[:, 0] <= x1) & (rel[:, 1] >= y0) & (rel[:, 1] <= y1)
-    return _Verified(row, 0.0, int(inlier.sum()), int(in_art.sum()), homography)
+    return _Verified(slot, 0.0, int(inlier.sum()), int(in_art.sum()), homography)
+
+
+def _borrowed(bundle: Bundle, slot: int, leader: _Verified) -> _Verified:
+    """Another printing of the leader's card checked through the leader's homography: same
+    layout, so the reference frames differ only by their sizes. Votes split between reprints
+    (and the index keeps no frame features), so a reprint may have too few correspondences
+    of its own; the photometric check then decides between them."""
+    lw, lh = bundle.ref_size[leader.row]
+    sw, sh = bundle.ref_size[slot]
+    scale = np.diag([lw / max(sw, 1.0), lh / max(sh, 1.0), 1.0])
+    return _Verified(slot, 0.0, 0, 0, leader.homography @ scale)
 
 
 # -- photometric verification --------------------------------------------------------------
@@ -291,7 +311,8 @@ def verify_candidates(
     order: np.ndarray,
     votes: np.ndarray,
     query: Features,
-    qdesc: np.ndarray,
+    dist: np.ndarray,
+    ids: np.ndarray,
     params: FeatureParams,
 ) -> list[_Verified]:
     """Geometric (+ photometric) verification of candidates in vote order, stopping early:
@@ -302,11 +323,14 @@ def verify_candidates(
     verified: list[_Verified] = []
     leader: _Verified | None = None
     tried: set[int] = set()
+    cards = bundle.card_of(ids)
 
-    def check(row: int) -> None:
+    def check(row: int, sibling_of: _Verified | None = None) -> None:
         nonlocal leader
         tried.add(row)
-        result = verify(bundle, row, query, qdesc, params)
+        result = verify(bundle, row, query, cards, dist, ids, params)
+        if result is None and sibling_of is not None and pyramid is not None:
+            result = _borrowed(bundle, row, sibling_of)
         if result is None:
             return
         result.votes = float(votes[row])
@@ -324,8 +348,9 @@ def verify_candidates(
     if leader is not None:
         siblings = [r for r in bundle.printings(leader.row) if r not in tried]
         siblings.sort(key=lambda r: -votes[r])
+        chief = leader
         for row in siblings[: params.max_printings]:
-            check(row)
+            check(row, chief)
     return verified
 
 
@@ -405,7 +430,7 @@ def _recognize_once(
     order = np.argsort(-votes, kind="stable")[: params.top_candidates]
     order = order[votes[order] > 0]
     lap("vote")
-    verified = verify_candidates(bundle, order, votes, query, qdesc, params)
+    verified = verify_candidates(bundle, order, votes, query, dist, ids, params)
     lap("verify")
     match, alternatives = decide(verified, bundle, params)
     quad = None

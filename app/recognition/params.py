@@ -33,22 +33,29 @@ class FeatureParams:
     thumb_width: int = 128  # stored reference thumbnail, for photometric verification
     thumb_height: int = 178
 
+    thumb_quality: int = 90  # JPEG quality of the stored thumbnail (~4 KB instead of 23 KB)
+    ref_candidates: int = 400  # descriptors per reference considered for the index: the best
+    #                            by scale and contrast, spread over a grid (see selection.py)
+    ref_keep: int = 300  # ... of which at most this many non-stop-words are indexed (<= 1024)
+
     # -- index ----------------------------------------------------------------------------
     nlist: int = 0  # 0: chosen from the descriptor count at build time (recorded in manifest)
-    pq_m: int = 64  # sub-quantizers per code; code bytes = pq_m * pq_nbits / 8
+    coarse: str = "hnsw"  # coarse quantizer: "hnsw" (cost flat in nlist) or "flat"
+    hnsw_ef: int = 24  # HNSW beam width when assigning vectors to lists (query and build)
+    pq_m: int = 32  # sub-quantizers per code; code bytes = pq_m * pq_nbits / 8
     pq_nbits: int = 4  # 4: SIMD "fast-scan" PQ (IndexIVFPQFastScan), 5x faster to search
     #                    than 8-bit PQ at equal recall (measured); 8: classic IndexIVFPQ
     pq_residual: bool = False  # encode residuals: better codes, but a distance table per
     #                            probed list, which dominates the search on small lists
-    train_per_list: int = 48  # training sample = nlist * this (at least 40 * 2^pq_nbits)
+    train_per_list: int = 40  # coarse training sample = nlist * this (FAISS wants >= 39)
     nprobe: int = 8
     stop_radius: float = 0.04  # squared RootSIFT distance of a "near duplicate"
-    stop_min_cards: int = 4  # a descriptor near-duplicated in >= this many OTHER cards is
-    #                          left out of the FAISS index (0 disables); kept in the h5
-    stop_sample_cards: int = 4000  # ... other cards of a random sample of this many (0: all)
+    stop_min_cards: int = 4  # a descriptor near-duplicated in >= this many OTHER cards of the
+    #                          sample is a stop word: not indexed (0 disables)
+    stop_sample_cards: int = 3000  # ... the sample: this many random cards (0: all)
 
     # -- voting ---------------------------------------------------------------------------
-    knn: int = 6
+    knn: int = 8
     vote_ratio: float = 1.5  # neighbours with d^2 <= vote_ratio * d1^2 share the vote
     vote_max_dist: float = 0.5  # squared RootSIFT distance beyond which a neighbour is noise
     burst_norm: bool = True  # each query descriptor spreads ONE vote over distinct cards
@@ -58,7 +65,7 @@ class FeatureParams:
     max_printings: int = 12  # other printings of a clearly matched name verified in any case
 
     # -- geometric verification -----------------------------------------------------------
-    ratio: float = 0.8  # Lowe ratio test on exact descriptors
+    # correspondences come from the index neighbours (no reference descriptors are stored)
     ransac_px: float = 6.0  # reprojection threshold, in query-feature pixels
     min_inliers: int = 10
 
@@ -92,10 +99,20 @@ class FeatureParams:
             values["query_passes"] = tuple(int(v) for v in values["query_passes"])
         return cls(**values)
 
+    def extraction_dict(self) -> dict[str, Any]:
+        """The fields that shape reference features and thumbnails (what a feature cache is
+        keyed by): index, voting and decision knobs can change without re-extracting."""
+        return {name: getattr(self, name) for name in EXTRACTION_FIELDS}
+
     def differences(self, other: FeatureParams) -> list[str]:
         """Names of the fields whose values differ (for a readable refusal message)."""
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
+
+EXTRACTION_FIELDS = (
+    "squash", "ref_max_side", "ref_nfeatures", "clahe_clip", "clahe_grid", "sift_contrast",
+    "sift_edge", "sift_layers", "thumb_width", "thumb_height",
+)
 
 DEFAULT = FeatureParams()
 
@@ -107,10 +124,13 @@ LEGACY = replace(
     query_max_side=256,
     query_passes=(256 * 256,),
     ref_nfeatures=100,
+    ref_candidates=100,
+    ref_keep=100,
     query_nfeatures=250,
     clahe_clip=2.0,
     sift_contrast=0.04,
     nlist=256,
+    coarse="flat",
     pq_m=8,
     pq_nbits=8,
     pq_residual=True,
@@ -122,7 +142,6 @@ LEGACY = replace(
     burst_norm=False,
     top_candidates=10,
     early_stop_votes=0.0,
-    ratio=0.75,
     ransac_px=5.0,
     min_inliers=8,
     decision="inliers",

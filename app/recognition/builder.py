@@ -1,0 +1,802 @@
+"""Build a descriptor bundle (format in `bundle.py`): in full, or incrementally from the
+release before it.
+
+Full build, streamed so that 100k printings fit in a few GB of RAM:
+ 1. extract (or take from the feature cache) each reference's features; keep its best
+    `ref_candidates` descriptors (`selection.preselect`) in a spool file on disk;
+ 2. train the index on a sample of cards: the coarse centroids by two-level k-means (cost
+    grows with sqrt(nlist), not nlist), then the PQ codebooks;
+ 3. stop words: a scratch copy of the trained index holds the candidates of a random sample
+    of cards; each card's candidates near-duplicated in >= stop_min_cards other sampled cards
+    are dropped, the first `ref_keep` others are indexed with id `slot << LOCAL_BITS | local`.
+    One coarse assignment per vector serves both the scratch search and the add;
+ 4. write the index, the stop-word sample, per-card shards, the id map, then the manifest.
+
+Incremental build (a nightly refresh that changes a few % of the printings): the trained
+index of the previous release is reused; printings whose image key is unchanged keep their
+slot, their indexed vectors and their shard (hard-linked when no slot of it changed); gone
+printings leave an empty slot; new ones are appended. Only new images are extracted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import cv2
+import faiss
+import h5py
+import numpy as np
+
+from app.progress import Progress
+from app.recognition.bundle import (
+    FORMAT_VERSION,
+    ID_MAP_FILE,
+    INDEX_FILE,
+    KP_SCALE,
+    LOCAL_BITS,
+    MANIFEST_FILE,
+    SHARD_SLOTS,
+    STOPWORDS_FILE,
+    Bundle,
+    BundleError,
+    IdMap,
+    name_hash,
+    read_manifest,
+    sha256_file,
+    shard_name,
+)
+from app.recognition.features import Features, extract_features, rootsift
+from app.recognition.params import FeatureParams
+from app.recognition.selection import preselect
+
+log = logging.getLogger(__name__)
+
+_CARDS_PER_CHUNK = 256  # cards per block through FAISS in the stop-word/add pass
+
+
+@dataclass
+class ReferenceImage:
+    """One face image to index. `load` returns BGR uint8 and is called once, in a worker."""
+
+    card_id: str
+    face: int
+    name: str
+    set: str
+    collector_number: str
+    illustration_id: str | None
+    load: Callable[[], np.ndarray]
+    extra: dict[str, Any] = field(default_factory=dict)  # copied into id_map (set_name, ...)
+    # Optional (features, thumbnail) from a feature cache (the nightly refresh's incremental
+    # build); when set, build_bundle uses it instead of calling `load` and extracting again.
+    precomputed: Callable[[], tuple[Features, np.ndarray]] | None = None
+    key: str | None = None  # image version key: an incremental build reuses equal keys
+
+    def id_entry(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "id": self.card_id,
+            "face": self.face,
+            "name": self.name,
+            "set": self.set,
+            "collector_number": self.collector_number,
+            "illustration_id": self.illustration_id,
+            "key": self.key,
+        }
+
+
+def make_thumbnail(features: Features, params: FeatureParams) -> np.ndarray:
+    """The reference's equalised gray image at the fixed thumbnail size (photometric check)."""
+    return cv2.resize(
+        features.gray, (params.thumb_width, params.thumb_height), interpolation=cv2.INTER_AREA
+    )
+
+
+# -- one reference -------------------------------------------------------------------------
+@dataclass
+class _Card:
+    """What the build keeps of one reference: candidates (best first) and a JPEG thumbnail."""
+
+    entry: dict[str, Any]
+    descriptors: np.ndarray  # uint8 [n,128]
+    keypoints: np.ndarray  # float32 [n,2]
+    ref_size: tuple[float, float]
+    thumb_jpeg: bytes
+
+
+def _prepare(ref: ReferenceImage, params: FeatureParams) -> _Card | None:
+    try:
+        if ref.precomputed is not None:
+            features, thumb = ref.precomputed()
+        else:
+            features = extract_features(ref.load(), params, role="reference")
+            thumb = make_thumbnail(features, params)
+    except Exception as exc:  # a broken image must not sink a nightly build of 90k cards
+        log.warning("skipping %s face %d: %s", ref.card_id, ref.face, exc)
+        return None
+    chosen = preselect(features, params.ref_candidates)
+    ok, jpeg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, params.thumb_quality])
+    if not ok:
+        log.warning("skipping %s face %d: thumbnail not encodable", ref.card_id, ref.face)
+        return None
+    height, width = features.gray.shape[:2]
+    return _Card(
+        entry=ref.id_entry(),
+        descriptors=features.descriptors[chosen],
+        keypoints=features.keypoints[chosen],
+        ref_size=(float(width), float(height)),
+        thumb_jpeg=jpeg.tobytes(),
+    )
+
+
+def _ordered_map(
+    func: Callable[[ReferenceImage], Any], items: Iterable[ReferenceImage], workers: int
+) -> Iterator[tuple[ReferenceImage, Any]]:
+    """Like Executor.map but bounded (does not submit the whole catalogue up front)."""
+    if workers <= 1:
+        for item in items:
+            yield item, func(item)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: list[tuple[ReferenceImage, Any]] = []
+        for item in items:
+            pending.append((item, pool.submit(func, item)))
+            if len(pending) >= workers * 4:
+                head, future = pending.pop(0)
+                yield head, future.result()
+        for head, future in pending:
+            yield head, future.result()
+
+
+class _Spool:
+    """Candidates of every card in append-only files; read back by card ranges with plain
+    reads (not a memory map, whose touched pages would count as the builder's memory)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.desc_path = directory / ".candidates.spool"
+        self.kp_path = directory / ".keypoints.spool"
+        self.thumb_path = directory / ".thumbs.spool"
+        self._files: list[BinaryIO] = [
+            p.open("wb") for p in (self.desc_path, self.kp_path, self.thumb_path)
+        ]
+        self.counts: list[int] = []
+        self.thumb_sizes: list[int] = []
+        self.entries: list[dict[str, Any]] = []
+        self.ref_sizes: list[tuple[float, float]] = []
+
+    def append(self, card: _Card) -> None:
+        desc, kp, thumbs = self._files
+        desc.write(np.ascontiguousarray(card.descriptors, np.uint8).tobytes())
+        kp.write(np.ascontiguousarray(card.keypoints, np.float32).tobytes())
+        thumbs.write(card.thumb_jpeg)
+        self.counts.append(len(card.descriptors))
+        self.thumb_sizes.append(len(card.thumb_jpeg))
+        self.entries.append(card.entry)
+        self.ref_sizes.append(card.ref_size)
+
+    def close(self) -> None:
+        for fh in self._files:
+            fh.close()
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+        self.thumb_offsets = np.concatenate([[0], np.cumsum(self.thumb_sizes)]).astype(np.int64)
+
+    def descriptors(self, first: int, last: int) -> np.ndarray:
+        """Candidates of cards [first, last) as uint8 [n,128]."""
+        start, stop = int(self.offsets[first]), int(self.offsets[last])
+        return np.fromfile(self.desc_path, np.uint8, (stop - start) * 128, offset=start * 128
+                           ).reshape(-1, 128)
+
+    def keypoints(self, first: int, last: int) -> np.ndarray:
+        start, stop = int(self.offsets[first]), int(self.offsets[last])
+        return np.fromfile(self.kp_path, np.float32, (stop - start) * 2, offset=start * 8
+                           ).reshape(-1, 2)
+
+    def thumbs(self, first: int, last: int) -> tuple[bytes, np.ndarray]:
+        start, stop = int(self.thumb_offsets[first]), int(self.thumb_offsets[last])
+        with self.thumb_path.open("rb") as fh:
+            fh.seek(start)
+            data = fh.read(stop - start)
+        return data, self.thumb_offsets[first : last + 1] - start
+
+    def remove(self) -> None:
+        for fh in self._files:
+            fh.close()
+        for path in (self.desc_path, self.kp_path, self.thumb_path):
+            path.unlink(missing_ok=True)
+
+
+def _extract_all(
+    refs: Iterable[ReferenceImage], params: FeatureParams, spool: _Spool, workers: int,
+    progress: Progress,
+) -> int:
+    skipped = 0
+    for _ref, card in _ordered_map(lambda r: _prepare(r, params), refs, workers):
+        progress.update(1)
+        if card is None:
+            skipped += 1
+            continue
+        spool.append(card)
+    return skipped
+
+
+# -- training --------------------------------------------------------------------------------
+def choose_nlist(n: int, params: FeatureParams) -> int:
+    """A power of two near 4*sqrt(N) (FAISS's guideline is 4-16*sqrt(N); the low end, since
+    each photo searches ~1500 vectors), at least 39 vectors per list."""
+    nlist = params.nlist or 1 << max(4, round(np.log2(max(1.0, 4 * np.sqrt(n)))))
+    while nlist > 16 and nlist * 39 > n:
+        nlist //= 2
+    return nlist
+
+
+def _factory(nlist: int, params: FeatureParams) -> str:
+    coarse = f"IVF{nlist}_HNSW32" if params.coarse == "hnsw" else f"IVF{nlist}"
+    codes = f"PQ{params.pq_m}x4fs" if params.pq_nbits == 4 else f"PQ{params.pq_m}x{params.pq_nbits}"
+    return f"{coarse},{codes}"
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    km = faiss.Kmeans(x.shape[1], k, niter=12, seed=seed, max_points_per_centroid=256,
+                      spherical=False)
+    km.train(x)
+    return np.asarray(km.centroids, np.float32)
+
+
+def _coarse_centroids(x: np.ndarray, nlist: int, seed: int) -> np.ndarray:
+    """k-means with nlist centroids. Above 1024, two levels (sqrt(nlist) clusters, then each
+    split in proportion to its size): k-means costs points x centroids, so a flat 16k-way
+    k-means on 650k points would take longer than indexing 100k cards."""
+    if nlist <= 1024:
+        return _kmeans(x, nlist, seed)
+    first = int(np.sqrt(nlist))
+    top = _kmeans(x, first, seed)
+    _, assign = faiss.knn(x, top, 1)
+    assign = assign.ravel()
+    sizes = np.bincount(assign, minlength=first)
+    shares = np.cumsum(sizes) * nlist // max(1, int(sizes.sum()))
+    split = np.diff(np.concatenate([[0], shares]))
+    parts = []
+    for cluster in range(first):
+        members = x[assign == cluster]
+        want = int(split[cluster])
+        if want <= 0:
+            continue
+        if len(members) <= want:  # too few points: keep them (and pad with the parent)
+            pad = np.repeat(top[cluster : cluster + 1], want - len(members), axis=0)
+            parts.append(np.vstack([members, pad]) if len(members) else pad)
+        else:
+            parts.append(_kmeans(members, want, seed + cluster + 1))
+    return np.vstack(parts)[:nlist].astype(np.float32)
+
+
+def _sample_cards(count: int, sample: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if sample <= 0 or sample >= count:
+        return np.arange(count)
+    return np.sort(rng.choice(count, size=sample, replace=False))
+
+
+def _train(spool: _Spool, params: FeatureParams, seed: int) -> Any:
+    cards = len(spool.counts)
+    total = int(spool.offsets[-1])
+    nlist = choose_nlist(min(total, cards * params.ref_keep), params)
+    want = max(nlist * params.train_per_list, 40 * (1 << params.pq_nbits) * 4)
+    # whole cards, chosen at random, until the sample is large enough (contiguous reads)
+    per_card = max(1, total // max(1, cards))
+    order = _sample_cards(cards, min(cards, want // per_card + 1), seed)
+    x = np.concatenate([rootsift(spool.descriptors(int(c), int(c) + 1)) for c in order])
+    if len(x) < 40 * (1 << params.pq_nbits):
+        raise BundleError(f"only {len(x)} descriptors: too few to train IVF-PQ")
+    index: Any = faiss.index_factory(128, _factory(nlist, params))  # already downcast
+    if isinstance(index, faiss.IndexIVFPQ):
+        # polysemous training (a code permutation for Hamming filtering, never used here)
+        # took 95% of the training time
+        index.do_polysemous_training = False  # type: ignore[attr-defined]
+    index.by_residual = params.pq_residual
+    index.cp.niter = 12
+    index.pq.cp.niter = 10
+    centroids = _coarse_centroids(x, nlist, seed)
+    quantizer = faiss.downcast_index(index.quantizer)
+    if isinstance(quantizer, faiss.IndexHNSW):
+        quantizer.hnsw.efConstruction = 40
+    quantizer.add(centroids)
+    index.train(x[: max(65536, 40 * (1 << params.pq_nbits))])  # the PQ (quantizer is set)
+    return index
+
+
+# -- stop words and kept descriptors -------------------------------------------------------
+def _scratch(index: Any, spool: _Spool, params: FeatureParams, seed: int
+             ) -> Any:
+    """The trained index holding the candidates of a sample of cards, id = card row."""
+    if params.stop_min_cards <= 0:
+        return None
+    scratch = faiss.clone_index(index)
+    for card in _sample_cards(len(spool.counts), params.stop_sample_cards, seed + 1):
+        desc = spool.descriptors(int(card), int(card) + 1)
+        if len(desc):
+            scratch.add_with_ids(rootsift(desc), np.full(len(desc), card, np.int64))
+    return scratch
+
+
+def _assign(index: Any, x: np.ndarray, params: FeatureParams, probes: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    quantizer = faiss.downcast_index(index.quantizer)
+    if isinstance(quantizer, faiss.IndexHNSW):
+        quantizer.hnsw.efSearch = max(params.hnsw_ef, probes)
+    dist, lists = quantizer.search(x, probes)
+    return dist, lists
+
+
+def _stop_flags(
+    scratch: Any,
+    x: np.ndarray,
+    owners: np.ndarray,
+    coarse: tuple[np.ndarray, np.ndarray],
+    params: FeatureParams,
+) -> np.ndarray:
+    """True where a descriptor has near-duplicates in >= stop_min_cards other sampled cards."""
+    if scratch is None or len(x) == 0:
+        return np.zeros(len(x), bool)
+    k = max(8, 2 * params.stop_min_cards + 2)
+    dist, lists = coarse
+    scratch.nprobe = lists.shape[1]  # the build's own copy: no other thread searches it
+    d, ids = scratch.search_preassigned(x, k, lists, dist)
+    near = (ids >= 0) & (d < params.stop_radius)
+    cards = np.where(near, ids, -1)
+    cards[cards == owners[:, None]] = -1  # the descriptor's own card
+    cards.sort(axis=1)
+    distinct = cards >= 0
+    distinct[:, 1:] &= cards[:, 1:] != cards[:, :-1]
+    flags: np.ndarray = distinct.sum(axis=1) >= params.stop_min_cards
+    return flags
+
+
+def _keep(counts: np.ndarray, stop: np.ndarray, limit: int) -> np.ndarray:
+    """Mask of the first `limit` non-stop candidates of each card (candidates come best
+    first); `counts` are the cards' candidate counts, in order."""
+    keep = ~stop
+    owner = np.repeat(np.arange(len(counts)), counts)
+    rank = np.cumsum(keep) - 1
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    before = np.concatenate([[0], np.cumsum(keep)])[starts]  # kept ones before each card
+    rank = rank - before[owner]
+    mask: np.ndarray = keep & (rank < limit)
+    return mask
+
+
+def _index_cards(
+    index: Any,
+    scratch: Any,
+    descriptors: np.ndarray,
+    counts: np.ndarray,
+    rows: np.ndarray,
+    slots: np.ndarray,
+    params: FeatureParams,
+) -> tuple[np.ndarray, int]:
+    """Stop-word test and add for a block of cards; returns (kept mask, stop-word count).
+    `rows` are the cards' rows in the scratch sample's numbering (for their own-card test),
+    `slots` their slots in the bundle."""
+    x = rootsift(descriptors)
+    owners = np.repeat(rows, counts)
+    probes = max(1, params.nprobe // 4) if scratch is not None else 1
+    coarse = _assign(index, x, params, probes)
+    stop = _stop_flags(scratch, x, owners, coarse, params)
+    keep = _keep(counts, stop, min(params.ref_keep, 1 << LOCAL_BITS))
+    local = np.cumsum(keep) - 1
+    starts = np.concatenate([[0], np.cumsum(keep)])[np.concatenate([[0], np.cumsum(counts)[:-1]]
+                                                                   ).astype(np.int64)]
+    local = local - np.repeat(starts, counts)
+    ids = (np.repeat(slots, counts).astype(np.int64) << LOCAL_BITS) | local
+    chosen = np.flatnonzero(keep)
+    if len(chosen):
+        # add_with_ids assigns the lists again: IVF's add_core with precomputed lists writes
+        # unpacked codes into fast-scan's blocked lists (garbage distances, measured)
+        index.add_with_ids(np.ascontiguousarray(x[chosen]), ids[chosen])
+    return keep, int(stop.sum())
+
+
+# -- shards ----------------------------------------------------------------------------------
+class _ShardWriter:
+    """Accumulates the per-card data of one shard, then writes it as an h5 file."""
+
+    def __init__(self) -> None:
+        self.keypoints: list[np.ndarray] = []
+        self.thumbs: list[bytes] = []
+        self.ref_size: list[tuple[float, float]] = []
+        self.names: list[int] = []
+
+    def add(self, keypoints: np.ndarray, thumb: bytes, ref_size: tuple[float, float],
+            name: str | None) -> None:
+        fixed = np.clip(np.rint(keypoints * KP_SCALE), 0, 65535).astype(np.uint16)
+        self.keypoints.append(fixed.reshape(-1, 2))
+        self.thumbs.append(thumb)
+        self.ref_size.append(ref_size)
+        self.names.append(name_hash(name) if name is not None else -1)
+
+    def add_empty(self) -> None:
+        self.add(np.zeros((0, 2), np.float32), b"", (0.0, 0.0), None)
+
+    def __len__(self) -> int:
+        return len(self.ref_size)
+
+    def write(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        counts = [len(k) for k in self.keypoints]
+        sizes = [len(t) for t in self.thumbs]
+        with h5py.File(tmp, "w") as h5:
+            h5.create_dataset("kp_offsets", data=np.concatenate([[0], np.cumsum(counts)])
+                              .astype(np.int64))
+            h5.create_dataset("keypoints", data=np.concatenate(self.keypoints)
+                              if self.keypoints else np.zeros((0, 2), np.uint16))
+            h5.create_dataset("thumb_offsets", data=np.concatenate([[0], np.cumsum(sizes)])
+                              .astype(np.int64))
+            h5.create_dataset("thumbs", data=np.frombuffer(b"".join(self.thumbs), np.uint8))
+            h5.create_dataset("ref_size", data=np.asarray(self.ref_size, np.float32)
+                              .reshape(-1, 2))
+            h5.create_dataset("name_hash", data=np.asarray(self.names, np.int64))
+        os.replace(tmp, path)
+
+
+# -- writing -----------------------------------------------------------------------------------
+def _write_index(index: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    faiss.write_index(index, str(tmp))
+    os.replace(tmp, path)
+
+
+def _write_id_map(path: Path, entries: list[dict[str, Any] | None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for entry in entries:
+            fh.write(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+
+
+def _finish(
+    out_dir: Path,
+    params: FeatureParams,
+    index: Any,
+    entries: list[dict[str, Any] | None],
+    shard_count: int,
+    counts: dict[str, Any],
+    timings: dict[str, float],
+    started: float,
+    parent: str | None,
+) -> dict[str, Any]:
+    _write_id_map(out_dir / ID_MAP_FILE, entries)
+    names: list[str] = [INDEX_FILE, ID_MAP_FILE]
+    names += [shard_name(i) for i in range(shard_count)]
+    if (out_dir / STOPWORDS_FILE).exists():
+        names.append(STOPWORDS_FILE)
+    files: dict[str, dict[str, Any]] = {
+        name: {"sha256": sha256_file(out_dir / name), "bytes": (out_dir / name).stat().st_size}
+        for name in names
+    }
+    built_at = datetime.now(UTC)
+    short = hashlib.sha256("".join(str(f["sha256"]) for f in files.values()).encode()
+                           ).hexdigest()
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "version": f"{built_at:%Y%m%dT%H%M%SZ}-{short[:10]}",
+        "built_at": built_at.isoformat(),
+        "build_seconds": round(time.perf_counter() - started, 2),
+        "extract_seconds": round(timings.get("extract", 0.0), 2),
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "parent": parent,
+        "params": params.to_dict(),
+        "index": {
+            "type": type(index).__name__,
+            "factory": _factory(int(index.nlist), params),
+            "nlist": int(index.nlist),
+            "pq_m": params.pq_m,
+            "pq_nbits": params.pq_nbits,
+            "by_residual": params.pq_residual,
+        },
+        "counts": {
+            "cards": sum(1 for e in entries if e is not None),
+            "slots": len(entries),
+            "indexed_descriptors": int(index.ntotal),
+            **counts,
+        },
+        "shards": [shard_name(i) for i in range(shard_count)],
+        "files": files,
+    }
+    tmp = out_dir / (MANIFEST_FILE + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, out_dir / MANIFEST_FILE)
+    return manifest
+
+
+def _fresh_dir(out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BundleError(f"{out_dir} is not empty; a bundle is built into a fresh directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+# -- full build --------------------------------------------------------------------------------
+def build_bundle(
+    refs: Iterable[ReferenceImage],
+    out_dir: Path,
+    params: FeatureParams,
+    *,
+    progress: bool = True,
+    workers: int = 1,
+    seed: int = 0,
+    total: int | None = None,
+) -> dict[str, Any]:
+    """Extract, index and write a bundle into `out_dir` (absent or empty); returns the manifest.
+    FAISS uses `workers` OpenMP threads in this (the calling) thread only: OpenMP's thread
+    count is per calling thread, so request threads serving meanwhile keep theirs."""
+    with _omp_threads(workers):
+        return _build_full(refs, out_dir, params, progress=progress, workers=workers, seed=seed,
+                           total=total)
+
+
+@contextlib.contextmanager
+def _omp_threads(count: int) -> Iterator[None]:
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, count))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _build_full(
+    refs: Iterable[ReferenceImage],
+    out_dir: Path,
+    params: FeatureParams,
+    *,
+    progress: bool,
+    workers: int,
+    seed: int,
+    total: int | None,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    out_dir = _fresh_dir(out_dir)
+    timings: dict[str, float] = {}
+    spool = _Spool(out_dir)
+    try:
+        with Progress("extracting", total=total, unit="img", enabled=progress) as bar:
+            skipped = _extract_all(refs, params, spool, workers, bar)
+        spool.close()
+        timings["extract"] = time.perf_counter() - started
+        cards = len(spool.counts)
+        if not cards:
+            raise BundleError("no reference image could be read; nothing to index")
+        log.info("build: %d references, %d candidate descriptors; training", cards,
+                 int(spool.offsets[-1]))
+        clock = time.perf_counter()
+        index = _train(spool, params, seed)
+        timings["train"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        scratch = _scratch(index, spool, params, seed)
+        if scratch is not None:
+            _write_index(scratch, out_dir / STOPWORDS_FILE)
+        timings["stop_sample"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        stop_words = 0
+        shard = _ShardWriter()
+        shard_count = 0
+        with Progress("indexing", total=cards, unit="card", enabled=progress) as bar:
+            for first in range(0, cards, _CARDS_PER_CHUNK):
+                last = min(cards, first + _CARDS_PER_CHUNK)
+                counts = np.asarray(spool.counts[first:last], np.int64)
+                rows = np.arange(first, last)
+                keep, stops = _index_cards(index, scratch, spool.descriptors(first, last),
+                                           counts, rows, rows, params)
+                stop_words += stops
+                kps = spool.keypoints(first, last)
+                thumbs, offsets = spool.thumbs(first, last)
+                bounds = np.concatenate([[0], np.cumsum(counts)])
+                for i in range(last - first):
+                    a, b = int(bounds[i]), int(bounds[i + 1])
+                    shard.add(kps[a:b][keep[a:b]],
+                              thumbs[int(offsets[i]) : int(offsets[i + 1])],
+                              spool.ref_sizes[first + i], spool.entries[first + i]["name"])
+                    if len(shard) == SHARD_SLOTS:
+                        shard.write(out_dir / shard_name(shard_count))
+                        shard_count += 1
+                        shard = _ShardWriter()
+                bar.update(last - first)
+        if len(shard) or shard_count == 0:
+            shard.write(out_dir / shard_name(shard_count))
+            shard_count += 1
+        timings["index"] = time.perf_counter() - clock
+        _write_index(index, out_dir / INDEX_FILE)
+        entries: list[dict[str, Any] | None] = list(spool.entries)
+        counts_out = {
+            "candidates": int(spool.offsets[-1]),
+            "stop_words": stop_words,
+            "skipped_images": skipped,
+            "reused_cards": 0,
+            "new_cards": cards,
+        }
+    finally:
+        spool.remove()
+    return _finish(out_dir, params, index, entries, shard_count, counts_out, timings, started,
+                   None)
+
+
+# -- incremental build -------------------------------------------------------------------------
+def incremental_plan(previous: Path, keys: list[str | None], params: FeatureParams,
+                     max_changed: float) -> str | None:
+    """Why `previous` cannot be extended to the catalogue of `keys` (None when it can)."""
+    try:
+        manifest = read_manifest(previous)
+    except BundleError as exc:
+        return str(exc)
+    try:
+        old = FeatureParams.from_dict(manifest["params"])
+    except (KeyError, ValueError, TypeError):
+        return "unreadable parameters"
+    if old != params:
+        return f"parameters changed ({', '.join(old.differences(params))})"
+    if any(k is None for k in keys):
+        return "references without image keys"
+    slots = int(manifest["counts"]["slots"])
+    cards = int(manifest["counts"]["cards"])
+    if not cards:
+        return "empty previous release"
+    try:
+        id_map = IdMap((previous / ID_MAP_FILE).read_bytes())
+    except OSError as exc:
+        return f"no readable id map ({exc})"
+    old_keys = {e["key"] for e in id_map if e is not None}
+    new_keys = set(keys)
+    changed = len(new_keys - old_keys) + len(old_keys - new_keys)
+    if changed > max_changed * cards:
+        return f"{changed} of {cards} printings changed (over {max_changed:.0%})"
+    empty = slots - cards + len(old_keys - new_keys)
+    if empty > 0.2 * (slots + len(new_keys - old_keys)):
+        return f"{empty} empty slots: time to compact"
+    return None
+
+
+def build_incremental(
+    refs: Iterable[ReferenceImage],
+    out_dir: Path,
+    params: FeatureParams,
+    previous: Path,
+    *,
+    progress: bool = True,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Extend the bundle at `previous` to exactly the printings of `refs` (see module doc).
+    Only references whose key is new are prepared; the rest keep their slot and vectors."""
+    with _omp_threads(workers):
+        return _build_incremental(refs, out_dir, params, previous, progress=progress,
+                                  workers=workers)
+
+
+def _build_incremental(
+    refs: Iterable[ReferenceImage],
+    out_dir: Path,
+    params: FeatureParams,
+    previous: Path,
+    *,
+    progress: bool,
+    workers: int,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    out_dir = _fresh_dir(out_dir)
+    timings: dict[str, float] = {}
+    old = Bundle.open(previous, expected_params=params)
+    try:
+        old_entries = list(old.iter_entries())
+        by_key = {e["key"]: slot for slot, e in enumerate(old_entries) if e is not None}
+        refs = list(refs)
+        wanted = {r.key for r in refs}
+        new_refs = [r for r in refs if r.key not in by_key]
+        gone = [slot for slot, e in enumerate(old_entries) if e is not None
+                and e["key"] not in wanted]
+        # entries: old ones (their metadata refreshed from refs), gone ones emptied
+        entries: list[dict[str, Any] | None] = list(old_entries)
+        changed_slots: set[int] = set(gone)
+        for ref in refs:
+            slot = by_key.get(ref.key)
+            if slot is not None and entries[slot] != ref.id_entry():
+                entries[slot] = ref.id_entry()  # same image, new metadata (id map only)
+        for slot in gone:
+            entries[slot] = None
+
+        clock = time.perf_counter()
+        index = faiss.read_index(str(previous / INDEX_FILE))
+        scratch = (faiss.read_index(str(previous / STOPWORDS_FILE))
+                   if (previous / STOPWORDS_FILE).exists() else None)
+        if gone:
+            ids = np.concatenate([(np.int64(s) << LOCAL_BITS) + np.arange(1 << LOCAL_BITS)
+                                  for s in gone]).astype(np.int64)
+            index.remove_ids(faiss.IDSelectorBatch(ids))
+        timings["load"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        spool = _Spool(out_dir)
+        try:
+            with Progress("extracting", total=len(new_refs), unit="img",
+                          enabled=progress) as bar:
+                skipped = _extract_all(new_refs, params, spool, workers, bar)
+            spool.close()
+            timings["extract"] = time.perf_counter() - clock
+            clock = time.perf_counter()
+            added = len(spool.counts)
+            first_new = len(entries)
+            new_kp: dict[int, tuple[np.ndarray, bytes, tuple[float, float], str]] = {}
+            stop_words = 0
+            for first in range(0, added, _CARDS_PER_CHUNK):
+                last = min(added, first + _CARDS_PER_CHUNK)
+                counts = np.asarray(spool.counts[first:last], np.int64)
+                slots = np.arange(first_new + first, first_new + last)
+                keep, stops = _index_cards(index, scratch, spool.descriptors(first, last),
+                                           counts, np.full(last - first, -1), slots, params)
+                stop_words += stops
+                kps = spool.keypoints(first, last)
+                thumbs, offsets = spool.thumbs(first, last)
+                bounds = np.concatenate([[0], np.cumsum(counts)])
+                for i in range(last - first):
+                    a, b = int(bounds[i]), int(bounds[i + 1])
+                    new_entry = spool.entries[first + i]
+                    new_kp[int(slots[i])] = (
+                        kps[a:b][keep[a:b]], thumbs[int(offsets[i]) : int(offsets[i + 1])],
+                        spool.ref_sizes[first + i], new_entry["name"])
+                    entries.append(new_entry)
+            timings["index"] = time.perf_counter() - clock
+        finally:
+            spool.remove()
+        changed_slots.update(new_kp)
+
+        # shards: hard-link those with no changed slot, rewrite the others
+        clock = time.perf_counter()
+        shard_count = (len(entries) + SHARD_SLOTS - 1) // SHARD_SLOTS
+        linked = 0
+        for number in range(shard_count):
+            lo, hi = number * SHARD_SLOTS, min(len(entries), (number + 1) * SHARD_SLOTS)
+            name = shard_name(number)
+            if (number < len(old.manifest["shards"])
+                    and hi <= len(old_entries) and not any(s in changed_slots
+                                                           for s in range(lo, hi))):
+                os.link(previous / name, out_dir / name)
+                linked += 1
+                continue
+            writer = _ShardWriter()
+            for slot in range(lo, hi):
+                if slot in new_kp:
+                    kp, thumb, size, card_name = new_kp[slot]
+                    writer.add(kp, thumb, size, card_name)
+                elif slot < len(old_entries) and (entry := entries[slot]) is not None:
+                    writer.add(old.keypoints(slot), old.thumbnail_bytes(slot),
+                               (float(old.ref_size[slot][0]), float(old.ref_size[slot][1])),
+                               str(entry["name"]))
+                else:
+                    writer.add_empty()
+            writer.write(out_dir / name)
+        timings["shards"] = time.perf_counter() - clock
+        _write_index(index, out_dir / INDEX_FILE)
+        if scratch is not None:
+            os.link(previous / STOPWORDS_FILE, out_dir / STOPWORDS_FILE)
+        counts_out = {
+            "candidates": int(old.manifest["counts"].get("candidates", 0)),
+            "stop_words": int(old.manifest["counts"].get("stop_words", 0)) + stop_words,
+            "skipped_images": skipped,
+            "reused_cards": len(refs) - len(new_refs),
+            "new_cards": added,
+            "removed_cards": len(gone),
+            "linked_shards": linked,
+        }
+        parent = old.version
+    finally:
+        old.close()
+    return _finish(out_dir, params, index, entries, shard_count, counts_out, timings, started,
+                   parent)
