@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import click
@@ -48,8 +49,14 @@ def _settings() -> Settings:
               help="Validation hit rate below which the bundle is not promoted "
               "[default: REFRESH_MIN_HIT_RATE].")
 @click.option("--workers", default=6, show_default=True, help="Image reading/extraction threads.")
+@click.option("--keep-cache", is_flag=True,
+              help="Keep cached features of printings not in this catalogue (several "
+              "catalogues built from one feature cache, as the scale benchmark does).")
+@click.option("--full", is_flag=True,
+              help="Build the index anew even when the served release could be extended.")
 def build_index(
-    catalog_file: Path, profile: str | None, min_hit_rate: float | None, workers: int
+    catalog_file: Path, profile: str | None, min_hit_rate: float | None, workers: int,
+    keep_cache: bool, full: bool,
 ) -> None:
     """Build a descriptor bundle from a local catalogue and make it the served one.
 
@@ -67,6 +74,9 @@ def build_index(
         "catalog_file": catalog_file,
         "force": True,
         "image_workers": workers,
+        "build_workers": min(workers, os.cpu_count() or 1),
+        "prune_cache": not keep_cache,
+        "incremental": not full,
     }
     if min_hit_rate is not None:
         changes["min_hit_rate"] = min_hit_rate

@@ -79,11 +79,18 @@ def subset(cards: Path, eval_dir: Path, n: int) -> Path:
 
 # -- building --------------------------------------------------------------------------------
 def _env(work: Path, resources: Path, profile: str) -> dict[str, str]:
+    """Each run its own resources and catalogue database; one feature cache for all N."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("POSTGRES_", "REDIS_", "INFER_", "RESOURCE_BUNDLE"))}
+    data = resources.parent / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    shared = work / "features"
+    shared.mkdir(parents=True, exist_ok=True)
+    if not (data / "features").exists():
+        (data / "features").symlink_to(shared)
     env.update({
         "RESOURCES_DIR": str(resources),
-        "SCRYFALL_DATA_DIR": str(work / f"data-{profile}"),  # feature cache, shared by N
+        "SCRYFALL_DATA_DIR": str(data),
         "RECOGNITION_PROFILE": profile,
         "REFRESH_ENABLED": "false",
         "LOG_LEVEL": "INFO",
@@ -100,7 +107,7 @@ def build(catalog: Path, env: dict[str, str], log_path: Path) -> dict[str, Any]:
     with log_path.open("a") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "flask", "--app", "app", "build-index", "--catalog",
-             str(catalog), "--workers", "2"], cwd=ROOT, env=env, stdout=log,
+             str(catalog), "--workers", "2", "--keep-cache"], cwd=ROOT, env=env, stdout=log,
             stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start

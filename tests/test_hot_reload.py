@@ -135,7 +135,7 @@ def _break_checksum(release: Path) -> None:
 
 
 def _remove_features(release: Path) -> None:
-    (release / "candidate_features.h5").unlink()
+    (release / "cards-00000.h5").unlink()
 
 
 @pytest.mark.parametrize(

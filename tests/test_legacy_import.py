@@ -149,7 +149,7 @@ def test_old_release_archive_is_converted_at_bootstrap_and_served(
         assert run.is_symlink() and (run / "manifest.json").exists()
         manifest = json.loads((run / "manifest.json").read_text())
         assert manifest["counts"]["cards"] == len(seeds)
-        id_map = json.loads((run / "id_map.json").read_text())
+        id_map = [json.loads(line) for line in (run / "id_map.jsonl").read_text().splitlines()]
         assert id_map[5]["id"] == _card_id(seeds[5]) and id_map[5]["set"] == "syn"
         client = app.test_client()
         answers = []

@@ -13,15 +13,16 @@ import h5py
 import numpy as np
 import pytest
 
+from app.recognition.builder import ReferenceImage, build_bundle
 from app.recognition.bundle import (
-    FEATURES_FILE,
     ID_MAP_FILE,
     INDEX_FILE,
+    KP_SCALE,
     MANIFEST_FILE,
+    STOPWORDS_FILE,
     Bundle,
     BundleError,
-    ReferenceImage,
-    build_bundle,
+    shard_name,
 )
 from app.recognition.features import configure_threads, extract_features, rootsift
 from app.recognition.matcher import recognize
@@ -69,30 +70,44 @@ def _copy(bundle_dir: Path, tmp_path: Path) -> Path:
 # -- bundle ----------------------------------------------------------------------------------
 def test_bundle_layout_and_manifest(bundle: Bundle, bundle_dir: Path) -> None:
     manifest = bundle.manifest
+    shards = [shard_name(0)]
     assert {p.name for p in bundle_dir.iterdir()} == {
-        INDEX_FILE, FEATURES_FILE, ID_MAP_FILE, MANIFEST_FILE
+        INDEX_FILE, STOPWORDS_FILE, ID_MAP_FILE, MANIFEST_FILE, *shards
     }
+    assert manifest["shards"] == shards
     assert manifest["counts"]["cards"] == len(CARD_SEEDS) == bundle.card_count
-    assert set(manifest["files"]) == {INDEX_FILE, FEATURES_FILE, ID_MAP_FILE}
+    assert set(manifest["files"]) == {INDEX_FILE, STOPWORDS_FILE, ID_MAP_FILE, *shards}
     assert FeatureParams.from_dict(manifest["params"]) == PARAMS
     assert bundle.version == manifest["version"] and bundle.version.count("-") == 1
-    # frame features are recognised as "stop words" and left out of the index only
+    assert manifest["index"]["factory"].startswith("IVF") and "_HNSW32" in (
+        manifest["index"]["factory"])
+    # frame features are "stop words": at most ref_keep of the rest are indexed per card
     counts = manifest["counts"]
-    assert 0 < counts["stop_words"] < counts["descriptors"]
-    assert counts["indexed_descriptors"] == counts["descriptors"] - counts["stop_words"]
+    assert 0 < counts["stop_words"] < counts["candidates"]
+    assert counts["indexed_descriptors"] <= len(CARD_SEEDS) * PARAMS.ref_keep
+    assert counts["indexed_descriptors"] <= counts["candidates"] - counts["stop_words"]
     assert bundle.card(3)["id"] == f"card-{CARD_SEEDS[3]}"
+    with h5py.File(bundle_dir / shards[0], "r") as h5:
+        assert h5["keypoints"].dtype == np.uint16
+        assert h5["kp_offsets"][-1] == counts["indexed_descriptors"]
+        assert h5["thumbs"].dtype == np.uint8  # JPEG bytes
+    thumb = bundle.thumbnail(3)
+    assert thumb.shape == (PARAMS.thumb_height, PARAMS.thumb_width)
 
-    with h5py.File(bundle_dir / FEATURES_FILE, "r") as h5:
-        for name in ("descriptors", "keypoints", "offsets", "faces", "thumbs", "indexed"):
-            assert h5[name].chunks is None, f"{name} should be contiguous"
-        assert h5["descriptors"].dtype == np.uint8 and h5["descriptors"].shape[1] == 128
-        assert h5["offsets"][-1] == counts["descriptors"]
-        indexed_rows = np.flatnonzero(h5["indexed"][:])
-        descriptors = h5["descriptors"][:]
-    # FAISS ids are descriptor rows: an indexed descriptor finds itself
-    probe = indexed_rows[:: max(1, len(indexed_rows) // 50)]
-    _, ids = bundle.search(rootsift(descriptors[probe]), 1)
-    assert np.mean(ids[:, 0] == probe) > 0.8
+
+def test_index_ids_name_the_card_and_its_keypoint(bundle: Bundle) -> None:
+    """A FAISS id is slot << LOCAL_BITS | local: a reference's own descriptors find that
+    card, at the keypoint they were extracted at (this is what verification relies on)."""
+    slot = 5
+    features = extract_features(make_card(CARD_SEEDS[slot]), PARAMS, role="reference")
+    dist, ids = bundle.search(rootsift(features.descriptors), 1)
+    mine = Bundle.card_of(ids[:, 0]) == slot
+    assert mine.mean() > 0.2  # the kept share, found again
+    kept = bundle.keypoints(slot)
+    where = kept[Bundle.local_of(ids[mine, 0])]
+    error = np.linalg.norm(where - features.keypoints[mine], axis=1)
+    assert np.median(error) < 2 / KP_SCALE + 0.5
+    assert np.median(dist[mine, 0]) < 0.15  # PQ noise only: the same descriptor
 
 
 def test_build_refuses_non_empty_directory(tmp_path: Path) -> None:
@@ -203,7 +218,7 @@ def test_configure_threads() -> None:
 
 def test_precomputed_features_are_used_without_loading(tmp_path: Path) -> None:
     """The pipeline's feature cache hands over (features, thumbnail): no image is loaded."""
-    from app.recognition.bundle import make_thumbnail
+    from app.recognition.builder import make_thumbnail
 
     def cached(seed: int) -> ReferenceImage:
         features = extract_features(make_card(seed), PARAMS, role="reference")

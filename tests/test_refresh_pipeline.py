@@ -157,7 +157,7 @@ def test_first_run_indexes_the_right_faces_and_promotes(world: World, first: Ref
     assert counts["sets"] == 3 and world.fake.count("/sets") == 2
     run = world.settings.run_dir
     assert run.is_symlink() and not os.path.isabs(os.readlink(run))
-    id_map = json.loads((run / "id_map.json").read_text())
+    id_map = [json.loads(line) for line in (run / "id_map.jsonl").read_text().splitlines()]
     dfc = world.fake.cards[len(NORMAL_SEEDS)]
     assert sorted(e["face"] for e in id_map if e["id"] == dfc["id"]) == [0, 1]
     excluded = {c["id"] for c in world.fake.cards[-4:]}
@@ -260,6 +260,10 @@ def test_second_run_two_new_cards_legacy_format_extracts_only_those(
     assert result.status == "succeeded", result.error
     assert result.counts["extracted"] == 2  # really counted at extraction
     assert result.counts["bundle"]["cards"] == 19
+    # 2 of 17 printings new: the served release is extended, not rebuilt
+    assert result.counts["build"] == "incremental"
+    assert result.counts["bundle"]["reused_cards"] == 17
+    assert result.counts["bundle"]["new_cards"] == 2
     current = releases.current_release(world.settings.resources_dir)
     assert current is not None and previous is not None and current.name > previous.name
     assert world.store.get_cards([fake.cards[-1]["id"]])
@@ -296,7 +300,7 @@ def test_bootstrap_installs_a_verified_release_archive(
     bad_dir = tmp_path / "bad"
     with tarfile.open(archive) as tar:
         tar.extractall(bad_dir, filter="data")
-    id_map = next(bad_dir.rglob("id_map.json"))
+    id_map = next(bad_dir.rglob("id_map.jsonl"))
     id_map.write_text(id_map.read_text().replace("Synthetic", "Synthetik"))
     bad = make_release_archive(id_map.parent, tmp_path / "bad.tar.gz")
     fresh = Settings.from_env({**world.env, "RESOURCES_DIR": str(tmp_path / "res-bad")})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -75,8 +76,8 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
         if head == "[":
             yield from _iter_array(fh)
         elif head:
-            first = head + fh.readline()
-            for line in (first, *fh) if first.strip() else fh:
+            # one line at a time: `(first, *fh)` would read the whole file into a tuple
+            for line in itertools.chain((head + fh.readline(),), fh):
                 if line.strip():
                     yield json.loads(line)
 

@@ -75,6 +75,7 @@ class RefreshOptions:
     validation_sample: int = 40
     min_hit_rate: float = 0.85
     min_size_ratio: float = 0.9  # refuse a catalogue smaller than this x the current one
+    prune_cache: bool = True  # drop cached features of printings no longer indexed
     incremental: bool = True  # extend the current release when few printings changed
     max_incremental_change: float = 0.2  # ... at most this fraction (else a full build)
     progress: bool = True
@@ -387,8 +388,8 @@ class _Job:
                 "release": manifest["version"],
             },
         )
-        removed = cache.prune({f.key for f in faces})
-        self.counts["cache_pruned"] = removed
+        if self.options.prune_cache:
+            self.counts["cache_pruned"] = cache.prune({f.key for f in faces})
         self.counts["seconds"] = round(time.perf_counter() - started, 1)
         log.info("refresh: promoted %s (%s)", manifest["version"], manifest["counts"])
         return RefreshResult("succeeded", self.counts, release=manifest["version"])

@@ -11,7 +11,7 @@ the manifest last):
                         recur across cards ("stop words": frame, mana symbols) are left out.
 - `stopwords.index`     the sample of other cards' descriptors the stop words were found
                         with, kept so that an incremental build classifies new cards alike.
-- `cards-NNNNN.h5`      per-card data of slots [N*SHARD_SLOTS, (N+1)*SHARD_SLOTS): kept
+- `cards-NNNNN.h5`      per-card data of slots [N*S, (N+1)*S) (S = manifest shard_slots): kept
                         keypoints (uint16, 1/KP_SCALE px) by `kp_offsets`, the reference's
                         feature-image size, and a JPEG thumbnail for photometric verification
                         by `thumb_offsets`. An incremental build hard-links unchanged shards.
@@ -47,7 +47,7 @@ INDEX_FILE = "faiss_ivf.index"
 STOPWORDS_FILE = "stopwords.index"
 ID_MAP_FILE = "id_map.jsonl"
 MANIFEST_FILE = "manifest.json"
-SHARD_SLOTS = 4096  # card slots per shard file
+SHARD_SLOTS = 4096  # card slots per shard file (default; the manifest records it)
 LOCAL_BITS = 10  # FAISS id = slot << LOCAL_BITS | local; at most 1024 kept per card
 KP_SCALE = 8.0  # keypoints stored as uint16 in 1/8 px (feature images up to 8191 px)
 
@@ -147,6 +147,7 @@ class Bundle:
         self._lock = threading.Lock()
         self._id_map = id_map
         self.slot_count = len(id_map)
+        self.shard_slots = int(manifest.get("shard_slots", SHARD_SLOTS))
         self.card_count = int(manifest["counts"]["cards"])
         self.kp_offsets = [np.asarray(h5["kp_offsets"][:]) for h5 in shards]
         self.thumb_offsets = [np.asarray(h5["thumb_offsets"][:]) for h5 in shards]
@@ -156,6 +157,7 @@ class Bundle:
         self.names: np.ndarray = np.concatenate(
             [h5["name_hash"][:] for h5 in shards] or [np.zeros(0, np.int64)]
         )
+        self.alive: np.ndarray = self.names != -1  # empty slots: printings gone since
         self._search_params = ivf_search_params(params)
 
     @classmethod
@@ -223,7 +225,7 @@ class Bundle:
         return [int(s) for s in np.flatnonzero(self.names == self.names[slot])]
 
     def _where(self, slot: int) -> tuple[h5py.File, int, int]:
-        number, local = divmod(slot, SHARD_SLOTS)
+        number, local = divmod(slot, self.shard_slots)
         return self._shards[number], number, local
 
     def keypoints(self, slot: int) -> np.ndarray:

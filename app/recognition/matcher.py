@@ -77,6 +77,7 @@ def vote(bundle: Bundle, dist: np.ndarray, ids: np.ndarray, params: FeatureParam
     valid = (ids >= 0) & (dist <= params.vote_max_dist)
     valid &= dist <= params.vote_ratio * np.maximum(dist[:, :1], 1e-6)
     cards = np.where(valid, bundle.card_of(ids), -1)
+    cards[cards >= 0] = np.where(bundle.alive[cards[cards >= 0]], cards[cards >= 0], -1)
     if not params.burst_norm:
         keep = cards >= 0
         return np.bincount(cards[keep], minlength=bundle.slot_count).astype(np.float64)
