@@ -273,7 +273,7 @@ def run_profile(name: str, params: Any, eval_dir: Path, work: Path, args: argpar
         "images_per_s": round(cards / manifest["build_seconds"], 1),
         "bundle_mb": _dir_mb(bundle_dir),
         "cards": cards,
-        "descriptors": manifest["counts"]["descriptors"],
+        "descriptors": manifest["counts"]["candidates"],
         "indexed": manifest["counts"]["indexed_descriptors"],
         "index": manifest["index"],
     }

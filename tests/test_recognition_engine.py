@@ -138,9 +138,21 @@ def test_missing_file_and_bad_format_are_refused(bundle_dir: Path, tmp_path: Pat
 
 
 def test_parameter_mismatch_is_refused(bundle_dir: Path) -> None:
-    other = dataclasses.replace(PARAMS, query_nfeatures=PARAMS.query_nfeatures + 1)
-    with pytest.raises(BundleError, match="query_nfeatures"):
+    other = dataclasses.replace(PARAMS, ref_keep=PARAMS.ref_keep + 1)
+    with pytest.raises(BundleError, match="ref_keep"):
         Bundle.open(bundle_dir, expected_params=other)
+
+
+def test_query_time_knobs_come_from_the_service(bundle_dir: Path) -> None:
+    """nprobe, voting and decision settings need no rebuild: the bundle is searched with
+    the serving profile's values, not the ones recorded at build time."""
+    other = dataclasses.replace(PARAMS, nprobe=PARAMS.nprobe + 2, accept=0.7)
+    opened = Bundle.open(bundle_dir, expected_params=other)
+    try:
+        assert opened.params == other
+        assert opened._search_params.nprobe == PARAMS.nprobe + 2
+    finally:
+        opened.close()
 
 
 def test_params_round_trip() -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import requests
 
 from app.recognition.features import Features
-from app.recognition.params import FeatureParams
+from app.recognition.params import BUILD_FIELDS, FeatureParams
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +157,9 @@ def _or_empty(values: np.ndarray | None, count: int) -> np.ndarray:
 
 # -- feature cache -------------------------------------------------------------------------
 def params_digest(params: FeatureParams) -> str:
-    """Short digest of the parameters that shape reference features and thumbnails."""
-    return hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    """Short digest of the parameters that shape a bundle (a change means a rebuild)."""
+    data = {name: params.to_dict()[name] for name in BUILD_FIELDS}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def extraction_digest(params: FeatureParams) -> str:

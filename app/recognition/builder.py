@@ -647,8 +647,9 @@ def incremental_plan(previous: Path, keys: list[str | None], params: FeaturePara
         old = FeatureParams.from_dict(manifest["params"])
     except (KeyError, ValueError, TypeError):
         return "unreadable parameters"
-    if old != params:
-        return f"parameters changed ({', '.join(old.differences(params))})"
+    differ = old.build_differences(params)
+    if differ:
+        return f"parameters changed ({', '.join(differ)})"
     if any(k is None for k in keys):
         return "references without image keys"
     slots = int(manifest["counts"]["slots"])

@@ -162,18 +162,23 @@ class Bundle:
 
     @classmethod
     def open(cls, directory: Path, *, expected_params: FeatureParams | None = None) -> Bundle:
-        """Open after checking format, parameters, checksums and counts (BundleError if not)."""
+        """Open after checking format, parameters, checksums and counts (BundleError if not).
+        With `expected_params`, the bundle must have been built with the same build fields,
+        and is then searched with `expected_params`' query-time knobs."""
         directory = Path(directory)
         manifest = read_manifest(directory)
         try:
             params = FeatureParams.from_dict(manifest["params"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{directory}: unreadable feature parameters ({exc})") from None
-        if expected_params is not None and params != expected_params:
-            raise BundleError(
-                f"{directory}: built with other feature parameters "
-                f"({', '.join(params.differences(expected_params))} differ); rebuild the bundle"
-            )
+        if expected_params is not None:
+            differ = params.build_differences(expected_params)
+            if differ:
+                raise BundleError(
+                    f"{directory}: built with other feature parameters "
+                    f"({', '.join(differ)} differ); rebuild the bundle"
+                )
+            params = expected_params  # the service's query-time knobs
         files = manifest.get("files", {})
         for name in (INDEX_FILE, ID_MAP_FILE, *manifest.get("shards", [])):
             if name not in files:

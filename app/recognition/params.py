@@ -108,10 +108,22 @@ class FeatureParams:
         """Names of the fields whose values differ (for a readable refusal message)."""
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
+    def build_differences(self, other: FeatureParams) -> list[str]:
+        """The differing fields that shape what a bundle holds (extraction, selection,
+        index): a bundle built with other values must be rebuilt. Query-time knobs (nprobe,
+        voting, verification, decision) are the serving profile's own and may change freely."""
+        return [name for name in BUILD_FIELDS if getattr(self, name) != getattr(other, name)]
+
 
 EXTRACTION_FIELDS = (
     "squash", "ref_max_side", "ref_nfeatures", "clahe_clip", "clahe_grid", "sift_contrast",
     "sift_edge", "sift_layers", "thumb_width", "thumb_height",
+)
+
+BUILD_FIELDS = (
+    *EXTRACTION_FIELDS, "thumb_quality", "ref_candidates", "ref_keep", "nlist", "coarse",
+    "pq_m", "pq_nbits", "pq_residual", "train_per_list", "stop_radius", "stop_min_cards",
+    "stop_sample_cards",
 )
 
 DEFAULT = FeatureParams()
