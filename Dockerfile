@@ -20,7 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FLASK_ENV=production \
     RESOURCES_DIR=/app/resources \
     SCRYFALL_DATA_DIR=/app/data \
-    LOG_FILE_PATH=/app/logs/service.log \
+    LOG_FILE_PATH=/app/logs/service-{hostname}.log \
     PORT=5001
 
 # The wheels of opencv-python-headless, faiss-cpu, h5py and psycopg2-binary bundle their

@@ -27,7 +27,9 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERIGNORE = ROOT / ".dockerignore"
 
-INFER = "descriptor-infer-service"
+INFER = "descriptor-infer"  # the service's replicas
+ENTRY = "descriptor-infer-service"  # nginx in front of them: what the core API calls
+NGINX_CONF = ROOT / "deploy" / "nginx.conf"
 DATABASE = "mtg-db"
 REDIS = "redis"
 
@@ -52,7 +54,7 @@ COMPOSE_FIXED = {
     "REDIS_PORT": "6379",
     "RESOURCES_DIR": "/app/resources",
     "SCRYFALL_DATA_DIR": "/app/data",
-    "LOG_FILE_PATH": "/app/logs/service.log",
+    "LOG_FILE_PATH": "/app/logs/service-{hostname}.log",
 }
 # Compose defaults that deliberately differ from the settings' defaults (local development).
 COMPOSE_OWN_DEFAULTS = {"FLASK_ENV": "production"}
@@ -231,14 +233,14 @@ def settings_difference(left: Settings, right: Settings) -> dict[str, tuple[Any,
 # === Tests: docker-compose.yml ==============================================================
 
 
-def test_compose_has_the_three_services() -> None:
-    assert {INFER, DATABASE, REDIS} <= set(services())
+def test_compose_has_the_four_services() -> None:
+    assert {ENTRY, INFER, DATABASE, REDIS} <= set(services())
     assert str(services()[DATABASE]["image"]).startswith("postgres:16")
     assert str(services()[REDIS]["image"]).startswith("redis:7")
 
 
-def test_only_the_three_services_start_by_default() -> None:
-    extra = {name for name in services() if name not in (INFER, DATABASE, REDIS)}
+def test_only_the_four_services_start_by_default() -> None:
+    extra = {name for name in services() if name not in (ENTRY, INFER, DATABASE, REDIS)}
     for name in extra:
         assert services()[name].get("profiles"), f"{name} would start by default: give it a profile"
 
@@ -368,6 +370,30 @@ def test_named_volumes_are_mounted_and_declared() -> None:
     assert "/var/lib/postgresql/data" in named_volume_mounts(services()[DATABASE])
 
 
+def test_entry_point_spreads_requests_over_the_replicas() -> None:
+    """`descriptor-infer-service:5001` stays the address the core API calls; nginx there
+    forwards to every replica of `descriptor-infer` (re-resolved as replicas come and go)."""
+    entry = services()[ENTRY]
+    assert str(entry["image"]).startswith("nginx:")
+    assert {str(p) for p in entry.get("expose") or []} == {"5001"}
+    assert entry["depends_on"] == {INFER: {"condition": "service_healthy"}}
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in entry["volumes"]
+    conf = NGINX_CONF.read_text()
+    assert re.search(rf"server\s+{INFER}:5001\s+resolve", conf)
+    assert re.search(r"listen\s+5001;", conf)
+    assert "resolver 127.0.0.11" in conf  # Docker's DNS: one address per replica
+    # bodies up to MAX_CONTENT_LENGTH reach the service (which answers 413 beyond it)
+    limit = re.search(r"client_max_body_size\s+(\d+)m;", conf)
+    assert limit and int(limit.group(1)) * 1024 * 1024 >= Settings().max_content_length
+    # the request id and the core API's forwarding headers pass through unchanged
+    assert "X-Request-ID $http_x_request_id" in conf
+    assert "X-Forwarded-For $http_x_forwarded_for" in conf
+    replicas = str(services()[INFER]["deploy"]["replicas"])
+    assert resolve(replicas, {}) == "2" and "INFER_REPLICAS" in replicas
+    # each replica writes its own log file on the shared volume
+    assert "{hostname}" in environment_of(services()[INFER])["LOG_FILE_PATH"]
+
+
 def test_refresh_service_when_present_runs_the_refresh_command() -> None:
     refresh = [
         s for s in services().values() if "refresh" in " ".join(map(str, s.get("command") or []))
@@ -447,7 +473,7 @@ def test_dockerfile_environment() -> None:
         "HDF5_USE_FILE_LOCKING": "FALSE",
         "RESOURCES_DIR": "/app/resources",
         "SCRYFALL_DATA_DIR": "/app/data",
-        "LOG_FILE_PATH": "/app/logs/service.log",
+        "LOG_FILE_PATH": "/app/logs/service-{hostname}.log",
         "PORT": "5001",
     }
     for name, value in expected.items():
@@ -555,3 +581,18 @@ def test_license_is_the_gpl_v3() -> None:
     assert "Version 3, 29 June 2007" in text
     assert "END OF TERMS AND CONDITIONS" in text
     assert len(text) > 30_000
+
+
+def test_log_file_path_takes_the_replica_hostname(tmp_path: Path) -> None:
+    import logging
+    import socket
+
+    from app.runtime.logging_setup import configure_logging
+
+    configure_logging("INFO", str(tmp_path / "service-{hostname}.log"))
+    try:
+        logging.getLogger("app.test").info("hello from this replica")
+        written = tmp_path / f"service-{socket.gethostname()}.log"
+        assert "hello from this replica" in written.read_text()
+    finally:
+        configure_logging("INFO", "")

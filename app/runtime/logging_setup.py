@@ -7,6 +7,7 @@ whatever the request logged on the way.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from logging.handlers import TimedRotatingFileHandler
 from pathlib import Path
@@ -41,7 +42,9 @@ def configure_logging(level: str, log_file_path: str = "") -> None:
     formatter = logging.Formatter(FORMAT)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if log_file_path:
-        path = Path(log_file_path)
+        # "{hostname}" gives each replica its own file on a shared log volume (one rotating
+        # file written by several processes loses lines at each rotation)
+        path = Path(log_file_path.replace("{hostname}", socket.gethostname()))
         path.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(
             TimedRotatingFileHandler(path, when="midnight", backupCount=14, utc=True, delay=True)
