@@ -260,6 +260,15 @@ def run_scale(n: int, profile: str, args: argparse.Namespace, cards: Path, eval_
     base = subset(cards, eval_dir, n)
     grown = subset(cards, eval_dir, n + max(1, n // 100))
     resources = work / f"{profile}-{n}" / "resources"
+    saved = resources.parent / "builds.json"
+    if args.reuse and saved.exists() and (resources / "run").exists():
+        _log(f"{profile} N={n}: reusing the builds of {saved} (--reuse); serving ...")
+        env = _env(work, resources, profile)
+        result: dict[str, Any] = json.loads(saved.read_text())
+        served = serve_http(env, eval_dir, args.repeat)
+        result.update({"serve": {k: v for k, v in served.items() if k != "photos"},
+                       "photos": served["photos"], "summary": summarise(served)})
+        return result
     shutil.rmtree(resources.parent, ignore_errors=True)
     resources.mkdir(parents=True)
     env = _env(work, resources, profile)
@@ -283,7 +292,6 @@ def run_scale(n: int, profile: str, args: argparse.Namespace, cards: Path, eval_
     grown_build = build(grown, env, log_path)
     grown_manifest = json.loads((_current(resources) / "manifest.json").read_text())
     _log(f"{profile} N={n}: +1% rebuilt in {grown_build['wall_s']} s; serving ...")
-    served = serve_http(env, eval_dir, args.repeat)
     result = {
         "profile": profile, "n": n, "cards": cards_n,
         "build": built, "build_counts": refresh_counts, "cold_build": cold.get(key),
@@ -296,10 +304,11 @@ def run_scale(n: int, profile: str, args: argparse.Namespace, cards: Path, eval_
                  "cards": grown_manifest["counts"]["cards"],
                  "timings_s": grown_manifest.get("timings_s"),
                  "linked_shards": grown_manifest["counts"].get("linked_shards")},
-        "serve": {k: v for k, v in served.items() if k != "photos"},
-        "photos": served["photos"],
-        "summary": summarise(served),
     }
+    saved.write_text(json.dumps(result, indent=1))
+    served = serve_http(env, eval_dir, args.repeat)
+    result.update({"serve": {k: v for k, v in served.items() if k != "photos"},
+                   "photos": served["photos"], "summary": summarise(served)})
     return result
 
 
@@ -368,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--legacy-at", type=int, default=10_000,
                         help="also run the legacy profile at this N (0: never)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--reuse", action="store_true",
+                        help="serve the bundles a previous run built (measure again, no build)")
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "scale.json"))
     args = parser.parse_args(argv)
     eval_dir = Path(args.eval_dir).resolve()
