@@ -7,6 +7,7 @@ and the ratio ours/legacy, and writes the numbers as JSON.
 
     python scripts/bench.py [--eval-dir ../shared/eval] [--out bench-results/bench.json]
                             [--profiles default,legacy] [--set default.knn=8 ...]
+    python scripts/bench.py --scale 10000 [--scale 100000 ...]   (see bench_scale.py)
 """
 
 from __future__ import annotations
@@ -301,6 +302,10 @@ def _override(params: Any, assignments: list[str], profile: str) -> Any:
 
 
 def main() -> int:
+    if "--scale" in sys.argv[1:]:  # the catalogue-scale benchmark (scripts/bench_scale.py)
+        from bench_scale import main as scale_main
+
+        return scale_main(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval"))
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "bench.json"))
