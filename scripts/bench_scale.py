@@ -226,17 +226,9 @@ def serve_http(env: dict[str, str], eval_dir: Path, repeat: int) -> dict[str, An
         server.wait(timeout=60)
 
 
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return round(ordered[low] + (ordered[high] - ordered[low]) * (pos - low), 1)
-
-
 def summarise(served: dict[str, Any]) -> dict[str, Any]:
+    from bench import _percentile as _pct
+
     photos = served["photos"]
     single = [p for p in photos if p["kind"] != "multi"]
     cat = [p for p in photos if p["kind"] == "catalogued"]

@@ -406,6 +406,40 @@ def _index_cards(
     return keep, int(stop.sum())
 
 
+@dataclass
+class _Kept:
+    """What a shard keeps of one indexed card."""
+
+    keypoints: np.ndarray  # float32 [n,2], in `local` order
+    thumb: bytes
+    ref_size: tuple[float, float]
+    entry: dict[str, Any]
+
+
+def _index_spool(
+    index: Any, scratch: Any, spool: _Spool, params: FeatureParams, first_slot: int,
+    in_sample: bool, stats: dict[str, int],
+) -> Iterator[_Kept]:
+    """Index every card of the spool (slots from `first_slot`), block by block; yield what
+    its shard keeps. `in_sample`: the spool's cards are the ones the stop-word sample was
+    drawn from (a card must not count its own descriptors as near-duplicates)."""
+    cards = len(spool.counts)
+    for first in range(0, cards, _CARDS_PER_CHUNK):
+        last = min(cards, first + _CARDS_PER_CHUNK)
+        counts = np.asarray(spool.counts[first:last], np.int64)
+        rows = np.arange(first, last) if in_sample else np.full(last - first, -1)
+        keep, stops = _index_cards(index, scratch, spool.descriptors(first, last), counts,
+                                   rows, np.arange(first, last) + first_slot, params)
+        stats["stop_words"] += stops
+        kps = spool.keypoints(first, last)
+        thumbs, offsets = spool.thumbs(first, last)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        for i in range(last - first):
+            a, b = int(bounds[i]), int(bounds[i + 1])
+            yield _Kept(kps[a:b][keep[a:b]], thumbs[int(offsets[i]) : int(offsets[i + 1])],
+                        spool.ref_sizes[first + i], spool.entries[first + i])
+
+
 # -- shards ----------------------------------------------------------------------------------
 class _ShardWriter:
     """Accumulates the per-card data of one shard, then writes it as an h5 file."""
@@ -592,30 +626,17 @@ def _build_full(
             _write_index(scratch, out_dir / STOPWORDS_FILE)
         timings["stop_sample"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        stop_words = 0
+        stats = {"stop_words": 0}
         shard = _ShardWriter()
         shard_count = 0
         with Progress("indexing", total=cards, unit="card", enabled=progress) as bar:
-            for first in range(0, cards, _CARDS_PER_CHUNK):
-                last = min(cards, first + _CARDS_PER_CHUNK)
-                counts = np.asarray(spool.counts[first:last], np.int64)
-                rows = np.arange(first, last)
-                keep, stops = _index_cards(index, scratch, spool.descriptors(first, last),
-                                           counts, rows, rows, params)
-                stop_words += stops
-                kps = spool.keypoints(first, last)
-                thumbs, offsets = spool.thumbs(first, last)
-                bounds = np.concatenate([[0], np.cumsum(counts)])
-                for i in range(last - first):
-                    a, b = int(bounds[i]), int(bounds[i + 1])
-                    shard.add(kps[a:b][keep[a:b]],
-                              thumbs[int(offsets[i]) : int(offsets[i + 1])],
-                              spool.ref_sizes[first + i], spool.entries[first + i]["name"])
-                    if len(shard) == shard_slots:
-                        shard.write(out_dir / shard_name(shard_count))
-                        shard_count += 1
-                        shard = _ShardWriter()
-                bar.update(last - first)
+            for kept in _index_spool(index, scratch, spool, params, 0, True, stats):
+                shard.add(kept.keypoints, kept.thumb, kept.ref_size, kept.entry["name"])
+                if len(shard) == shard_slots:
+                    shard.write(out_dir / shard_name(shard_count))
+                    shard_count += 1
+                    shard = _ShardWriter()
+                bar.update(1)
         if len(shard) or shard_count == 0:
             shard.write(out_dir / shard_name(shard_count))
             shard_count += 1
@@ -624,7 +645,7 @@ def _build_full(
         entries: list[dict[str, Any] | None] = list(spool.entries)
         counts_out = {
             "candidates": int(spool.offsets[-1]),
-            "stop_words": stop_words,
+            "stop_words": stats["stop_words"],
             "skipped_images": skipped,
             "reused_cards": 0,
             "new_cards": cards,
@@ -738,26 +759,11 @@ def _build_incremental(
             timings["extract"] = time.perf_counter() - clock
             clock = time.perf_counter()
             added = len(spool.counts)
-            first_new = len(entries)
-            new_kp: dict[int, tuple[np.ndarray, bytes, tuple[float, float], str]] = {}
-            stop_words = 0
-            for first in range(0, added, _CARDS_PER_CHUNK):
-                last = min(added, first + _CARDS_PER_CHUNK)
-                counts = np.asarray(spool.counts[first:last], np.int64)
-                slots = np.arange(first_new + first, first_new + last)
-                keep, stops = _index_cards(index, scratch, spool.descriptors(first, last),
-                                           counts, np.full(last - first, -1), slots, params)
-                stop_words += stops
-                kps = spool.keypoints(first, last)
-                thumbs, offsets = spool.thumbs(first, last)
-                bounds = np.concatenate([[0], np.cumsum(counts)])
-                for i in range(last - first):
-                    a, b = int(bounds[i]), int(bounds[i + 1])
-                    new_entry = spool.entries[first + i]
-                    new_kp[int(slots[i])] = (
-                        kps[a:b][keep[a:b]], thumbs[int(offsets[i]) : int(offsets[i + 1])],
-                        spool.ref_sizes[first + i], new_entry["name"])
-                    entries.append(new_entry)
+            new_kp: dict[int, _Kept] = {}
+            stats = {"stop_words": 0}
+            for kept in _index_spool(index, scratch, spool, params, len(entries), False, stats):
+                new_kp[len(entries)] = kept
+                entries.append(kept.entry)
             timings["index"] = time.perf_counter() - clock
         finally:
             spool.remove()
@@ -780,8 +786,8 @@ def _build_incremental(
             writer = _ShardWriter()
             for slot in range(lo, hi):
                 if slot in new_kp:
-                    kp, thumb, size, card_name = new_kp[slot]
-                    writer.add(kp, thumb, size, card_name)
+                    kept = new_kp[slot]
+                    writer.add(kept.keypoints, kept.thumb, kept.ref_size, kept.entry["name"])
                 elif slot < len(old_entries) and (entry := entries[slot]) is not None:
                     writer.add(old.keypoints(slot), old.thumbnail_bytes(slot),
                                (float(old.ref_size[slot][0]), float(old.ref_size[slot][1])),
@@ -795,7 +801,7 @@ def _build_incremental(
             os.link(previous / STOPWORDS_FILE, out_dir / STOPWORDS_FILE)
         counts_out = {
             "candidates": int(old.manifest["counts"].get("candidates", 0)),
-            "stop_words": int(old.manifest["counts"].get("stop_words", 0)) + stop_words,
+            "stop_words": int(old.manifest["counts"].get("stop_words", 0)) + stats["stop_words"],
             "skipped_images": skipped,
             "reused_cards": len(refs) - len(new_refs),
             "new_cards": added,
