@@ -156,7 +156,8 @@ def serve_http(env: dict[str, str], eval_dir: Path, repeat: int) -> dict[str, An
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    server_env = {**env, "PORT": str(port), "LOG_LEVEL": "warning"}
+    # as in the Docker image: glibc keeps at most 2 malloc arenas
+    server_env = {**env, "PORT": str(port), "LOG_LEVEL": "warning", "MALLOC_ARENA_MAX": "2"}
     server = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=server_env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -189,8 +190,8 @@ def serve_http(env: dict[str, str], eval_dir: Path, repeat: int) -> dict[str, An
             runs = sorted((post(data) for _ in range(repeat)), key=lambda r: r[0])
             ms, body, status = runs[len(runs) // 2]
             results.append({**entry, "ms": round(ms, 1), "status": status,
-                            "answer": body.get("id") if status == 200 else None,
-                            "answer_label": (f"{body.get('name')} {body.get('set')} "
+                            "answer": body.get("predicted_card_id") if status == 200 else None,
+                            "answer_label": (f"{body.get('predicted_card_name')} {body.get('set')} "
                                              f"{body.get('collector_number')}"
                                              if status == 200 else "no match"),
                             "confidence": body.get("confidence"),

@@ -29,7 +29,10 @@ def _admission() -> Admission:
     admission: Admission | None = current_app.extensions.get("admission")
     if admission is None:
         settings: Settings = current_app.config["SETTINGS"]
-        admission = Admission(settings.max_concurrent_infer, settings.infer_queue_timeout)
+        from app.recognition.features import release_freed_memory
+
+        admission = Admission(settings.max_concurrent_infer, settings.infer_queue_timeout,
+                              on_idle=release_freed_memory)
         current_app.extensions["admission"] = admission
     return admission
 

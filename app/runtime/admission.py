@@ -8,7 +8,7 @@ request slower. Beyond the bound a request waits briefly for a slot, then gets 5
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
@@ -17,16 +17,31 @@ class Overloaded(Exception):
 
 
 class Admission:
-    def __init__(self, slots: int, queue_timeout: float) -> None:
+    """`on_idle` runs when the last recognition in flight ends (the service returns the
+    freed SIFT working memory to the system there: see features.release_freed_memory)."""
+
+    def __init__(
+        self, slots: int, queue_timeout: float, on_idle: Callable[[], None] | None = None
+    ) -> None:
         self.slots = slots
         self.queue_timeout = queue_timeout
         self._semaphore = threading.BoundedSemaphore(slots)
+        self._on_idle = on_idle
+        self._count_lock = threading.Lock()
+        self.in_flight = 0
 
     @contextmanager
     def slot(self) -> Iterator[None]:
         if not self._semaphore.acquire(timeout=self.queue_timeout):
             raise Overloaded(f"all {self.slots} recognition slots busy")
+        with self._count_lock:
+            self.in_flight += 1
         try:
             yield
         finally:
+            with self._count_lock:
+                self.in_flight -= 1
+                idle = self.in_flight == 0
             self._semaphore.release()
+            if idle and self._on_idle is not None:
+                self._on_idle()

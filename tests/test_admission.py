@@ -1,0 +1,37 @@
+"""The recognition gate: bounded slots, and memory handed back when the last one ends."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from app.runtime.admission import Admission, Overloaded
+
+
+def test_on_idle_runs_only_when_the_last_recognition_ends() -> None:
+    calls: list[int] = []
+    gate = Admission(2, 0.1, on_idle=lambda: calls.append(gate.in_flight))
+    first_in, release_first = threading.Event(), threading.Event()
+
+    def long_request() -> None:
+        with gate.slot():
+            first_in.set()
+            release_first.wait(5)
+
+    thread = threading.Thread(target=long_request)
+    thread.start()
+    assert first_in.wait(5)
+    with gate.slot():
+        assert gate.in_flight == 2
+    assert calls == []  # another recognition is still running: nothing to trim yet
+    release_first.set()
+    thread.join(5)
+    assert calls == [0] and gate.in_flight == 0
+
+
+def test_full_gate_refuses_and_still_counts_right() -> None:
+    gate = Admission(1, 0.05)
+    with gate.slot(), pytest.raises(Overloaded), gate.slot():
+        pass
+    assert gate.in_flight == 0
