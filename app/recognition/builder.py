@@ -316,16 +316,19 @@ def _train(spool: _Spool, params: FeatureParams, seed: int) -> Any:
 
 
 # -- stop words and kept descriptors -------------------------------------------------------
-def _scratch(index: Any, spool: _Spool, params: FeatureParams, seed: int
+def _scratch(index: Any, spool: _Spool, params: FeatureParams, seed: int, progress: bool
              ) -> Any:
     """The trained index holding the candidates of a sample of cards, id = card row."""
     if params.stop_min_cards <= 0:
         return None
     scratch = faiss.clone_index(index)
-    for card in _sample_cards(len(spool.counts), params.stop_sample_cards, seed + 1):
-        desc = spool.descriptors(int(card), int(card) + 1)
-        if len(desc):
-            scratch.add_with_ids(rootsift(desc), np.full(len(desc), card, np.int64))
+    sample = _sample_cards(len(spool.counts), params.stop_sample_cards, seed + 1)
+    with Progress("stop-word sample", total=len(sample), unit="card", enabled=progress) as bar:
+        for card in sample:
+            desc = spool.descriptors(int(card), int(card) + 1)
+            if len(desc):
+                scratch.add_with_ids(rootsift(desc), np.full(len(desc), card, np.int64))
+            bar.update(1)
     return scratch
 
 
@@ -621,7 +624,9 @@ def _build_full(
         index = _train(spool, params, seed)
         timings["train"] = time.perf_counter() - clock
         clock = time.perf_counter()
-        scratch = _scratch(index, spool, params, seed)
+        log.info("build: index %s trained in %.0f s; stop-word sample next",
+                 _factory(int(index.nlist), params), time.perf_counter() - clock)
+        scratch = _scratch(index, spool, params, seed, progress)
         if scratch is not None:
             _write_index(scratch, out_dir / STOPWORDS_FILE)
         timings["stop_sample"] = time.perf_counter() - clock
@@ -641,6 +646,7 @@ def _build_full(
             shard.write(out_dir / shard_name(shard_count))
             shard_count += 1
         timings["index"] = time.perf_counter() - clock
+        log.info("build: %d vectors indexed; writing the index and checksums", index.ntotal)
         _write_index(index, out_dir / INDEX_FILE)
         entries: list[dict[str, Any] | None] = list(spool.entries)
         counts_out = {
