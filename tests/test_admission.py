@@ -35,3 +35,16 @@ def test_full_gate_refuses_and_still_counts_right() -> None:
     with gate.slot(), pytest.raises(Overloaded), gate.slot():
         pass
     assert gate.in_flight == 0
+
+
+def test_the_app_makes_one_gate_at_start_up(base_config: dict[str, str]) -> None:
+    """Not lazily on the first requests (two of them could each make one)."""
+    from app import create_app
+
+    app = create_app({**base_config, "MAX_CONCURRENT_INFER": "3"})
+    gate = app.extensions["admission"]
+    assert isinstance(gate, Admission) and gate.slots == 3
+    with app.test_request_context():
+        from app.api.infer import _admission
+
+        assert _admission() is gate

@@ -51,5 +51,5 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     cors.init_app(app)
     app.register_blueprint(health.bp)
-    app.register_blueprint(infer.bp)
+    infer.init_app(app)
     Swagger(app, template=SWAGGER_TEMPLATE, config=SWAGGER_CONFIG, merge=True)

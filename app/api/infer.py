@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from app.api.auth import require_token
@@ -25,15 +25,21 @@ IMAGE_FIELDS = ("roi_image", "image")
 NO_MATCH = "No matching card found."
 
 
-def _admission() -> Admission:
-    admission: Admission | None = current_app.extensions.get("admission")
-    if admission is None:
-        settings: Settings = current_app.config["SETTINGS"]
-        from app.recognition.features import release_freed_memory
+def init_app(app: Flask) -> None:
+    """The recognition gate, made once with the app: made lazily by the first requests,
+    two of them could each make one and let more recognitions run than allowed."""
+    from app.recognition.features import release_freed_memory
 
-        admission = Admission(settings.max_concurrent_infer, settings.infer_queue_timeout,
-                              on_idle=release_freed_memory)
-        current_app.extensions["admission"] = admission
+    settings: Settings = app.config["SETTINGS"]
+    app.extensions["admission"] = Admission(
+        settings.max_concurrent_infer, settings.infer_queue_timeout,
+        on_idle=release_freed_memory,
+    )
+    app.register_blueprint(bp)
+
+
+def _admission() -> Admission:
+    admission: Admission = current_app.extensions["admission"]
     return admission
 
 
