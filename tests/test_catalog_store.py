@@ -63,6 +63,50 @@ def test_upsert_and_read_back(store: CatalogStore) -> None:
     assert row["set_code"] == "tst" and row["digital"] is False
 
 
+def test_reads_do_not_wait_for_a_refresh_writing(store: CatalogStore) -> None:
+    """A refresh writes every card record in one transaction; meanwhile /infer reads card
+    metadata and /readyz pings. Reads must answer at once with the last committed records
+    (SQLite: they began with BEGIN IMMEDIATE and waited up to the 30 s busy timeout)."""
+    import threading
+    import time
+
+    store.upsert_cards(card_row(_card(n)) for n in range(3))
+    writing, finish = threading.Event(), threading.Event()
+
+    def slow_rows() -> Iterator[dict[str, Any]]:
+        for n in range(3, 2500):  # past one batch: rows really written in the transaction
+            if n == 2400:
+                writing.set()
+                finish.wait(20)
+            yield card_row(_card(n, name=f"New {n}"))
+
+    writer = threading.Thread(target=store.upsert_cards, args=(slow_rows(),))
+    writer.start()
+    try:
+        assert writing.wait(10)
+        answers: dict[str, Any] = {}
+
+        def read() -> None:
+            started = time.monotonic()
+            store.ping()
+            answers["cards"] = store.get_cards([_card(1)["id"], _card(5)["id"]])
+            answers["count"] = store.count_cards()
+            answers["runs"] = store.recent_runs(1)
+            answers["seconds"] = time.monotonic() - started
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(timeout=5)
+        assert not reader.is_alive(), "a read waited for the writer"
+        assert answers["seconds"] < 2
+        assert list(answers["cards"]) == [_card(1)["id"]]  # not the uncommitted rows
+        assert answers["count"] == 3
+    finally:
+        finish.set()
+        writer.join(timeout=30)
+    assert store.count_cards() == 2500
+
+
 def test_upsert_updates_existing_rows(store: CatalogStore) -> None:
     store.upsert_cards([card_row(_card(1))])
     store.upsert_cards([card_row(_card(1, prices={"usd": "9.99"}))])

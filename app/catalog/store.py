@@ -119,8 +119,9 @@ class CatalogStore(ABC):
     # -- connection plumbing (per dialect) ----------------------------------------------
     @abstractmethod
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        """Yield a cursor inside a transaction: commit on success, roll back on error."""
+    def _transaction(self, write: bool = True) -> Iterator[Any]:
+        """Yield a cursor inside a transaction: commit on success, roll back on error.
+        `write=False` for reads, which must never wait for a refresh's bulk write."""
 
     @abstractmethod
     def _insert_many(self, cursor: Any, template: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -159,7 +160,7 @@ class CatalogStore(ABC):
 
     def ping(self) -> None:
         """Raise when the store does not answer."""
-        with self._transaction() as cur:
+        with self._transaction(write=False) as cur:
             cur.execute("SELECT 1")
             cur.fetchone()
 
@@ -192,7 +193,7 @@ class CatalogStore(ABC):
             return {}
         names = [name for name, _ in CARD_COLUMNS]
         marks = ", ".join(["%s"] * len(ids))
-        with self._transaction() as cur:
+        with self._transaction(write=False) as cur:
             cur.execute(
                 self._sql(f"SELECT {', '.join(names)} FROM cards WHERE id IN ({marks})"),
                 tuple(ids),
@@ -209,7 +210,7 @@ class CatalogStore(ABC):
         return result
 
     def count_cards(self) -> int:
-        with self._transaction() as cur:
+        with self._transaction(write=False) as cur:
             cur.execute("SELECT COUNT(*) FROM cards")
             return int(cur.fetchone()[0])
 
@@ -277,7 +278,7 @@ class CatalogStore(ABC):
             )
 
     def recent_runs(self, limit: int = 5) -> list[dict[str, Any]]:
-        with self._transaction() as cur:
+        with self._transaction(write=False) as cur:
             cur.execute(
                 self._sql(
                     "SELECT id, started_at, finished_at, status, counts, error, host "
@@ -336,10 +337,13 @@ class SqliteStore(CatalogStore):
         conn.execute("PRAGMA journal_mode=WAL")
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
+        """Writers take the write lock up front (BEGIN IMMEDIATE: no deadlock upgrading a read
+        lock); readers use a deferred transaction, which on WAL reads the last committed
+        state without waiting for a writer (a refresh writes 100k records in one)."""
         conn = self._connection()
         cur = conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
         try:
             yield cur
         except BaseException:
@@ -413,7 +417,9 @@ class PostgresStore(CatalogStore):
         return pool.getconn()  # let the caller's query raise the real error
 
     @contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, write: bool = True) -> Iterator[Any]:
+        """PostgreSQL readers see the last committed state (MVCC): a plain SELECT takes no
+        lock a bulk upsert holds, so `write` changes nothing here."""
         pool = self._get_pool()
         conn = self._checkout(pool)
         broken = False
