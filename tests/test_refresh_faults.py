@@ -345,3 +345,28 @@ def test_the_served_release_is_never_removed_as_unpromoted(tmp_path: Path) -> No
     releases.clean_staging(resources)
     assert release.is_dir() and releases.current_release(resources) == release.resolve()
     assert not list(releases.staging_dir(resources).iterdir())
+
+
+def test_a_failing_tidy_up_after_the_switch_keeps_the_new_release_served(tmp_path: Path) -> None:
+    """After the rename, promotion tidies up (fsync, pending marker, pruning). A failure
+    there must not be reported as a failed promotion: the refresh would then delete, as
+    unpromoted, the release `run` already points to."""
+    from app.pipeline.refresh import RefreshOptions, _Job
+    from app.recognition.params import DEFAULT
+
+    resources = tmp_path / "resources"
+    built = tmp_path / "v1"
+    built.mkdir()
+    release = releases.store_release(resources, built, "20260101T000000Z-a", pending=True)
+    marker = releases._pending_marker(resources, release.name)
+    marker.unlink()
+    marker.mkdir()  # a marker that cannot be unlinked: the tidy-up fails (IsADirectoryError)
+    releases.promote(resources, release)  # does not raise: the switch happened
+    assert releases.current_release(resources) == release.resolve()
+
+    # and a job that believes it did not promote never deletes what is served
+    settings = Settings(resources_dir=resources, scryfall_data_dir=tmp_path / "data")
+    job = _Job(settings, None, RefreshOptions(), DEFAULT, FileLock(tmp_path / "lock"))  # type: ignore[arg-type]
+    job.stored_release = release
+    job.cleanup()
+    assert release.is_dir() and releases.current_release(resources) == release.resolve()

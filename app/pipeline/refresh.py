@@ -273,6 +273,10 @@ class _Job:
         if self.staging is not None:
             shutil.rmtree(self.staging, ignore_errors=True)
         if self.stored_release is not None and not self.promoted:
+            served = releases.current_release(self.resources)
+            if served is not None and served.resolve() == self.stored_release.resolve():
+                log.warning("keeping %s: it is being served", self.stored_release.name)
+                return
             shutil.rmtree(self.stored_release, ignore_errors=True)
 
     # -- phases --------------------------------------------------------------------------

@@ -132,10 +132,15 @@ def promote(resources: Path, release: Path) -> None:
         link.unlink()
     os.symlink(os.path.relpath(release, resources), link)
     os.replace(link, run)
-    _fsync_dir(resources)
-    _pending_marker(resources, release.name).unlink(missing_ok=True)
+    # From here `release` is served: what follows must not fail the promotion, or a caller
+    # cleaning up after a "failed" promotion would delete the release being served.
     log.info("promoted release %s", release.name)
-    prune(resources)
+    try:
+        _fsync_dir(resources)
+        _pending_marker(resources, release.name).unlink(missing_ok=True)
+        prune(resources)
+    except OSError as exc:
+        log.error("promoted %s, but tidying up after it failed: %s", release.name, exc)
 
 
 def rollback(resources: Path) -> Path:
