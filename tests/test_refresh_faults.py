@@ -370,3 +370,27 @@ def test_a_failing_tidy_up_after_the_switch_keeps_the_new_release_served(tmp_pat
     job.stored_release = release
     job.cleanup()
     assert release.is_dir() and releases.current_release(resources) == release.resolve()
+
+
+@pytest.mark.parametrize("version", ["../../escape", "..", "a/../../b", "/abs", ""])
+def test_an_archive_naming_a_release_outside_resources_is_refused(
+    tmp_path: Path, synthetic_bundles: dict[str, Path], version: str
+) -> None:
+    """The manifest's version names releases/<version>: a path there would unpack the
+    archive's tree outside RESOURCES_DIR before anything checked it."""
+    from app.pipeline.bootstrap import BootstrapError, install_release_archive, make_release_archive
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(synthetic_bundles["A"], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["version"] = version
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    archive = make_release_archive(bundle, tmp_path / "release.tar.gz")
+    resources = tmp_path / "deep" / "er" / "resources"
+    settings = Settings(resources_dir=resources, scryfall_data_dir=tmp_path / "data")
+    with pytest.raises(BootstrapError, match="not a plain name"):
+        install_release_archive(settings, f"file://{archive}")
+    assert not (tmp_path / "deep" / "escape").exists() and not (tmp_path / "escape").exists()
+    assert releases.current_release(resources) is None
+    with pytest.raises(releases.ReleaseError, match="plain name"):
+        releases.store_release(resources, bundle, version or "..")

@@ -23,6 +23,8 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from app.recognition.bundle import VERSION_PATTERN
+
 log = logging.getLogger(__name__)
 
 KEEP_RELEASES = 3
@@ -92,6 +94,8 @@ def store_release(resources: Path, built: Path, version: str, *, pending: bool =
     interruption before `promote` gets it removed by the next `clean_staging`; pass False for
     a release deliberately stored without serving it.
     """
+    if not VERSION_PATTERN.fullmatch(version) or ".." in version:
+        raise ReleaseError(f"release version {version!r} is not a plain name")
     target = releases_dir(resources) / version
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,20 @@ class IdMap:
         return (self[i] for i in range(len(self)))
 
 
+VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,79}")
+
+
+def check_version(version: object) -> str:
+    """A release version is one safe path component (it names `releases/<version>`): an
+    archive's manifest saying "../../x" must not place files outside RESOURCES_DIR."""
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version) or (
+        ".." in version
+    ):
+        raise BundleError(f"release version {version!r} is not a plain name "
+                          "(letters, digits, '.', '_', '-'; no '..')")
+    return version
+
+
 def read_manifest(directory: Path) -> dict[str, Any]:
     try:
         manifest: dict[str, Any] = json.loads(
@@ -123,6 +138,10 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             f"{directory}: bundle format {manifest.get('format_version')!r}, "
             f"this service reads format {FORMAT_VERSION}; rebuild the bundle"
         )
+    try:
+        check_version(manifest.get("version"))
+    except BundleError as exc:
+        raise BundleError(f"{directory}: {exc}") from None
     return manifest
 
 
