@@ -120,13 +120,17 @@ def test_plain_background_is_404(served: FlaskClient) -> None:
 def test_database_down_answers_from_the_bundle(
     served_config: dict[str, str], synthetic_bundles: dict[str, Path]
 ) -> None:
-    config = {**served_config, "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": "1"}
+    config = {**served_config, "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": "1",
+              "POSTGRES_USER": "secretive_user"}
     application = serve_bundle(config, synthetic_bundles["A"])
     try:
         client = application.test_client()
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert "catalogue store (postgresql) not answering" in ready.get_json()["reason"]
+        # the driver's text (host, port, user) stays in the log: /readyz is unauthenticated
+        text = ready.get_data(as_text=True)
+        assert "secretive_user" not in text and "127.0.0.1" not in text
         photo, _ = photograph(make_card(102), seed=4)
         response = post(client, jpeg(photo))
         assert response.status_code == 200, response.get_json()

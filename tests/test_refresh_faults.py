@@ -394,3 +394,25 @@ def test_an_archive_naming_a_release_outside_resources_is_refused(
     assert releases.current_release(resources) is None
     with pytest.raises(releases.ReleaseError, match="plain name"):
         releases.store_release(resources, bundle, version or "..")
+
+
+def test_signed_bundle_urls_are_masked_in_errors(tmp_path: Path) -> None:
+    """RESOURCE_BUNDLE_URL may carry a signed token (query) or credentials: bootstrap
+    errors end up in logs and in the unauthenticated /readyz."""
+    import socket
+
+    from app.pipeline.bootstrap import BootstrapError, install_release_archive, mask_url
+
+    assert mask_url("https://u:pw@cdn.example:8443/r/x.tar.gz?X-Amz-Signature=s3cr3t#f") == (
+        "https://***@cdn.example:8443/r/x.tar.gz?***")
+    assert mask_url("https://cdn.example/r/x.tar.gz") == "https://cdn.example/r/x.tar.gz"
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://user:pa55word@127.0.0.1:{port}/release.tar.gz?token=s3cr3t"
+    settings = Settings(resources_dir=tmp_path / "res", scryfall_data_dir=tmp_path / "data")
+    with pytest.raises(BootstrapError) as caught:
+        install_release_archive(settings, url)
+    message = str(caught.value)
+    assert "s3cr3t" not in message and "pa55word" not in message and "user" not in message
+    assert f"127.0.0.1:{port}/release.tar.gz?***" in message

@@ -105,8 +105,10 @@ def readyz() -> ResponseReturnValue:
         store.ping()
         catalog = {"backend": store.backend, "ok": True, "detail": "answering"}
     except Exception as exc:  # any driver error means "not answering"
+        # the driver's text (host and user names) goes to the log only: /readyz is public
         log.warning("readiness: catalogue store %s not answering: %s", store.backend, exc)
-        catalog = {"backend": store.backend, "ok": False, "detail": f"not answering: {exc}"}
+        catalog = {"backend": store.backend, "ok": False,
+                   "detail": f"not answering ({type(exc).__name__}; see the service log)"}
     reasons = []
     if state.status != "loaded":
         reasons.append(f"no descriptor bundle loaded ({state.status}: {state.detail})")

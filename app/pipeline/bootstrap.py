@@ -16,6 +16,7 @@ import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import requests
@@ -32,11 +33,24 @@ class BootstrapError(RuntimeError):
     """The release archive could not be obtained or verified."""
 
 
+def mask_url(url: str) -> str:
+    """The URL as it may be shown (errors, /readyz, logs): no user, password, query or
+    fragment, which carry the tokens of signed download URLs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    if parts.username or parts.password:
+        host = f"***@{host}"
+    shown = urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return shown + ("?***" if parts.query or parts.fragment else "")
+
+
 def bootstrap(settings: Settings, store: CatalogStore) -> str:
     """Make `run/` point at a valid bundle; return a one-line description of what was done."""
     if settings.resource_bundle_url:
         release = install_release_archive(settings, settings.resource_bundle_url, store=store)
-        return f"installed release {release.name} from {settings.resource_bundle_url}"
+        return f"installed release {release.name} from {mask_url(settings.resource_bundle_url)}"
     if not settings.refresh_enabled:
         return "no bundle, no RESOURCE_BUNDLE_URL and REFRESH_ENABLED=false: nothing to do"
     from app.pipeline.refresh import run_refresh
@@ -51,17 +65,21 @@ def _download(url: str, dest: Path, max_bytes: int) -> None:
     if url.startswith("file:"):
         shutil.copyfile(url.removeprefix("file://").removeprefix("file:"), dest)
         return
-    with requests.get(url, stream=True, timeout=(10, 300),
-                      headers={"User-Agent": user_agent()}) as response:
-        if response.status_code != 200:
-            raise BootstrapError(f"GET {url}: HTTP {response.status_code}")
-        written = 0
-        with dest.open("wb") as out:
-            for chunk in response.iter_content(1 << 20):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise BootstrapError(f"{url} is larger than {max_bytes} bytes")
-                out.write(chunk)
+    try:
+        with requests.get(url, stream=True, timeout=(10, 300),
+                          headers={"User-Agent": user_agent()}) as response:
+            if response.status_code != 200:
+                raise BootstrapError(f"GET {mask_url(url)}: HTTP {response.status_code}")
+            written = 0
+            with dest.open("wb") as out:
+                for chunk in response.iter_content(1 << 20):
+                    written += len(chunk)
+                    if written > max_bytes:
+                        raise BootstrapError(
+                            f"{mask_url(url)} is larger than {max_bytes} bytes")
+                    out.write(chunk)
+    except requests.RequestException as exc:  # its text repeats the URL, query included
+        raise BootstrapError(f"GET {mask_url(url)}: {type(exc).__name__}") from None
 
 
 def install_release_archive(
@@ -79,6 +97,7 @@ def install_release_archive(
     from app.recognition.bundle import MANIFEST_FILE, Bundle, BundleError
     from app.recognition.params import PROFILES
 
+    shown = mask_url(url)  # signed URLs carry tokens: never in errors, /readyz or logs
     resources = settings.resources_dir
     lock = make_update_lock(settings)
     if not lock.acquire():
@@ -87,7 +106,7 @@ def install_release_archive(
     staging = releases.new_staging(resources, releases.new_version())
     try:
         archive = staging / "release.tar.gz"
-        log.info("bootstrap: downloading release archive %s", url)
+        log.info("bootstrap: downloading release archive %s", shown)
         _download(url, archive, max_bytes)
         unpacked = staging / "unpacked"
         unpacked.mkdir()
@@ -95,17 +114,17 @@ def install_release_archive(
             with tarfile.open(archive, "r:*") as tar:
                 tar.extractall(unpacked, filter="data")
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise BootstrapError(f"{url}: not a readable tar archive ({exc})") from None
+            raise BootstrapError(f"{shown}: not a readable tar archive ({exc})") from None
         archive.unlink()
         manifests = sorted(unpacked.rglob(MANIFEST_FILE), key=lambda p: len(p.parts))
         if manifests:
             bundle_dir = manifests[0].parent
         else:
-            bundle_dir = _convert_legacy(settings, url, unpacked, staging / "converted", store)
+            bundle_dir = _convert_legacy(settings, shown, unpacked, staging / "converted", store)
         try:
             bundle = Bundle.open(bundle_dir, expected_params=PROFILES[settings.recognition_profile])
         except BundleError as exc:
-            raise BootstrapError(f"{url}: {exc}") from None
+            raise BootstrapError(f"{shown}: {exc}") from None
         version = bundle.version
         bundle.close()
         if (releases.releases_dir(resources) / version).exists():
@@ -115,7 +134,7 @@ def install_release_archive(
         if not lock.still_held():
             raise BootstrapError("lost the update lock; not promoting")
         releases.promote(resources, release)
-        log.info("bootstrap: promoted release %s from %s", version, url)
+        log.info("bootstrap: promoted release %s from %s", version, shown)
         return release
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -125,6 +144,7 @@ def install_release_archive(
 def _convert_legacy(
     settings: Settings, url: str, unpacked: Path, out: Path, store: CatalogStore | None
 ) -> Path:
+    """`url` is the masked URL, for messages only."""
     from app.pipeline.legacy_import import (
         ID_MAP_FILE,
         LegacyImportError,
