@@ -39,8 +39,9 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     """Build the application.
 
     `config` is a ready `Settings`, or a mapping of environment-style overrides
-    (`{"RESOURCES_DIR": "/tmp/x"}`) laid over the process environment, or None to read the
-    environment (and `.env`). A bad value raises `SettingsError` naming the variable.
+    (`{"RESOURCES_DIR": "/tmp/x"}`) laid over the process environment (`.env` is not read:
+    a developer's file must not change what tests mean), or None to read the environment and
+    `.env`. A bad value raises `SettingsError` naming the variable.
     """
     from app import api, catalog, cli
     from app.runtime import http_logging, lifecycle, logging_setup
@@ -48,7 +49,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     if isinstance(config, Settings):
         settings = config
     else:
-        load_dotenv(override=False)
+        if config is None:  # the real start-up; overrides (tests, tools) must not read .env
+            load_dotenv(override=False)
         environ = dict(os.environ)
         environ.update({key.upper(): str(value) for key, value in (config or {}).items()})
         settings = Settings.from_env(environ)

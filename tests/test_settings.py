@@ -115,3 +115,25 @@ def test_start_up_with_bad_port_prints_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == ["configuration error: PORT must be an integer, got 'abc'"]
+
+
+def test_a_developers_dotenv_does_not_leak_into_apps_made_with_overrides(
+    base_config: dict[str, str],
+) -> None:
+    """create_app(overrides) - what every test does - must not read the repository's .env
+    (a developer's INFER_API_TOKENS or POSTGRES_HOST there would change what tests mean)."""
+    import os
+
+    dotenv = Path(__file__).resolve().parent.parent / ".env"
+    if dotenv.exists():
+        pytest.skip("a real .env is present: not overwriting it (CI's fresh clone has none)")
+    dotenv.write_text("INFER_API_TOKENS=leaked-token\nPOSTGRES_HOST=db.invalid\n")
+    try:
+        app = create_app(base_config)
+        settings = app.config["SETTINGS"]
+        assert settings.infer_api_tokens == ()
+        assert not settings.uses_postgres
+    finally:
+        dotenv.unlink()
+        for name in ("INFER_API_TOKENS", "POSTGRES_HOST"):
+            os.environ.pop(name, None)
