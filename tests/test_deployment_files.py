@@ -596,3 +596,18 @@ def test_log_file_path_takes_the_replica_hostname(tmp_path: Path) -> None:
         assert "hello from this replica" in written.read_text()
     finally:
         configure_logging("INFO", "")
+
+
+def test_resources_folder_is_kept_with_its_readme_only() -> None:
+    """The design's top-level resources/ exists in a clone; bundles in it are not committed."""
+    import subprocess
+
+    assert (ROOT / "resources" / "README.md").is_file()
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "resources/run", "resources/releases/x/faiss_ivf.index"],
+        cwd=ROOT, check=False,
+    )
+    assert ignored.returncode == 0
+    kept = subprocess.run(["git", "check-ignore", "-q", "resources/README.md"], cwd=ROOT,
+                          check=False)
+    assert kept.returncode == 1
