@@ -112,12 +112,21 @@ def _pg_connect(dbname: str) -> Any:
     )
 
 
+def _missing_service(reason: str) -> None:
+    """Skip on a developer's machine without the servers; fail where they are required
+    (CI exports TEST_REQUIRE_SERVICES=1: a suite that silently skipped the PostgreSQL and
+    Redis halves would pass without testing them)."""
+    if os.environ.get("TEST_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (TEST_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> dict[str, Any]:
     try:
         _pg_connect("postgres").close()
     except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}: {exc}".strip())
+        _missing_service(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}: {exc}".strip())
     return {"host": PG_HOST, "port": PG_PORT, "user": PG_USER, "password": PG_PASSWORD}
 
 
@@ -147,7 +156,7 @@ def redis_client() -> Iterator[Any]:
     try:
         client.ping()
     except redis.RedisError as exc:
-        pytest.skip(f"Redis not reachable on {REDIS_HOST}:{REDIS_PORT}: {exc}")
+        _missing_service(f"Redis not reachable on {REDIS_HOST}:{REDIS_PORT}: {exc}")
     prefix = f"mtgscan-test:{uuid.uuid4().hex[:8]}:"
     client.test_prefix = prefix  # type: ignore[attr-defined]
     yield client

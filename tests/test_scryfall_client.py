@@ -17,7 +17,7 @@ from app.pipeline.images import (
     MissingImage,
     bounded_map,
 )
-from app.pipeline.scryfall import BulkItem, ScryfallClient, ScryfallError, verify_download
+from app.pipeline.scryfall import ScryfallClient, ScryfallError, verify_download
 from app.recognition.params import DEFAULT
 from tests.fake_scryfall import FakeScryfall
 
@@ -176,10 +176,6 @@ def test_download_is_not_rate_limited_as_an_api_call(fake: FakeScryfall, tmp_pat
     calls = client.api_calls
     client.download_bulk(item, tmp_path)
     assert client.api_calls == calls
-
-
-def test_bulk_item_dataclass_for_local() -> None:
-    assert BulkItem("x", "t", "u", "jsonl").size is None
 
 
 # -- images --------------------------------------------------------------------------------

@@ -137,3 +137,25 @@ def test_a_developers_dotenv_does_not_leak_into_apps_made_with_overrides(
         dotenv.unlink()
         for name in ("INFER_API_TOKENS", "POSTGRES_HOST"):
             os.environ.pop(name, None)
+
+
+def test_ci_fails_instead_of_skipping_when_a_service_is_missing(tmp_path: Path) -> None:
+    """Under TEST_REQUIRE_SERVICES=1 (CI) an unreachable PostgreSQL fails the PostgreSQL
+    tests; without it (a developer's machine) they are skipped with the reason."""
+    import os
+
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("def test_needs_postgres(pg_database):\n    pass\n")
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "TEST_POSTGRES_PORT": "1", "PYTHONPATH": str(root)}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "--rootdir", str(root), "-c", str(root / "pyproject.toml"),
+               "--confcutdir", str(root / "tests"), "-p", "tests.conftest", str(probe)]
+    required = subprocess.run(command, env={**env, "TEST_REQUIRE_SERVICES": "1"},
+                              capture_output=True, text=True, timeout=120, cwd=root)
+    assert required.returncode != 0 and "1 error" in required.stdout, required.stdout
+    assert "TEST_REQUIRE_SERVICES=1" in required.stdout
+    optional = subprocess.run(command, env={k: v for k, v in env.items()
+                                            if k != "TEST_REQUIRE_SERVICES"},
+                              capture_output=True, text=True, timeout=120, cwd=root)
+    assert optional.returncode == 0 and "1 skipped" in optional.stdout, optional.stdout
