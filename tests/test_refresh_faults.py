@@ -409,10 +409,36 @@ def test_signed_bundle_urls_are_masked_in_errors(tmp_path: Path) -> None:
     with socket.socket() as sock:  # a loopback port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    url = f"http://user:pa55word@127.0.0.1:{port}/release.tar.gz?token=s3cr3t"
+    url = f"https://user:pa55word@127.0.0.1:{port}/release.tar.gz?token=s3cr3t"
     settings = Settings(resources_dir=tmp_path / "res", scryfall_data_dir=tmp_path / "data")
     with pytest.raises(BootstrapError) as caught:
         install_release_archive(settings, url)
     message = str(caught.value)
     assert "s3cr3t" not in message and "pa55word" not in message and "user" not in message
     assert f"127.0.0.1:{port}/release.tar.gz?***" in message
+
+
+def test_archives_need_a_digest_over_plain_http_and_a_bounded_size(
+    tmp_path: Path, synthetic_bundles: dict[str, Path]
+) -> None:
+    import hashlib
+
+    from app.pipeline.bootstrap import BootstrapError, install_release_archive, make_release_archive
+
+    archive = make_release_archive(synthetic_bundles["A"], tmp_path / "release.tar.gz")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    settings = Settings(resources_dir=tmp_path / "res", scryfall_data_dir=tmp_path / "data")
+    # plain http without a digest: refused before any byte is fetched
+    with pytest.raises(BootstrapError, match="plain http"):
+        install_release_archive(settings, "http://127.0.0.1:9/release.tar.gz")
+    with pytest.raises(BootstrapError, match="sha256=<64"):
+        install_release_archive(settings, f"file://{archive}#sha256=abc")
+    wrong = "0" * 64
+    with pytest.raises(BootstrapError, match="is not the"):
+        install_release_archive(settings, f"file://{archive}#sha256={wrong}")
+    with pytest.raises(BootstrapError, match="byte cap"):
+        install_release_archive(settings, f"file://{archive}#sha256={digest}",
+                                max_unpacked_bytes=1000)
+    assert releases.current_release(settings.resources_dir) is None
+    release = install_release_archive(settings, f"file://{archive}#sha256={digest}")
+    assert releases.current_release(settings.resources_dir) == release.resolve()

@@ -82,22 +82,42 @@ def _download(url: str, dest: Path, max_bytes: int) -> None:
         raise BootstrapError(f"GET {mask_url(url)}: {type(exc).__name__}") from None
 
 
+def expected_sha256(url: str) -> str | None:
+    """The archive digest given with the URL as `#sha256=<64 hex>` (a fragment: never sent)."""
+    fragment = urlsplit(url).fragment
+    if not fragment:
+        return None
+    key, _, value = fragment.partition("=")
+    if key != "sha256" or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise BootstrapError("RESOURCE_BUNDLE_URL fragment must be #sha256=<64 lowercase hex>")
+    return value
+
+
 def install_release_archive(
     settings: Settings,
     url: str,
     max_bytes: int = 64 * 1024**3,
     *,
     store: CatalogStore | None = None,
+    max_unpacked_bytes: int = 64 * 1024**3,
 ) -> Path:
     """Download, unpack, verify and promote a release archive; return the release path.
+
+    Over plain http the archive could be swapped on the way: it is refused unless the URL
+    carries its digest (`#sha256=...`), which is then checked (over https too, when given).
+    The unpacked size is capped before anything is written.
 
     An archive of a release in the older layout (no manifest; see legacy_import) is converted
     to the current layout first, with card fields and reference images (for thumbnails) from
     the catalogue `store` when it has them."""
-    from app.recognition.bundle import MANIFEST_FILE, Bundle, BundleError
+    from app.recognition.bundle import MANIFEST_FILE, Bundle, BundleError, sha256_file
     from app.recognition.params import PROFILES
 
     shown = mask_url(url)  # signed URLs carry tokens: never in errors, /readyz or logs
+    digest = expected_sha256(url)
+    if urlsplit(url).scheme == "http" and digest is None:
+        raise BootstrapError(f"{shown}: plain http needs the archive's digest in the URL "
+                             "(#sha256=<hex>), or use https")
     resources = settings.resources_dir
     lock = make_update_lock(settings)
     if not lock.acquire():
@@ -107,11 +127,19 @@ def install_release_archive(
     try:
         archive = staging / "release.tar.gz"
         log.info("bootstrap: downloading release archive %s", shown)
-        _download(url, archive, max_bytes)
+        _download(url.partition("#")[0], archive, max_bytes)
+        if digest is not None:
+            got = sha256_file(archive)
+            if got != digest:
+                raise BootstrapError(f"{shown}: sha256 {got} is not the {digest} given")
         unpacked = staging / "unpacked"
         unpacked.mkdir()
         try:
             with tarfile.open(archive, "r:*") as tar:
+                size = sum(member.size for member in tar.getmembers())
+                if size > max_unpacked_bytes:
+                    raise BootstrapError(f"{shown}: unpacks to {size} bytes, over the "
+                                         f"{max_unpacked_bytes} byte cap")
                 tar.extractall(unpacked, filter="data")
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise BootstrapError(f"{shown}: not a readable tar archive ({exc})") from None
