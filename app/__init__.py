@@ -44,7 +44,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     `.env`. A bad value raises `SettingsError` naming the variable.
     """
     from app import api, catalog, cli
-    from app.runtime import http_logging, lifecycle, logging_setup
+    from app import startup as lifecycle
+    from app.runtime import http_logging, logging_setup
 
     if isinstance(config, Settings):
         settings = config

@@ -16,7 +16,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from app.pipeline import releases
-from app.runtime.locks import make_update_lock
+from app.pipeline.locks import make_update_lock
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 import pytest
 
+from app import startup as lifecycle
 from app.pipeline.bootstrap import make_release_archive
 from app.pipeline.legacy_import import (
     LegacyImportError,
@@ -28,7 +29,6 @@ from app.recognition.bundle import Bundle
 from app.recognition.features import extract_features, rootsift
 from app.recognition.matcher import recognize
 from app.recognition.params import DEFAULT, LEGACY, FeatureParams
-from app.runtime import lifecycle
 from tests import conftest
 from tests.synthetic import make_card, photograph
 

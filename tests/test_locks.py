@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from app.runtime.locks import FileLock, RedisUpdateLock, make_update_lock
+from app.pipeline.locks import FileLock, RedisUpdateLock, make_update_lock
 from app.settings import Settings
 
 
@@ -29,7 +29,7 @@ def test_file_lock_excludes_another_process(tmp_path: Path) -> None:
     lock = FileLock(tmp_path / "lock")
     assert lock.acquire()
     code = (
-        "import sys; from pathlib import Path; from app.runtime.locks import FileLock; "
+        "import sys; from pathlib import Path; from app.pipeline.locks import FileLock; "
         f"sys.exit(0 if FileLock(Path({str(tmp_path / 'lock')!r})).acquire() else 7)"
     )
     held = subprocess.run([sys.executable, "-c", code], timeout=60, check=False)
@@ -41,7 +41,7 @@ def test_file_lock_excludes_another_process(tmp_path: Path) -> None:
 
 def test_file_lock_is_released_when_the_holder_dies(tmp_path: Path) -> None:
     code = (
-        "import os; from pathlib import Path; from app.runtime.locks import FileLock; "
+        "import os; from pathlib import Path; from app.pipeline.locks import FileLock; "
         f"assert FileLock(Path({str(tmp_path / 'lock')!r})).acquire(); os._exit(0)"
     )
     subprocess.run([sys.executable, "-c", code], timeout=60, check=True)

@@ -30,8 +30,8 @@ import pytest
 
 from app.catalog import make_store
 from app.pipeline import releases
+from app.pipeline.locks import UPDATE_LOCK_NAME, FileLock, UpdateLock
 from app.pipeline.refresh import RefreshResult, perturb, run_refresh
-from app.runtime.locks import UPDATE_LOCK_NAME, FileLock, UpdateLock
 from app.settings import Settings
 from tests import conftest
 from tests.fake_scryfall import FAST_REFRESH, FakeScryfall, card_image, encode_jpeg
@@ -70,7 +70,7 @@ CHILD = textwrap.dedent(
     lock = None
     if cfg.get("redis_name"):
         import redis
-        from app.runtime.locks import RedisUpdateLock
+        from app.pipeline.locks import RedisUpdateLock
         client = redis.Redis(host=cfg["redis_host"], port=cfg["redis_port"], db=13)
         lock = RedisUpdateLock(client, name=cfg["redis_name"], ttl_seconds=cfg["ttl"])
     options = refresh.RefreshOptions(progress=False, api_interval=0, retry_backoff=0.01,
@@ -240,7 +240,7 @@ def test_kill_during_the_build_file_lock(world: World) -> None:
 
     # a server started on this deployment serves the previous release
     from app import create_app
-    from app.runtime import lifecycle
+    from app import startup as lifecycle
 
     app = create_app({"FLASK_ENV": "testing", "RESOURCES_DIR": str(world.resources),
                       "SCRYFALL_DATA_DIR": str(world.root / "data"),
@@ -289,7 +289,7 @@ def test_kill_between_storing_and_promoting_the_release(world: World) -> None:
 @pytest.mark.slow
 def test_kill_while_holding_the_redis_lease(world: World, redis_client: Any) -> None:
     """The dead holder's lease blocks the next run until its TTL (2 s) runs out."""
-    from app.runtime.locks import RedisUpdateLock
+    from app.pipeline.locks import RedisUpdateLock
 
     name = redis_client.test_prefix + UPDATE_LOCK_NAME
     proc, out = world.start_child(hang="validated", redis_name=name, ttl=2.0,

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from app import create_app
+from app import startup as lifecycle
 from app.pipeline.images import params_digest
 from app.recognition.params import DEFAULT
-from app.runtime import lifecycle
-from app.runtime.scheduler import JOB_ID, make_scheduler, should_schedule
+from app.scheduler import JOB_ID, make_scheduler, should_schedule
 from app.settings import Settings
 from tests import conftest
 from tests.fake_scryfall import FakeScryfall
@@ -39,7 +39,7 @@ RACER = textwrap.dedent(
     lock = None
     if cfg.get("redis_name"):
         import redis
-        from app.runtime.locks import RedisUpdateLock
+        from app.pipeline.locks import RedisUpdateLock
         client = redis.Redis(host=cfg["redis_host"], port=cfg["redis_port"], db=13)
         lock = RedisUpdateLock(client, name=cfg["redis_name"], ttl_seconds=10)
     options = RefreshOptions(progress=False, api_interval=0, retry_backoff=0.01)
@@ -144,8 +144,8 @@ def test_redis_down_skips_the_refresh_and_leaves_serving_alone(tmp_path: Path) -
     import redis
 
     from app.catalog import make_store
+    from app.pipeline.locks import RedisUpdateLock
     from app.pipeline.refresh import RefreshOptions, run_refresh
-    from app.runtime.locks import RedisUpdateLock
 
     resources = tmp_path / "resources"
     release = resources / "releases" / "20260101T000000Z-aaaa"

@@ -287,8 +287,8 @@ def test_perturbation_changes_the_image_but_keeps_it_recognisable() -> None:
 def test_bootstrap_installs_a_verified_release_archive(
     world: World, first: RefreshResult, tmp_path: Path
 ) -> None:
+    from app import startup as lifecycle
     from app.pipeline.bootstrap import BootstrapError, install_release_archive, make_release_archive
-    from app.runtime import lifecycle
 
     current = releases.current_release(world.settings.resources_dir)
     assert current is not None

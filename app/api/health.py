@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, jsonify, url_for
 from flask.typing import ResponseReturnValue
 
 from app.catalog import get_store
-from app.runtime.lifecycle import get_holder
+from app.runtime.model import get_holder
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)

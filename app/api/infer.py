@@ -15,7 +15,7 @@ from app.catalog import get_store
 from app.recognition.imageio import ImageError, decode
 from app.recognition.matcher import Candidate, recognize
 from app.runtime.admission import Admission, Overloaded
-from app.runtime.lifecycle import get_holder
+from app.runtime.model import get_holder
 from app.settings import Settings
 
 bp = Blueprint("infer", __name__)

@@ -23,7 +23,7 @@ import requests
 
 from app.catalog.store import CatalogStore
 from app.pipeline import releases
-from app.runtime.locks import make_update_lock
+from app.pipeline.locks import make_update_lock
 from app.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -43,10 +43,10 @@ from app.pipeline.images import (
     bounded_map,
     params_digest,
 )
+from app.pipeline.locks import UpdateLock, make_update_lock
 from app.pipeline.scryfall import BulkItem, ScryfallClient, ScryfallError
 from app.progress import Progress
 from app.recognition.params import PROFILES, FeatureParams
-from app.runtime.locks import UpdateLock, make_update_lock
 from app.settings import DEFAULT_EXCLUDED_LAYOUTS, Settings
 
 log = logging.getLogger(__name__)

@@ -193,3 +193,11 @@ class ModelHolder:
             slot.bundle.close()
         except Exception:  # closing must never take a request down with it
             log.exception("closing bundle %s failed", slot.bundle.version)
+
+
+def get_holder() -> ModelHolder:
+    """The serving app's model holder (in a request or app context)."""
+    from flask import current_app
+
+    holder: ModelHolder = current_app.extensions["model"]
+    return holder

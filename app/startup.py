@@ -1,4 +1,6 @@
-"""Start-up and background work of the serving process.
+"""Start-up and background work of the serving process (the wiring at the top: it starts the
+pipeline's bootstrap and the refresh schedule, so neither `runtime` nor `pipeline` imports the
+other).
 
 Start-up never waits on the network: `create_app` returns at once and `/healthz` answers,
 while a background thread migrates the catalogue, finds or prepares a bundle and loads it.
@@ -13,9 +15,9 @@ import sys
 import threading
 from pathlib import Path
 
-from flask import Flask, current_app
+from flask import Flask
 
-from app.runtime.locks import FileLock
+from app.pipeline.locks import FileLock
 from app.runtime.model import ModelHolder
 from app.runtime.watcher import BundleWatcher
 from app.settings import Settings
@@ -50,7 +52,7 @@ def init_app(app: Flask) -> None:
         app.extensions["watcher"] = watcher
     else:
         holder.set_status("unloaded", "PREPARE_ON_START is off; no bundle loaded")
-    from app.runtime import scheduler
+    from app import scheduler
 
     scheduler.init_app(app, is_cli=_is_cli_command())
 
@@ -63,7 +65,7 @@ def _is_cli_command() -> bool:
 
 def shutdown(app: Flask) -> None:
     """Stop background threads and release resources (tests, and a clean exit)."""
-    from app.runtime import scheduler
+    from app import scheduler
 
     scheduler.shutdown(app)
     watcher = app.extensions.get("watcher")
@@ -74,11 +76,6 @@ def shutdown(app: Flask) -> None:
         thread.join(timeout=30)
     app.extensions["model"].unload()
     app.extensions["catalog"].close()
-
-
-def get_holder() -> ModelHolder:
-    holder: ModelHolder = current_app.extensions["model"]
-    return holder
 
 
 def bootstrap_lock(settings: Settings) -> FileLock:
