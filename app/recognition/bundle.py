@@ -19,9 +19,9 @@ the manifest last):
                         number, image key, ...) or `null` for a slot whose printing is gone.
 - `manifest.json`       format version, release version, parameters, counts, sha256 per file.
 
-Serving maps the index (IO_FLAG_MMAP: shared through the page cache by every process on the
-host) and reads the id map as one bytes buffer, parsing an entry only when it is answered;
-per-card data are read for the few candidates that are verified.
+Serving opens the index with IO_FLAG_MMAP (FAISS 1.15 maps array inverted lists only; fast-scan
+lists are read into the process) and reads the id map as one bytes buffer, parsing an entry
+only when it is answered; per-card data are read for the few candidates that are verified.
 """
 
 from __future__ import annotations
