@@ -625,7 +625,7 @@ def _build_full(
         timings["train"] = time.perf_counter() - clock
         clock = time.perf_counter()
         log.info("build: index %s trained in %.0f s; stop-word sample next",
-                 _factory(int(index.nlist), params), time.perf_counter() - clock)
+                 _factory(int(index.nlist), params), timings["train"])
         scratch = _scratch(index, spool, params, seed, progress)
         if scratch is not None:
             _write_index(scratch, out_dir / STOPWORDS_FILE)
