@@ -190,6 +190,7 @@ class Settings:
     max_concurrent_infer: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     infer_queue_timeout: float = 2.0
     infer_time_budget_ms: int = 1500
+    infer_multi_time_budget_ms: int = 5000
     recognition_profile: str = "default"
     recognition_threads: int = 1
 
@@ -258,6 +259,7 @@ class Settings:
             "max_concurrent_infer": _int("MAX_CONCURRENT_INFER", 1, 256),
             "infer_queue_timeout": _float("INFER_QUEUE_TIMEOUT", 0.0, 60.0),
             "infer_time_budget_ms": _int("INFER_TIME_BUDGET_MS", 100, 600_000),
+            "infer_multi_time_budget_ms": _int("INFER_MULTI_TIME_BUDGET_MS", 100, 600_000),
             "recognition_profile": _text,
             "recognition_threads": _int("RECOGNITION_THREADS", 1, 64),
         }

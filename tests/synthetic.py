@@ -4,7 +4,8 @@ Every card shares ONE frame (border texture, name bar, mana symbols, type line, 
 symbol) -- the very thing that makes real cards hard to tell apart -- and differs only by its
 name text, its rules text and its art (random shapes, blobs and strokes seeded per card).
 `photograph` puts a card into a scene: perspective, rotation (also upside down), scale, blur,
-glare, sensor noise and JPEG compression, and returns where the card's corners went.
+glare, sensor noise and JPEG compression, and returns where the card's corners went; `table`
+lays several cards on one table. `make_reprint` makes other printings of a card's art.
 """
 
 from __future__ import annotations
@@ -76,10 +77,10 @@ def _art(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     return art
 
 
-def make_card(seed: int) -> np.ndarray:
-    """A 488x680 BGR card: the shared frame plus this seed's name, text and art."""
+def make_card(seed: int, frame: np.ndarray | None = None) -> np.ndarray:
+    """A 488x680 BGR card: the shared frame (or `frame`) plus this seed's name, text, art."""
     rng = np.random.default_rng(seed)
-    card = _FRAME.copy()
+    card = (_FRAME if frame is None else frame).copy()
     x0, y0, x1, y1 = (int(v * s) for v, s in zip(ART_BOX, (CARD_W, CARD_H, CARD_W, CARD_H),
                                                   strict=True))
     card[y0:y1, x0:x1] = _art(rng, x1 - x0, y1 - y0)
@@ -90,6 +91,38 @@ def make_card(seed: int) -> np.ndarray:
     for line in range(6):
         cv2.putText(card, _words(rng, 4), (int(0.09 * CARD_W), int((0.69 + 0.04 * line) * CARD_H)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
+    return card
+
+
+def _other_frame() -> np.ndarray:
+    """Another frame, as a reprint in a later set has: white border, other colours, the
+    name bar and text box laid out differently."""
+    card = _frame()
+    cv2.rectangle(card, (0, 0), (CARD_W - 1, CARD_H - 1), (235, 235, 235), 22)
+    cv2.rectangle(card, (int(0.05 * CARD_W), int(0.03 * CARD_H)),
+                  (int(0.95 * CARD_W), int(0.10 * CARD_H)), (120, 60, 40), -1)
+    cv2.rectangle(card, (int(0.07 * CARD_W), int(0.64 * CARD_H)),
+                  (int(0.93 * CARD_W), int(0.92 * CARD_H)), (170, 200, 225), -1)
+    return card
+
+
+def make_reprint(seed: int, kind: str) -> np.ndarray:
+    """Another printing of card `seed`'s art. "frame": the same art and text in another
+    frame. "footer": the same card but for the set symbol and the collector line (what a
+    reprint in another set looks like; a photo can hardly tell the two apart)."""
+    if kind == "frame":
+        return make_card(seed, _other_frame())
+    if kind != "footer":
+        raise ValueError(f"unknown reprint kind {kind!r}")
+    card = make_card(seed)
+    x0, y0 = int(0.84 * CARD_W), int(0.575 * CARD_H)
+    card[y0 : int(0.625 * CARD_H), x0 : int(0.925 * CARD_W)] = (200, 210, 215)
+    cv2.circle(card, (int(0.88 * CARD_W), int(0.60 * CARD_H)), 9, (20, 20, 140), -1)
+    card[int(0.935 * CARD_H) : int(0.975 * CARD_H), int(0.05 * CARD_W) : int(0.6 * CARD_W)] = (
+        card[int(0.94 * CARD_H), int(0.03 * CARD_W)]
+    )
+    cv2.putText(card, "087/301 U  RPT - EN", (int(0.06 * CARD_W), int(0.96 * CARD_H)),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 230, 230), 1, cv2.LINE_AA)
     return card
 
 
@@ -153,3 +186,40 @@ def photograph(
     decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
     assert decoded is not None
     return np.asarray(decoded, dtype=np.uint8), corners
+
+
+def table(
+    cards: list[tuple[np.ndarray, float, float, float, float]],
+    *,
+    seed: int = 0,
+    size: tuple[int, int] = (2400, 1800),
+    jpeg_quality: int = 90,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Several cards on one table: each is (card image, centre x, centre y as fractions of
+    the photo, card height as a fraction of the photo height, rotation in degrees), laid in
+    order (a later card covers an earlier one where they overlap). Returns the photo and each
+    card's corners (TL, TR, BR, BL) in it."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    photo = _background(rng, width, height)
+    placed = []
+    for card, cx, cy, card_height, rotation in cards:
+        h, w = card.shape[:2]
+        scale = card_height * height / h
+        local = (np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64) - [w / 2, h / 2]) * scale
+        local += rng.uniform(-0.04, 0.04, (4, 2)) * [w * scale, h * scale]
+        theta = np.deg2rad(rotation)
+        rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+        corners = (local @ rot.T + [cx * width, cy * height]).astype(np.float32)
+        src = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+        matrix = cv2.getPerspectiveTransform(src, corners)
+        warped = cv2.warpPerspective(card, matrix, size, flags=cv2.INTER_AREA)
+        mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), matrix, size)
+        photo[mask > 127] = warped[mask > 127]
+        placed.append(corners)
+    photo = np.clip(photo + rng.normal(0, 3, photo.shape), 0, 255).astype(np.uint8)
+    ok, encoded = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    assert ok
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+    assert decoded is not None
+    return np.asarray(decoded, dtype=np.uint8), placed

@@ -13,7 +13,8 @@ from app.api.auth import require_token
 from app.api.errors import error_response
 from app.catalog import get_store
 from app.recognition.imageio import ImageError, decode
-from app.recognition.matcher import Candidate, recognize
+from app.recognition.matcher import Candidate, Recognition, recognize
+from app.recognition.scene import recognize_all
 from app.runtime.admission import Admission, Overloaded
 from app.runtime.model import get_holder
 from app.settings import Settings
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_FIELDS = ("roi_image", "image")
 NO_MATCH = "No matching card found."
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off", "")
 
 
 def init_app(app: Flask) -> None:
@@ -43,10 +46,27 @@ def _admission() -> Admission:
     return admission
 
 
-def _query_side(settings: Settings) -> int:
+def _query_side(settings: Settings, multi: bool) -> int:
+    """The longest side a photo is decoded at: a scene of several cards needs more."""
     from app.recognition.params import PROFILES
 
-    return PROFILES[settings.recognition_profile].query_max_side
+    params = PROFILES[settings.recognition_profile]
+    return params.multi_max_side if multi else params.query_max_side
+
+
+def _multi_flag() -> bool | ResponseReturnValue:
+    """`multi` from the form or the query string (true/false, 1/0, yes/no, on/off)."""
+    raw = request.form.get("multi") if request.mimetype == "multipart/form-data" else None
+    if raw is None:
+        raw = request.args.get("multi")
+    if raw is None:
+        return False
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return error_response(400, f"multi must be true or false, got {raw[:40]!r}.")
 
 
 def _read_upload() -> bytes | ResponseReturnValue:
@@ -127,7 +147,33 @@ def _alternative(candidate: Candidate) -> dict[str, Any]:
         "confidence": round(float(candidate.confidence), 4),
         "inliers": int(candidate.inliers),
         "score": round(float(candidate.score), 4),
+        "same_art": bool(candidate.same_art),
     }
+
+
+def _records(ids: list[str]) -> tuple[dict[str, dict[str, Any]], bool]:
+    """Catalogue records of the answered printings, and whether the catalogue answered."""
+    try:
+        return get_store().get_cards(ids), True
+    except Exception as exc:  # the bundle alone can still answer
+        log.warning("catalogue unavailable, answering from the bundle: %s", exc)
+        return {}, False
+
+
+def _answer(result: Recognition, record: dict[str, Any] | None) -> dict[str, Any]:
+    """One recognised card as the API shows it (the single answer, or one of `cards`)."""
+    assert result.match is not None
+    card = result.match.card
+    body = _card_fields(card, record)
+    body.update(
+        face=card.get("face", 0),
+        confidence=round(float(result.match.confidence), 4),
+        ambiguous_printing=result.ambiguous_printing,
+        inliers=int(result.match.inliers),
+        alternatives=[_alternative(c) for c in result.alternatives],
+        quad=result.quad,
+    )
+    return body
 
 
 @bp.post("/infer")
@@ -142,6 +188,22 @@ def infer() -> ResponseReturnValue:
       accepted) or as a raw `image/*` body. JPEG (incl. CMYK and EXIF-rotated), PNG (incl.
       16-bit and alpha), WebP, BMP and TIFF are decoded. The answer is the best printing with a
       calibrated `confidence`, or 404 when no printing clears the decision rule.
+
+
+      **Printings that share the art.** When several printings of the card share its art,
+      they are compared where their references differ (frame, border, set symbol,
+      collector line). When the photo cannot separate them -- typically printings that
+      differ only by set symbol and collector number -- the answer is the most likely one
+      with `ambiguous_printing: true`, and the other candidate printings come first in
+      `alternatives` (`same_art: true`) with their own confidences; `confidence` is then the
+      probability of this exact printing (the card itself is certain).
+
+
+      **Several cards** (`multi=true`, as a form field or in the query string): every
+      catalogued card in the photo, each once, strongest first, as
+      `{"cards": [...], "count": n}`; each item has the single answer's fields, with its
+      `quad`. Send the whole photo (up to 20 cards; `INFER_MULTI_TIME_BUDGET_MS` bounds the
+      search). 404 when there is none.
     consumes: [multipart/form-data, image/jpeg, image/png, image/webp, image/bmp, image/tiff]
     produces: [application/json]
     security: [{bearer: []}]
@@ -156,9 +218,21 @@ def infer() -> ResponseReturnValue:
         type: file
         required: false
         description: The photo, alternative field name.
+      - name: multi
+        in: formData
+        type: boolean
+        required: false
+        default: false
+        description: Find every card in the photo (answer `MultiRecognition`).
+      - name: multi
+        in: query
+        type: boolean
+        required: false
+        default: false
+        description: Same as the form field, for raw image bodies.
     responses:
       200:
-        description: The recognised printing.
+        description: The recognised printing (with `multi=true`, a `MultiRecognition`).
         schema: {$ref: '#/definitions/Recognition'}
         examples:
           application/json:
@@ -172,17 +246,19 @@ def infer() -> ResponseReturnValue:
             collector_number: "194"
             face: 0
             confidence: 0.97
+            ambiguous_printing: false
             inliers: 143
             alternatives:
               - {card_id: 0c6148f7-01cb-4789-87a6-53d741f44ec2, name: Overlord of the
-                 Hauntwoods, set: dsk, collector_number: "383", face: 0, confidence: 0.21,
-                 inliers: 40, score: 0.3}
+                 Hauntwoods, set: dsk, collector_number: "383", face: 0, confidence: 0.0,
+                 inliers: 0, score: 1.21, same_art: true}
             quad: [[412.0, 388.5], [1630.2, 402.1], [1601.7, 2110.0], [395.3, 2096.4]]
             index_version: 20261126T020000000000Z-3fa1b2c4
             metadata: complete
             timings_ms: {decode: 31.2, recognize: 120.4, total: 155.0}
       400:
-        description: No image, an empty or undecodable image, or an image too small to read.
+        description: No image, an empty or undecodable image, an image too small to read, or
+          a `multi` value that is not true/false.
         schema: {$ref: '#/definitions/Error'}
         examples:
           application/json: {error: "No image: send the photo in the multipart field 'roi_image'
@@ -226,9 +302,38 @@ def infer() -> ResponseReturnValue:
           confidence: {type: number}
           inliers: {type: integer}
           score: {type: number}
-      Recognition:
+          same_art:
+            type: boolean
+            description: Another printing of the answer's art (true) or another card.
+      MultiRecognition:
         type: object
-        required: [predicted_card_id, predicted_card_name, confidence, index_version]
+        required: [cards, count, index_version]
+        properties:
+          cards:
+            type: array
+            description: Every card found, strongest first, each with its quad.
+            items: {$ref: '#/definitions/Card'}
+          count: {type: integer}
+          index_version: {type: string}
+          metadata: {type: string, enum: [complete, partial]}
+          timings_ms: {type: object, additionalProperties: {type: number}}
+      Recognition:
+        description: One card (the Card fields) and the bundle that recognised it.
+        allOf:
+          - {$ref: '#/definitions/Card'}
+          - type: object
+            required: [index_version]
+            properties:
+              index_version: {type: string}
+              metadata:
+                type: string
+                enum: [complete, partial]
+                description: partial when the catalogue database did not answer; card
+                  fields then come from the bundle alone.
+              timings_ms: {type: object, additionalProperties: {type: number}}
+      Card:
+        type: object
+        required: [predicted_card_id, predicted_card_name, confidence, ambiguous_printing]
         properties:
           predicted_card_id: {type: string, description: Scryfall id of the printing.}
           predicted_card_name: {type: string}
@@ -244,11 +349,17 @@ def infer() -> ResponseReturnValue:
             type: number
             description: >
               0-1, calibrated on real photos: among answers with confidence >= c, about a
-              fraction c is right.
+              fraction c is right. With `ambiguous_printing`, the probability of this exact
+              printing (the card is certain).
+          ambiguous_printing:
+            type: boolean
+            description: The photo shows this card but cannot tell which of the printings
+              sharing its art it is (e.g. they differ only by set symbol and collector
+              number); the other candidate printings lead `alternatives`.
           inliers: {type: integer, description: RANSAC inliers supporting the match.}
           alternatives:
             type: array
-            description: Next candidates; printings sharing the art come first.
+            description: Next candidates, best first; printings sharing the art come first.
             items: {$ref: '#/definitions/Alternative'}
           quad:
             type: array
@@ -256,22 +367,18 @@ def infer() -> ResponseReturnValue:
             description: The card's four corners in the query image (x, y), clockwise from
               its top-left.
             items: {type: array, items: {type: number}}
-          index_version: {type: string}
-          metadata:
-            type: string
-            enum: [complete, partial]
-            description: partial when the catalogue database did not answer; card fields then
-              come from the bundle alone.
-          timings_ms: {type: object, additionalProperties: {type: number}}
     """
     started = time.perf_counter()
     settings: Settings = current_app.config["SETTINGS"]
     upload = _read_upload()
     if not isinstance(upload, bytes):
         return upload
+    multi = _multi_flag()
+    if not isinstance(multi, bool):
+        return multi
     try:
         with _admission().slot():
-            return _recognise(upload, settings, started)
+            return _recognise(upload, settings, started, multi)
     except Overloaded as exc:
         log.warning("infer refused: %s", exc)
         response = jsonify(error="Busy: too many recognitions in flight; retry shortly.")
@@ -280,14 +387,16 @@ def infer() -> ResponseReturnValue:
         return response
 
 
-def _recognise(data: bytes, settings: Settings, started: float) -> ResponseReturnValue:
+def _recognise(
+    data: bytes, settings: Settings, started: float, multi: bool
+) -> ResponseReturnValue:
     # Decode first: a bad image is refused with its own 4xx even while no bundle is loaded.
     decode_start = time.perf_counter()
     try:
         # Huge JPEGs are decoded at 1/2..1/8 size straight away; recognition would shrink
         # them anyway, and a 12 MP photo decoded in full costs time and 200 MB of RAM.
         decoded = decode(
-            data, max_pixels=settings.max_image_pixels, max_side=_query_side(settings)
+            data, max_pixels=settings.max_image_pixels, max_side=_query_side(settings, multi)
         )
     except ImageError as exc:
         log.info("infer: image refused (%d): %s", exc.status, exc.message)
@@ -300,38 +409,35 @@ def _recognise(data: bytes, settings: Settings, started: float) -> ResponseRetur
             response.status_code = 503
             response.headers["Retry-After"] = "30"
             return response
-        result = recognize(
-            bundle,  # type: ignore[arg-type]
-            decoded.image,
-            quad_scale=float(decoded.reduction),
-            deadline=started + settings.infer_time_budget_ms / 1000,
-        )
+        if multi:
+            scene = recognize_all(
+                bundle,  # type: ignore[arg-type]
+                decoded.image,
+                quad_scale=float(decoded.reduction),
+                deadline=started + settings.infer_multi_time_budget_ms / 1000,
+            )
+            results, stage_ms = scene.cards, scene.timings_ms
+        else:
+            single = recognize(
+                bundle,  # type: ignore[arg-type]
+                decoded.image,
+                quad_scale=float(decoded.reduction),
+                deadline=started + settings.infer_time_budget_ms / 1000,
+            )
+            results = [single] if single.match is not None else []
+            stage_ms = single.timings_ms
         version = bundle.version
-    if result.match is None:
+    if not results:
         return error_response(404, NO_MATCH, index_version=version)
 
-    card = result.match.card
-    metadata = "complete"
-    record: dict[str, Any] | None = None
-    try:
-        record = get_store().get_cards([card["id"]]).get(card["id"])
-        if record is None:
-            metadata = "partial"
-    except Exception as exc:  # the bundle alone can still answer
-        log.warning("catalogue unavailable, answering from the bundle: %s", exc)
-        metadata = "partial"
-    body: dict[str, Any] = _card_fields(card, record)
+    ids = [r.match.card["id"] for r in results if r.match is not None]
+    records, answered = _records(ids)
+    answers = [_answer(r, records.get(card_id)) for r, card_id in zip(results, ids, strict=True)]
     timings = {"decode": round(decode_ms, 1)}
-    timings.update({key: round(value, 1) for key, value in result.timings_ms.items()})
+    timings.update({key: round(value, 1) for key, value in stage_ms.items()})
     timings["total"] = round((time.perf_counter() - started) * 1000, 1)
-    body.update(
-        face=card.get("face", 0),
-        confidence=round(float(result.match.confidence), 4),
-        inliers=int(result.match.inliers),
-        alternatives=[_alternative(c) for c in result.alternatives],
-        quad=result.quad,
-        index_version=version,
-        metadata=metadata,
-        timings_ms=timings,
-    )
-    return jsonify(body)
+    metadata = "complete" if answered and all(i in records for i in ids) else "partial"
+    extra = {"index_version": version, "metadata": metadata, "timings_ms": timings}
+    if multi:
+        return jsonify(cards=answers, count=len(answers), **extra)
+    return jsonify({**answers[0], **extra})

@@ -22,6 +22,7 @@ import numpy as np
 from app.recognition.bundle import Bundle
 from app.recognition.features import Features, extract_features, rootsift, target_size
 from app.recognition.params import FeatureParams
+from app.recognition.printing import View, printing_odds
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Candidate:
     art_corr: float = 0.0
     card_corr: float = 0.0
     same_art: bool = False  # shares the art of the best match (another printing of it)
+    ambiguous: bool = False  # the photo cannot tell this printing from the others of its art
 
 
 @dataclass
@@ -53,6 +55,12 @@ class Recognition:
     quad: list[list[float]] | None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def ambiguous_printing(self) -> bool:
+        """The card is certain, its printing is not: `alternatives` starts with the other
+        printings it may be (see printing.py)."""
+        return self.match is not None and self.match.ambiguous
+
 
 @dataclass
 class _Verified:
@@ -63,6 +71,7 @@ class _Verified:
     homography: np.ndarray  # reference feature coords -> query feature coords
     art_corr: float = 0.0
     card_corr: float = 0.0
+    view: View | None = None  # the photo warped onto this reference (photometric decision)
 
 
 # -- voting --------------------------------------------------------------------------------
@@ -194,9 +203,15 @@ def _ncc(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
 
 
 def photometric(
-    bundle: Bundle, cand: _Verified, pyramid: _Pyramid, params: FeatureParams
+    bundle: Bundle,
+    cand: _Verified,
+    pyramid: _Pyramid,
+    params: FeatureParams,
+    hidden: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """(art-box correlation, whole-card correlation) of the photo warped onto the reference."""
+    """(art-box correlation, whole-card correlation) of the photo warped onto the reference;
+    the warp is kept on `cand.view` for the printing decision. `hidden` (query-feature
+    sized, non-zero = covered by a card already found) is left out of the comparison."""
     thumb = bundle.thumbnail(cand.row)
     th, tw = thumb.shape
     rw, rh = bundle.ref_size[cand.row]
@@ -209,8 +224,14 @@ def photometric(
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     warped = cv2.warpPerspective(image, warp, (tw, th), flags=flags)
     valid = cv2.warpPerspective(np.full_like(image, 255), warp, (tw, th), flags=flags) == 255
+    if hidden is not None:
+        covered = cv2.warpPerspective(
+            hidden, to_query, (tw, th), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        )
+        valid &= covered == 0
     warped = cv2.GaussianBlur(warped, (0, 0), 1.0)
     ref = cv2.GaussianBlur(thumb, (0, 0), 1.0)
+    cand.view = View(warped.astype(np.float32), valid, ref.astype(np.float32))
     x0, y0, x1, y1 = params.art_box
     art = (slice(int(y0 * th), int(y1 * th)), slice(int(x0 * tw), int(x1 * tw)))
     art_corr = _ncc(warped[art], ref[art], valid[art])
@@ -233,15 +254,34 @@ def _same_art(a: _Verified, b: _Verified, bundle: Bundle) -> bool:
     return bool(ca.get("name") == cb.get("name"))
 
 
+def corners(v: _Verified, bundle: Bundle) -> np.ndarray:
+    """The candidate card's corners (TL, TR, BR, BL) in query-feature pixels."""
+    rw, rh = bundle.ref_size[v.row]
+    card = np.array([[0, 0], [rw, 0], [rw, rh], [0, rh]], np.float32)
+    return cv2.perspectiveTransform(card[None], v.homography)[0]
+
+
+def overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Shared area of two convex quads over the smaller one's area (0..1)."""
+    smaller = min(cv2.contourArea(a), cv2.contourArea(b))
+    if smaller <= 0:
+        return 0.0
+    shared, _ = cv2.intersectConvexConvex(a, b)
+    return float(shared) / smaller
+
+
 def decide(
     verified: list[_Verified], bundle: Bundle, params: FeatureParams
 ) -> tuple[Candidate | None, list[Candidate]]:
     """Pick the art, then the printing; confidence from art correlation and its margin.
 
-    confidence = logistic(slope * min(art - conf_center, art - rival - conf_margin)), where
-    `art` is the art-box correlation of the best art and `rival` that of the best candidate
-    of another art; then times logistic(printing_slope * gap) where `gap` is the whole-card
-    correlation lead of the chosen printing over the next printing of the same art.
+    Art confidence = logistic(slope * min(art - conf_center, art - rival - conf_margin)),
+    where `art` is the art-box correlation of the best art and `rival` that of the best
+    candidate of another art covering the same part of the photo (another card elsewhere in
+    the photo is not a rival). The answer is accepted on the art confidence. Printings of
+    that art are then weighed by `printing.printing_odds`; each candidate's confidence is
+    its art confidence times its printing probability, and when no printing is sure the
+    answer is flagged ambiguous rather than dropped.
     Measured on the eval set: right cards correlate 0.91-0.99, wrong ones at most 0.48.
     """
     if not verified:
@@ -252,37 +292,40 @@ def decide(
             _candidate(v, bundle, float(v.inliers), v.inliers / (v.inliers + params.min_inliers))
             for v in ranked
         ]
-    else:
-        top_art = max(verified, key=lambda v: v.art_corr)
-        group = [v for v in verified if v is top_art or _same_art(v, top_art, bundle)]
-        others = [v for v in verified if all(v is not g for g in group)]
-        group.sort(key=lambda v: -v.card_corr)
-        others.sort(key=lambda v: -(v.art_corr + v.card_corr))
-        rival = max((v.art_corr for v in others), default=0.0)
+        best = cands[0]
+        return (best, cands[1:]) if best.confidence >= params.accept else (None, cands)
 
-        def confidence(art: float, rival: float) -> float:
-            evidence = min(art - params.conf_center, art - rival - params.conf_margin)
-            return _logistic(params.conf_slope * evidence)
+    def confidence(art: float, rival: float) -> float:
+        evidence = min(art - params.conf_center, art - rival - params.conf_margin)
+        return _logistic(params.conf_slope * evidence)
 
-        cands = []
-        for v in group:
-            c = _candidate(v, bundle, v.art_corr + v.card_corr, confidence(v.art_corr, rival))
-            c.same_art = True
-            cands.append(c)
-        if len(group) > 1:  # the printing: whole-card correlation against the others
-            lead = group[0].card_corr - group[1].card_corr
-            cands[0].confidence = round(
-                cands[0].confidence * _logistic(params.printing_slope * lead), 4)
-            for c, v in zip(cands[1:], group[1:], strict=True):
-                behind = group[0].card_corr - v.card_corr
-                c.confidence = round(c.confidence * _logistic(-params.printing_slope * behind), 4)
-        for v in others:
-            cands.append(_candidate(v, bundle, v.art_corr + v.card_corr,
-                                    confidence(v.art_corr, top_art.art_corr)))
-    best = cands[0]
-    if best.confidence < params.accept:
-        return None, cands
-    return best, cands[1:]
+    top_art = max(verified, key=lambda v: v.art_corr)
+    group = [v for v in verified if v is top_art or _same_art(v, top_art, bundle)]
+    others = [v for v in verified if all(v is not g for g in group)]
+    where = corners(top_art, bundle)
+    rival = max(
+        (v.art_corr for v in others if overlap(corners(v, bundle), where) > 0.5), default=0.0
+    )
+    views = [v.view for v in group if v.view is not None]
+    assert len(views) == len(group), "photometric verification leaves a view on each"
+    odds = printing_odds(views, params)
+    likely = sorted(
+        range(len(group)), key=lambda i: (-odds.probabilities[i], -group[i].card_corr)
+    )
+    cands = []
+    for i in likely:
+        v = group[i]
+        c = _candidate(v, bundle, v.art_corr + v.card_corr,
+                       confidence(v.art_corr, rival) * odds.probabilities[i])
+        c.same_art = True
+        c.ambiguous = odds.ambiguous
+        cands.append(c)
+    accepted = confidence(group[likely[0]].art_corr, rival) >= params.accept
+    others.sort(key=lambda v: -(v.art_corr + v.card_corr))
+    for v in others:
+        cands.append(_candidate(v, bundle, v.art_corr + v.card_corr,
+                                confidence(v.art_corr, top_art.art_corr)))
+    return (cands[0], cands[1:]) if accepted else (None, cands)
 
 
 def _candidate(v: _Verified, bundle: Bundle, score: float, confidence: float) -> Candidate:
@@ -299,11 +342,11 @@ def _candidate(v: _Verified, bundle: Bundle, score: float, confidence: float) ->
     )
 
 
-def _quad(v: _Verified, bundle: Bundle, query: Features, quad_scale: float) -> list[list[float]]:
-    rw, rh = bundle.ref_size[v.row]
-    corners = np.array([[0, 0], [rw, 0], [rw, rh], [0, rh]], np.float32)
-    quad = cv2.perspectiveTransform(corners[None], v.homography)[0]
-    quad /= np.array(query.scale, np.float32)
+def card_quad(
+    v: _Verified, bundle: Bundle, query: Features, quad_scale: float
+) -> list[list[float]]:
+    """The card's corners in the uploaded image's pixels (the answer's `quad`)."""
+    quad = corners(v, bundle) / np.array(query.scale, np.float32)
     return [[round(float(x) * quad_scale, 1), round(float(y) * quad_scale, 1)] for x, y in quad]
 
 
@@ -315,6 +358,7 @@ def verify_candidates(
     dist: np.ndarray,
     ids: np.ndarray,
     params: FeatureParams,
+    hidden: np.ndarray | None = None,
 ) -> list[_Verified]:
     """Geometric (+ photometric) verification of candidates in vote order, stopping early:
     once a candidate's art clearly matches, much less voted candidates are skipped. Other
@@ -336,7 +380,9 @@ def verify_candidates(
             return
         result.votes = float(votes[row])
         if pyramid is not None:
-            result.art_corr, result.card_corr = photometric(bundle, result, pyramid, params)
+            result.art_corr, result.card_corr = photometric(
+                bundle, result, pyramid, params, hidden
+            )
             if result.art_corr >= params.early_stop_corr and (
                 leader is None or result.art_corr > leader.art_corr
             ):
@@ -437,6 +483,6 @@ def _recognize_once(
     quad = None
     if match is not None:
         chosen = next(v for v in verified if v.row == match.row)
-        quad = _quad(chosen, bundle, query, quad_scale)
+        quad = card_quad(chosen, bundle, query, quad_scale)
     lap("decide")
     return Recognition(match, alternatives[:8], quad)

@@ -75,8 +75,19 @@ class FeatureParams:
     conf_center: float = 0.65  # art correlation at which confidence is 0.5 ...
     conf_margin: float = 0.25  # ... margin over the best other card's art at which it is 0.5
     conf_slope: float = 15.0  # steepness of the logistic calibration (see matcher.decide)
-    printing_slope: float = 25.0  # same, for the whole-card correlation gap between printings
-    accept: float = 0.5  # minimum confidence of an answer
+    accept: float = 0.5  # minimum art confidence of an answer
+    # -- the printing among printings of one art (printing.py) ----------------------------
+    printing_diff: float = 0.8  # references "differ" at a pixel by this many deviations
+    printing_min_px: int = 150  # fewer differing thumbnail pixels: the photo cannot tell
+    printing_slope: float = 6.0  # evidence (-1..1) to log-odds of one printing over another
+    printing_sure: float = 0.8  # a lower best printing probability is `ambiguous_printing`
+
+    # -- several cards in one photo (scene.py) ---------------------------------------------
+    multi_max_side: int = 2400  # the photo is searched at more pixels than for one card ...
+    multi_pixels: int = 2_500_000  # ... so that a card a tenth of its width still has
+    multi_nfeatures: int = 6000  #     features enough
+    multi_max_cards: int = 20  # cards reported per photo at most
+    multi_misses: int = 2  # rounds in a row that find no card end the search
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""

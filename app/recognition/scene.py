@@ -1,0 +1,118 @@
+"""Every catalogued card in one photo (a table, a binder page): `POST /infer?multi=true`.
+
+The photo is searched once, at more pixels than for a single card, so that a card a tenth of
+the photo's width still has features. Then, round after round, the single-card decision runs
+on the query features not yet explained: the best verified card is reported, the features
+inside its outline stop voting (so its frame cannot make up a second card and it is not
+reported twice), and its area is left out of later photometric checks (a card lying on
+another hides part of it). Candidates of a round that verifies nothing are set aside; after
+`multi_misses` such rounds in a row, or `multi_max_cards` cards, or the time budget, it stops.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import cv2
+import numpy as np
+
+from app.recognition.bundle import Bundle
+from app.recognition.features import extract_features, rootsift
+from app.recognition.matcher import (
+    Recognition,
+    card_quad,
+    corners,
+    decide,
+    verify_candidates,
+    vote,
+)
+
+
+@dataclass
+class Scene:
+    """The cards found, strongest first (each a single-card `Recognition` with its quad)."""
+
+    cards: list[Recognition]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def _inside(points: np.ndarray, quad: np.ndarray, margin: float) -> np.ndarray:
+    """Which points lie inside a convex quad grown by `margin` (a fraction of its size)."""
+    centre = quad.mean(axis=0)
+    grown = centre + (quad - centre) * (1.0 + margin)
+    edges = np.roll(grown, -1, axis=0) - grown
+    rel = points[:, None, :] - grown[None, :, :]
+    cross = edges[None, :, 0] * rel[:, :, 1] - edges[None, :, 1] * rel[:, :, 0]
+    return np.all(cross >= 0, axis=1) | np.all(cross <= 0, axis=1)
+
+
+def recognize_all(
+    bundle: Bundle,
+    image_bgr: np.ndarray,
+    *,
+    quad_scale: float = 1.0,
+    deadline: float | None = None,
+    max_cards: int | None = None,
+) -> Scene:
+    """Find every catalogued card in a photo, each once. Thread-safe. `quad_scale` and
+    `deadline` as for `matcher.recognize`; `max_cards` defaults to `multi_max_cards`."""
+    params = bundle.params
+    limit = min(max_cards or params.multi_max_cards, params.multi_max_cards)
+    start = clock = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(timings.get(name, 0.0) + (now - clock) * 1000, 2)
+        clock = now
+
+    wide = replace(
+        params, query_max_side=params.multi_max_side, query_nfeatures=params.multi_nfeatures
+    )
+    query = extract_features(image_bgr, wide, role="query", max_pixels=params.multi_pixels)
+    descriptors = rootsift(query.descriptors)
+    lap("features")
+    cards: list[Recognition] = []
+    if len(descriptors) < params.min_inliers:
+        return Scene(cards, {**timings, "total": timings["features"]})
+    dist, ids = bundle.search(descriptors, params.knn)
+    lap("search")
+    active = np.ones(len(descriptors), bool)
+    hidden = np.zeros(query.gray.shape, np.uint8)  # areas of the cards already found
+    set_aside = np.zeros(bundle.slot_count, bool)
+    misses = rounds = 0
+    while len(cards) < limit and misses < params.multi_misses:
+        if deadline is not None and time.perf_counter() > deadline:
+            timings["budget_stop"] = 1
+            break
+        rounds += 1
+        masked = np.where(active[:, None], ids, -1)
+        votes = vote(bundle, dist, masked, params)
+        votes[set_aside] = 0
+        order = np.argsort(-votes, kind="stable")[: params.top_candidates]
+        order = order[votes[order] > 0]
+        if len(order) == 0:
+            break
+        verified = verify_candidates(
+            bundle, order, votes, query, dist, masked, params, hidden if cards else None
+        )
+        match, alternatives = decide(verified, bundle, params)
+        if match is None:
+            set_aside[order] = True
+            misses += 1
+            continue
+        misses = 0
+        chosen = next(v for v in verified if v.row == match.row)
+        outline = corners(chosen, bundle)
+        cards.append(Recognition(
+            match, alternatives[:8], card_quad(chosen, bundle, query, quad_scale)
+        ))
+        active &= ~_inside(query.keypoints, outline, 0.03)
+        cv2.fillConvexPoly(hidden, np.round(outline).astype(np.int32), 255)
+    lap("rounds")
+    timings["rounds_count"] = rounds
+    timings["total"] = round((time.perf_counter() - start) * 1000, 2)
+    cards.sort(key=lambda r: -(r.match.confidence if r.match else 0.0))
+    return Scene(cards, timings)

@@ -1,0 +1,163 @@
+"""Several cards in one photo, and the printing among printings that share the art.
+
+A real bundle of synthetic cards, two of which have reprints: card 100 in another frame
+(the photo can tell them apart) and card 101 with only its set symbol and collector line
+changed (it cannot: the answer must say so). Scenes lay several cards on a table, rotated,
+at different sizes, one partly covering another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.recognition.builder import ReferenceImage, build_bundle
+from app.recognition.bundle import Bundle
+from app.recognition.features import configure_threads
+from app.recognition.matcher import Recognition, recognize
+from app.recognition.params import PROFILES
+from app.recognition.scene import recognize_all
+from tests.synthetic import make_card, make_reprint, photograph, table
+
+PARAMS = PROFILES["default"]
+SEEDS = list(range(100, 118))
+FRAME_REPRINT = "card-100-frame"  # card 100's art in another frame
+FOOTER_REPRINT = "card-101-footer"  # card 101 with another set symbol and collector line
+
+
+def _ref(card_id: str, seed: int, load: object) -> ReferenceImage:
+    return ReferenceImage(
+        card_id=card_id,
+        face=0,
+        name=f"Card {seed}",
+        set="rpt" if card_id.endswith(("frame", "footer")) else "syn",
+        collector_number=card_id.rsplit("-", 1)[-1],
+        illustration_id=f"art-{seed}",
+        load=load,  # type: ignore[arg-type]
+    )
+
+
+def _image(card_id: str) -> np.ndarray:
+    if card_id == FRAME_REPRINT:
+        return make_reprint(100, "frame")
+    if card_id == FOOTER_REPRINT:
+        return make_reprint(101, "footer")
+    return make_card(int(card_id.split("-")[1]))
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
+    configure_threads(2)
+    out = tmp_path_factory.mktemp("printings") / "run"
+    refs = [_ref(f"card-{s}", s, lambda s=s: make_card(s)) for s in SEEDS]
+    refs.append(_ref(FRAME_REPRINT, 100, lambda: make_reprint(100, "frame")))
+    refs.append(_ref(FOOTER_REPRINT, 101, lambda: make_reprint(101, "footer")))
+    build_bundle(refs, out, PARAMS, progress=False, workers=2)
+    opened = Bundle.open(out, expected_params=PARAMS)
+    yield opened
+    opened.close()
+
+
+def _single(bundle: Bundle, card_id: str, seed: int = 3) -> Recognition:
+    photo, _ = photograph(_image(card_id), seed=seed, rotation=8.0, card_height=0.8)
+    return recognize(bundle, photo)
+
+
+def _ids(result: Recognition) -> list[str]:
+    assert result.match is not None
+    return [result.match.card["id"], *(c.card["id"] for c in result.alternatives)]
+
+
+# -- the printing --------------------------------------------------------------------------
+@pytest.mark.parametrize("card_id", ["card-100", FRAME_REPRINT])
+def test_a_reprint_in_another_frame_is_told_apart(bundle: Bundle, card_id: str) -> None:
+    result = _single(bundle, card_id)
+    assert result.match is not None and result.match.card["id"] == card_id
+    assert not result.ambiguous_printing
+    other = FRAME_REPRINT if card_id == "card-100" else "card-100"
+    rival = next(c for c in result.alternatives if c.card["id"] == other)
+    assert rival.same_art and rival.confidence < 0.1
+    assert result.match.confidence >= PARAMS.accept
+
+
+@pytest.mark.parametrize("card_id", ["card-101", FOOTER_REPRINT])
+def test_printings_differing_only_by_set_symbol_and_number_are_flagged(
+    bundle: Bundle, card_id: str
+) -> None:
+    """The photo cannot separate them: the answer says so, with both printings on top and
+    neither claimed with confidence."""
+    result = _single(bundle, card_id)
+    assert result.ambiguous_printing
+    top_two = set(_ids(result)[:2])
+    assert top_two == {"card-101", FOOTER_REPRINT}
+    assert result.match is not None and result.match.confidence < PARAMS.printing_sure
+    assert result.alternatives[0].ambiguous and result.alternatives[0].same_art
+
+
+def test_a_card_with_one_printing_is_not_ambiguous(bundle: Bundle) -> None:
+    result = _single(bundle, "card-105")
+    assert result.match is not None and result.match.card["id"] == "card-105"
+    assert not result.ambiguous_printing and result.match.confidence >= PARAMS.accept
+
+
+# -- several cards -------------------------------------------------------------------------
+def _corner_error(found: list[list[float]], truth: np.ndarray) -> float:
+    return float(np.max(np.linalg.norm(np.array(found) - truth, axis=1)))
+
+
+def test_every_card_on_a_table_is_found_once(bundle: Bundle) -> None:
+    """Rotated any way, one small (a tenth of the photo's width), one partly covering
+    another, two copies of the same card: each physical card once, with its outline."""
+    layout = [
+        ("card-102", 0.22, 0.30, 0.42, 35.0),
+        ("card-103", 0.40, 0.42, 0.40, 90.0),  # covers a corner of 102
+        ("card-104", 0.75, 0.30, 0.45, 180.0),
+        ("card-106", 0.75, 0.78, 0.19, -20.0),  # small: 245 px wide in a 2400 px photo
+        ("card-104", 0.22, 0.78, 0.36, 10.0),  # a second copy of 104
+    ]
+    photo, placed = table([(_image(cid), x, y, h, r) for cid, x, y, h, r in layout], seed=5)
+    scene = recognize_all(bundle, photo)
+    found = [r.match.card["id"] for r in scene.cards if r.match]
+    assert sorted(found) == sorted(cid for cid, *_ in layout)
+    for (card_id, *_), corners in zip(layout, placed, strict=True):
+        errors = [
+            _corner_error(r.quad, corners) for r in scene.cards
+            if r.match and r.match.card["id"] == card_id and r.quad
+        ]
+        assert min(errors) < 0.06 * 2400, (card_id, errors)
+    assert scene.timings_ms["total"] > 0
+
+
+def test_a_table_of_unknown_cards_finds_nothing(bundle: Bundle) -> None:
+    photo, _ = table([(make_card(s), 0.3 + 0.4 * i, 0.5, 0.5, 15.0 * i)
+                      for i, s in enumerate((900, 901))], seed=6)
+    assert recognize_all(bundle, photo).cards == []
+
+
+def test_the_card_limit_holds(bundle: Bundle) -> None:
+    layout = [(make_card(s), 0.15 + 0.23 * i, 0.5, 0.45, 0.0) for i, s in enumerate(SEEDS[:4])]
+    photo, _ = table(layout, seed=7)
+    assert len(recognize_all(bundle, photo).cards) == 4
+    assert len(recognize_all(bundle, photo, max_cards=2).cards) == 2
+
+
+def test_printings_on_one_table_are_two_cards(bundle: Bundle) -> None:
+    """A card and its reprint in another frame side by side: two cards, each its printing
+    (IMG_5981's normal and borderless Hauntwoods Shrieker)."""
+    layout = [(_image("card-100"), 0.3, 0.5, 0.6, 10.0), (_image(FRAME_REPRINT), 0.72, 0.5,
+                                                          0.6, -15.0)]
+    photo, _ = table(layout, seed=8)
+    scene = recognize_all(bundle, photo)
+    assert sorted(r.match.card["id"] for r in scene.cards if r.match) == sorted(
+        ["card-100", FRAME_REPRINT]
+    )
+    assert not any(r.ambiguous_printing for r in scene.cards)
+
+
+def test_one_card_photo_in_multi_mode_is_one_card(bundle: Bundle, tmp_path: Path) -> None:
+    photo, _ = photograph(make_card(107), seed=9, rotation=200.0)
+    scene = recognize_all(bundle, photo)
+    assert [r.match.card["id"] for r in scene.cards if r.match] == ["card-107"]
