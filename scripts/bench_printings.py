@@ -1,0 +1,150 @@
+"""Printings benchmark: the eval catalogue plus R synthetic reprints of every photographed card.
+
+../shared/tools/distractors.py --reprints R writes, per photographed card, printings that
+share its art: odd ones in another card's frame and text ("frame" reprints, which a photo
+shows), even ones identical but for the set symbol and collector line ("footer" reprints,
+which a photo can hardly show). A bundle of that catalogue is built with the default
+profile, every photo is recognised in a serving process (as scripts/bench.py does), and
+each single-card photo is classified:
+
+- right: the photographed printing, not flagged;
+- right, flagged: the photographed printing, flagged `ambiguous_printing`;
+- flagged, right offered: a footer reprint of the photographed card answered, flagged, with
+  the right printing among the same-art alternatives (what an honest recogniser may say);
+- WRONG, flagged: flagged, but the answer is not a footer reprint of the right card, or
+  the right printing is not offered;
+- WRONG, unflagged: another printing claimed without the flag (the error to avoid).
+
+    python scripts/bench.py --reprints 2 [--seed S] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = 20261127
+HARD_PAIRS = ("Mind Stone", "Rakdos Signet")
+
+
+def _log(message: str) -> None:
+    print(f"[printings] {message}", flush=True)
+
+
+def catalogue(eval_dir: Path, work: Path, reprints: int, seed: int) -> Path:
+    """WORK/cards.jsonl.gz: the eval catalogue and its reprints (generated once)."""
+    cards = work / "cards.jsonl.gz"
+    if not cards.exists():
+        tool = eval_dir.parent / "tools" / "distractors.py"
+        _log(f"generating {reprints} reprints of each photographed card into {work} ...")
+        subprocess.run([sys.executable, str(tool), str(eval_dir), str(work), "0", "--seed",
+                        str(seed), "--reprints", str(reprints), "--labels",
+                        str(eval_dir / "labels.csv")], check=True)
+    return cards
+
+
+def classify(photo: dict[str, Any], reprint: dict[str, tuple[str, str]]) -> str:
+    """One single-card photo's outcome (see the module docstring)."""
+    truth, answer = photo["truth"][0], photo["answer"]
+    if answer == truth:
+        return "right, flagged" if photo["ambiguous"] else "right"
+    if not photo["ambiguous"]:
+        return "WRONG, unflagged"
+    footer_of_truth = reprint.get(answer or "") == (truth, "reprint-footer")
+    if footer_of_truth and truth in photo["same_art_ids"]:
+        return "flagged, right offered"
+    return "WRONG, flagged"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reprints", type=int, required=True)
+    parser.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval"))
+    parser.add_argument("--work", default=str(ROOT / "data" / "bench-printings"))
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(ROOT / "bench-results" / "printings.json"))
+    args = parser.parse_args(argv)
+    eval_dir = Path(args.eval_dir).resolve()
+    if not (eval_dir / "labels.csv").is_file():
+        print(f"printings bench skipped: no evaluation set at {eval_dir}")
+        return 0
+    work = Path(args.work).resolve() / f"r{args.reprints}-s{args.seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    cards = catalogue(eval_dir, work, args.reprints, args.seed)
+    reprint: dict[str, tuple[str, str]] = {}
+    with gzip.open(cards, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            card = json.loads(line)
+            if card.get("reprint_of"):
+                reprint[card["id"]] = (card["reprint_of"], card["synthetic"])
+
+    bundle_dir = work / "bundle"
+    if not (bundle_dir / "manifest.json").exists():
+        from app.catalog.records import reference_images
+        from app.recognition.builder import build_bundle
+        from app.recognition.params import DEFAULT
+
+        _log(f"building {bundle_dir} ...")
+        build_bundle(reference_images(cards), bundle_dir, DEFAULT, progress=True,
+                     workers=args.threads)
+    _log("recognising the photos in a serving process ...")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--serve", str(bundle_dir),
+         "--eval-dir", str(eval_dir), "--repeat", str(args.repeat), "--threads",
+         str(args.threads)], check=True, capture_output=True, text=True,
+    )
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    photos = served["photos"]
+    single = [p for p in photos if p["kind"] == "catalogued"]
+    outcomes: dict[str, int] = {}
+    print(f"\nPrintings: {len(reprint)} reprints of the photographed cards added "
+          f"(seed {args.seed})\n")
+    print(f"{'photo':20} {'truth':30} {'answer':34} outcome")
+    for p in single:
+        outcome = classify(p, reprint)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        p["outcome"] = outcome
+        flag = " (ambiguous)" if p["ambiguous"] else ""
+        print(f"{Path(p['photo']).name:20} {p['truth_label'][:30]:30} "
+              f"{(p['answer_label'] + flag)[:34]:34} {outcome}")
+    hard = [p for p in single if p["truth_label"].startswith(HARD_PAIRS)]
+    multi = [p for p in photos if p["kind"] == "multi"]
+    out_of_catalogue = [p for p in photos if p["kind"] == "out"]
+    summary = {
+        "reprints": len(reprint),
+        "single_photos": len(single),
+        "outcomes": outcomes,
+        # the photographed printing answered (flagged or not: each also has footer reprints)
+        "hard_pairs_right": sum(p["answer"] == p["truth"][0] for p in hard),
+        "hard_pairs_of": len(hard),
+        "false_accepts": sum(p["answer"] is not None for p in out_of_catalogue),
+        "false_accepts_of": len(out_of_catalogue),
+        "multi_found": sum(len(set(p["truth"]) & set(p.get("multi_ids", []))) for p in multi),
+        "multi_reported": sum(len(p.get("multi_ids", [])) for p in multi),
+        "multi_of": sum(len(p["truth"]) for p in multi),
+        "ms_p50": sorted(p["ms"] for p in single)[len(single) // 2] if single else None,
+    }
+    print()
+    for name in ("right", "right, flagged", "flagged, right offered", "WRONG, flagged",
+                 "WRONG, unflagged"):
+        print(f"{name:28} {outcomes.get(name, 0)}/{len(single)}")
+    print(f"{'Mind Stone + Rakdos Signet':28} {summary['hard_pairs_right']}/"
+          f"{summary['hard_pairs_of']} answered with the photographed printing")
+    print(f"{'out-of-catalogue accepted':28} {summary['false_accepts']}/"
+          f"{summary['false_accepts_of']}")
+    print(f"{'IMG_5981 multi=true':28} {summary['multi_found']}/{summary['multi_of']} found, "
+          f"{summary['multi_reported']} reported")
+    print(f"{'single-card p50 ms':28} {summary['ms_p50']}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "photos": photos}, indent=1))
+    print(f"\nwritten: {out}")
+    return 0 if outcomes.get("WRONG, unflagged", 0) == 0 else 1
