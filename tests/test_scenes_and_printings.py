@@ -19,6 +19,7 @@ from app.recognition.bundle import Bundle
 from app.recognition.features import configure_threads
 from app.recognition.matcher import Recognition, recognize
 from app.recognition.params import PROFILES
+from app.recognition.printing import PrintingOdds, View, pair_evidence, printing_odds
 from app.recognition.scene import recognize_all
 from tests.synthetic import make_card, make_reprint, photograph, table
 
@@ -161,3 +162,56 @@ def test_one_card_photo_in_multi_mode_is_one_card(bundle: Bundle, tmp_path: Path
     photo, _ = photograph(make_card(107), seed=9, rotation=200.0)
     scene = recognize_all(bundle, photo)
     assert [r.match.card["id"] for r in scene.cards if r.match] == ["card-107"]
+
+
+# -- the printing decision on its own (printing.py) ----------------------------------------
+def _view(photo: np.ndarray, reference: np.ndarray) -> View:
+    return View(photo.astype(np.float32), np.ones(photo.shape, bool),
+                reference.astype(np.float32))
+
+
+def _thumbs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A reference, one with another frame (large difference), one with a 4x4 spot changed."""
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 255, (178, 128)).astype(np.float32)
+    frame = base.copy()
+    frame[:12, :] = 255 - frame[:12, :]
+    frame[-12:, :] = 255 - frame[-12:, :]
+    spot = base.copy()
+    spot[150:154, 100:104] = 255 - spot[150:154, 100:104]
+    return base, frame, spot
+
+
+def test_printing_evidence_looks_where_printings_differ() -> None:
+    base, frame, spot = _thumbs()
+    noisy = base + np.random.default_rng(2).normal(0, 20, base.shape)
+    # the photo is `base`: strong evidence for it against another frame, both ways round
+    assert pair_evidence(_view(noisy, base), _view(noisy, frame), PARAMS) > 0.5
+    assert pair_evidence(_view(noisy, frame), _view(noisy, base), PARAMS) < -0.5
+    # 16 differing pixels are below printing_min_px: undecidable, whatever the photo
+    assert pair_evidence(_view(noisy, base), _view(noisy, spot), PARAMS) == 0.0
+    # identical references: nothing to tell
+    assert pair_evidence(_view(noisy, base), _view(noisy, base), PARAMS) == 0.0
+
+
+def test_printing_odds_flag_what_cannot_be_told() -> None:
+    base, frame, spot = _thumbs()
+    photo = base + np.random.default_rng(3).normal(0, 20, base.shape)
+    clear = printing_odds([_view(photo, frame), _view(photo, base)], PARAMS)
+    assert clear.probabilities[1] > PARAMS.printing_sure and not clear.ambiguous
+    both = printing_odds([_view(photo, base), _view(photo, spot), _view(photo, frame)], PARAMS)
+    assert both.ambiguous
+    assert both.probabilities[0] == pytest.approx(both.probabilities[1], abs=0.1)
+    assert both.probabilities[2] < 0.05
+    assert sum(both.probabilities) == pytest.approx(1.0)
+    assert printing_odds([_view(photo, base)], PARAMS) == PrintingOdds([1.0], False)
+
+
+def test_another_card_elsewhere_in_the_photo_is_not_a_rival(bundle: Bundle) -> None:
+    """Single-card mode on a photo of two cards: the answer keeps its confidence (the other
+    card's art matches just as well, but in another part of the photo)."""
+    photo, _ = table([(make_card(108), 0.27, 0.5, 0.7, 5.0), (make_card(109), 0.73, 0.5, 0.7,
+                                                              -5.0)], seed=12, size=(1600, 1000))
+    result = recognize(bundle, photo)
+    assert result.match is not None and result.match.card["id"] in {"card-108", "card-109"}
+    assert result.match.confidence > 0.9
