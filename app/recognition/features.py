@@ -8,6 +8,7 @@ and CLAHE objects are not thread-safe, so each thread keeps its own (threading.l
 from __future__ import annotations
 
 import ctypes
+import math
 import threading
 from dataclasses import dataclass
 from typing import Literal
@@ -22,6 +23,7 @@ from app.recognition.params import FeatureParams
 Role = Literal["reference", "query"]
 
 _local = threading.local()
+TILE_OVERLAP = 48  # px of neighbourhood a tile reads around its core (SIFT's support)
 
 
 @dataclass(frozen=True)
@@ -137,25 +139,70 @@ def prepare_gray(
     return gray
 
 
+_Found = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # xy, descriptors, sizes, resp.
+
+
+def _sift_once(gray: np.ndarray, nfeatures: int, params: FeatureParams) -> _Found:
+    keypoints, descriptors = _sift(nfeatures, params).detectAndCompute(gray, None)
+    if descriptors is None or len(keypoints) == 0:
+        return (np.zeros((0, 2), np.float32), np.zeros((0, 128), np.uint8),
+                np.zeros(0, np.float32), np.zeros(0, np.float32))
+    return (
+        np.array([kp.pt for kp in keypoints], dtype=np.float32),
+        np.ascontiguousarray(descriptors, dtype=np.uint8),
+        np.array([kp.size for kp in keypoints], dtype=np.float32),
+        np.array([kp.response for kp in keypoints], dtype=np.float32),
+    )
+
+
+def _sift_tiled(
+    gray: np.ndarray, nfeatures: int, params: FeatureParams, tile_pixels: int
+) -> _Found:
+    """SIFT over overlapping tiles of about `tile_pixels`, for large images: SIFT's pyramid
+    starts at twice the image's size in float32, ~210 bytes per pixel (a 2.5 MP photo
+    needed 526 MB at once, measured), a tile a fifth of that. Each tile keeps the keypoints
+    of its core (the overlap gives them their neighbourhood) and its share of `nfeatures`."""
+    height, width = gray.shape
+    count = math.ceil(height * width / tile_pixels)
+    cols = max(1, min(count, round(math.sqrt(count * width / height))))
+    rows = math.ceil(count / cols)
+    xs = np.linspace(0, width, cols + 1).round().astype(int)
+    ys = np.linspace(0, height, rows + 1).round().astype(int)
+    pad = TILE_OVERLAP
+    parts: list[_Found] = []
+    for r in range(rows):
+        for c in range(cols):
+            x0, x1, y0, y1 = xs[c], xs[c + 1], ys[r], ys[r + 1]
+            px0, py0 = max(0, x0 - pad), max(0, y0 - pad)
+            tile = gray[py0 : min(height, y1 + pad), px0 : min(width, x1 + pad)]
+            share = math.ceil(nfeatures * (x1 - x0) * (y1 - y0) / (width * height) * 1.2)
+            xy, desc, sizes, responses = _sift_once(tile, share, params)
+            xy = xy + np.array([px0, py0], np.float32)
+            core = (xy[:, 0] >= x0) & (xy[:, 0] < x1) & (xy[:, 1] >= y0) & (xy[:, 1] < y1)
+            parts.append((xy[core], desc[core], sizes[core], responses[core]))
+    xy, desc, sizes, responses = (np.concatenate([p[i] for p in parts]) for i in range(4))
+    keep = np.argsort(-responses, kind="stable")[:nfeatures]
+    return xy[keep], np.ascontiguousarray(desc[keep]), sizes[keep], responses[keep]
+
+
 def extract_features(
-    image_bgr: np.ndarray, params: FeatureParams, *, role: Role, max_pixels: int | None = None
+    image_bgr: np.ndarray,
+    params: FeatureParams,
+    *,
+    role: Role,
+    max_pixels: int | None = None,
+    tile_pixels: int | None = None,
 ) -> Features:
     """CLAHE -> SIFT on the role's working size; descriptors stay uint8 (RootSIFT is derived).
-    `max_pixels` selects the query pass (see `target_size`)."""
+    `max_pixels` selects the query pass (see `target_size`); an image of more than
+    `tile_pixels` is searched tile by tile, in bounded memory (several-card photos)."""
     height, width = image_bgr.shape[:2]
     gray = prepare_gray(image_bgr, params, role, max_pixels)
     nfeatures = params.ref_nfeatures if role == "reference" else params.query_nfeatures
-    keypoints, descriptors = _sift(nfeatures, params).detectAndCompute(gray, None)
-    if descriptors is None or len(keypoints) == 0:
-        xy = np.zeros((0, 2), np.float32)
-        descriptors = np.zeros((0, 128), np.uint8)
-        sizes = np.zeros(0, np.float32)
-        responses = np.zeros(0, np.float32)
+    if tile_pixels and gray.size > tile_pixels * 1.25:
+        xy, descriptors, sizes, responses = _sift_tiled(gray, nfeatures, params, tile_pixels)
     else:
-        xy = np.array([kp.pt for kp in keypoints], dtype=np.float32)
-        sizes = np.array([kp.size for kp in keypoints], dtype=np.float32)
-        responses = np.array([kp.response for kp in keypoints], dtype=np.float32)
-        descriptors = np.ascontiguousarray(descriptors, dtype=np.uint8)
+        xy, descriptors, sizes, responses = _sift_once(gray, nfeatures, params)
     scale = (gray.shape[1] / width, gray.shape[0] / height)
     return Features(keypoints=xy, descriptors=descriptors, scale=scale, gray=gray,
                     sizes=sizes, responses=responses)

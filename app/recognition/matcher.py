@@ -300,12 +300,12 @@ def decide(
         return _logistic(params.conf_slope * evidence)
 
     top_art = max(verified, key=lambda v: v.art_corr)
-    group = [v for v in verified if v is top_art or _same_art(v, top_art, bundle)]
-    others = [v for v in verified if all(v is not g for g in group)]
     where = corners(top_art, bundle)
-    rival = max(
-        (v.art_corr for v in others if overlap(corners(v, bundle), where) > 0.5), default=0.0
-    )
+    here = [v for v in verified if v is top_art or overlap(corners(v, bundle), where) > 0.5]
+    # printings of the art in the same place; the same art elsewhere is another card
+    group = [v for v in here if v is top_art or _same_art(v, top_art, bundle)]
+    others = [v for v in verified if all(v is not g for g in group)]
+    rival = max((v.art_corr for v in here if all(v is not g for g in group)), default=0.0)
     views = [v.view for v in group if v.view is not None]
     assert len(views) == len(group), "photometric verification leaves a view on each"
     odds = printing_odds(views, params)
@@ -322,7 +322,11 @@ def decide(
         cands.append(c)
     accepted = confidence(group[likely[0]].art_corr, rival) >= params.accept
     others.sort(key=lambda v: -(v.art_corr + v.card_corr))
+    shown = {v.row for v in group}  # a printing also verified elsewhere is listed once
     for v in others:
+        if v.row in shown:
+            continue
+        shown.add(v.row)
         cands.append(_candidate(v, bundle, v.art_corr + v.card_corr,
                                 confidence(v.art_corr, top_art.art_corr)))
     return (cands[0], cands[1:]) if accepted else (None, cands)
@@ -372,9 +376,12 @@ def verify_candidates(
 
     def check(row: int, sibling_of: _Verified | None = None) -> None:
         nonlocal leader
+        result = None if row in tried else verify(bundle, row, query, cards, dist, ids, params)
         tried.add(row)
-        result = verify(bundle, row, query, cards, dist, ids, params)
-        if result is None and sibling_of is not None and pyramid is not None:
+        if sibling_of is not None and pyramid is not None and (
+            result is None
+            or overlap(corners(result, bundle), corners(sibling_of, bundle)) < 0.5
+        ):  # compared where the leader is (its own place, if elsewhere, is another card)
             result = _borrowed(bundle, row, sibling_of)
         if result is None:
             return
@@ -393,7 +400,9 @@ def verify_candidates(
         if leader is None or votes[row] >= params.early_stop_votes * leader.votes:
             check(row)
     if leader is not None:
-        siblings = [r for r in bundle.printings(leader.row) if r not in tried]
+        place = corners(leader, bundle)
+        here = {v.row for v in verified if overlap(corners(v, bundle), place) > 0.5}
+        siblings = [r for r in bundle.printings(leader.row) if r not in here]
         siblings.sort(key=lambda r: -votes[r])
         chief = leader
         for row in siblings[: params.max_printings]:

@@ -84,8 +84,9 @@ class FeatureParams:
 
     # -- several cards in one photo (scene.py) ---------------------------------------------
     multi_max_side: int = 2400  # the photo is searched at more pixels than for one card ...
-    multi_pixels: int = 2_500_000  # ... so that a card a tenth of its width still has
+    multi_pixels: int = 2_000_000  # ... so that a card a tenth of its width still has
     multi_nfeatures: int = 6000  #     features enough
+    multi_tile_pixels: int = 520_000  # ... tile by tile, in the memory of a one-card photo
     multi_max_cards: int = 20  # cards reported per photo at most
     multi_misses: int = 2  # rounds in a row that find no card end the search
 

@@ -71,7 +71,8 @@ def recognize_all(
     wide = replace(
         params, query_max_side=params.multi_max_side, query_nfeatures=params.multi_nfeatures
     )
-    query = extract_features(image_bgr, wide, role="query", max_pixels=params.multi_pixels)
+    query = extract_features(image_bgr, wide, role="query", max_pixels=params.multi_pixels,
+                             tile_pixels=params.multi_tile_pixels)
     descriptors = rootsift(query.descriptors)
     lap("features")
     cards: list[Recognition] = []
