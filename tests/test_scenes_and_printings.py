@@ -145,6 +145,16 @@ def test_the_card_limit_holds(bundle: Bundle) -> None:
     assert len(recognize_all(bundle, photo, max_cards=2).cards) == 2
 
 
+def test_the_time_budget_ends_the_search_with_the_cards_found(bundle: Bundle) -> None:
+    import time
+
+    layout = [(make_card(s), 0.15 + 0.23 * i, 0.5, 0.45, 0.0) for i, s in enumerate(SEEDS[:4])]
+    photo, _ = table(layout, seed=7)
+    spent = recognize_all(bundle, photo, deadline=time.perf_counter())
+    assert len(spent.cards) == 1 and spent.timings_ms["budget_stop"] == 1
+    assert "budget_stop" not in recognize_all(bundle, photo).timings_ms
+
+
 def test_printings_on_one_table_are_two_cards(bundle: Bundle) -> None:
     """A card and its reprint in another frame side by side: two cards, each its printing
     (IMG_5981's normal and borderless Hauntwoods Shrieker)."""

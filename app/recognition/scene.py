@@ -85,9 +85,9 @@ def recognize_all(
     set_aside = np.zeros(bundle.slot_count, bool)
     misses = rounds = 0
     while len(cards) < limit and misses < params.multi_misses:
-        if deadline is not None and time.perf_counter() > deadline:
-            timings["budget_stop"] = 1
-            break
+        if rounds and deadline is not None and time.perf_counter() > deadline:
+            timings["budget_stop"] = 1  # the first round always runs: a budget too small
+            break  #                      for one card must not turn a card into a 404
         rounds += 1
         masked = np.where(active[:, None], ids, -1)
         votes = vote(bundle, dist, masked, params)
