@@ -12,7 +12,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
+from app import create_app, create_serving_app
 from tests.conftest import LiveServer, shutdown
 
 
@@ -173,7 +173,7 @@ def test_cors_only_for_the_frontend_and_not_on_infer(base_config: dict[str, str]
 
 
 def test_readyz_explains_a_failed_start_up(base_config: dict[str, str]) -> None:
-    app = create_app({**base_config, "PREPARE_ON_START": "true"})
+    app = create_serving_app({**base_config, "BOOTSTRAP_MISSING_BUNDLE": "true"})
     try:
         app.extensions["prepare_thread"].join(timeout=30)
         body = app.test_client().get("/readyz").get_json()

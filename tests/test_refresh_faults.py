@@ -244,7 +244,7 @@ def test_kill_during_the_build_file_lock(world: World) -> None:
 
     app = create_app({"FLASK_ENV": "testing", "RESOURCES_DIR": str(world.resources),
                       "SCRYFALL_DATA_DIR": str(world.root / "data"),
-                      "SCRYFALL_API_URL": world.fake.url, "PREPARE_ON_START": "false",
+                      "SCRYFALL_API_URL": world.fake.url, "BOOTSTRAP_MISSING_BUNDLE": "false",
                       "REFRESH_ENABLED": "false", "LOG_LEVEL": "warning"})
     try:
         app.extensions["model"].load(world.settings.run_dir)
