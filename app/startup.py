@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
@@ -27,10 +28,13 @@ from app.runtime.model import ModelHolder
 from app.runtime.watcher import BundleWatcher
 from app.settings import Settings
 
+if TYPE_CHECKING:  # for annotations; make_holder imports it where it is used, as before
+    from app.recognition.bundle import Bundle
+
 log = logging.getLogger(__name__)
 
 
-def make_holder(settings: Settings) -> ModelHolder:
+def make_holder(settings: Settings) -> ModelHolder[Bundle]:
     """A holder whose loader verifies bundles against the configured recognition profile."""
     from app.recognition.bundle import Bundle
     from app.recognition.params import PROFILES
@@ -66,7 +70,7 @@ def start(app: Flask) -> None:
         return
     app.extensions["started"] = True
     settings: Settings = app.config["SETTINGS"]
-    holder: ModelHolder = app.extensions["model"]
+    holder: ModelHolder[Bundle] = app.extensions["model"]
     holder.set_status("starting", "the service is starting")
     thread = threading.Thread(target=prepare, args=(app,), name="prepare-resources", daemon=True)
     app.extensions["prepare_thread"] = thread
@@ -109,7 +113,7 @@ def prepare(app: Flask) -> None:
     """Make the service ready: migrate the catalogue, then load the bundle in run, or obtain
     one first when it is missing and BOOTSTRAP_MISSING_BUNDLE allows."""
     settings: Settings = app.config["SETTINGS"]
-    holder: ModelHolder = app.extensions["model"]
+    holder: ModelHolder[Bundle] = app.extensions["model"]
     store = app.extensions["catalog"]
     try:
         store.migrate()
@@ -149,7 +153,7 @@ def prepare(app: Flask) -> None:
         lock.release()
 
 
-def _bootstrap(app: Flask, holder: ModelHolder) -> str:
+def _bootstrap(app: Flask, holder: ModelHolder[Bundle]) -> str:
     """Obtain a first bundle (release archive or one refresh); say what happened, for /readyz.
 
     See app.pipeline.bootstrap.
@@ -166,7 +170,7 @@ def _bootstrap(app: Flask, holder: ModelHolder) -> str:
     return outcome
 
 
-def _try_load(holder: ModelHolder, run: Path) -> bool:
+def _try_load(holder: ModelHolder[Bundle], run: Path) -> bool:
     if not (run / "manifest.json").exists():
         return False
     holder.set_status("preparing", f"loading bundle from {run}")

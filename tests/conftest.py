@@ -185,13 +185,16 @@ def redis_client() -> Iterator[Any]:
     """A client on a scratch logical database; keys made by the test are removed after."""
     import redis
 
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=13, socket_timeout=3)
+    class ScratchRedis(redis.Redis):
+        test_prefix = ""  # the keys this test may make start with it
+
+    client = ScratchRedis(host=REDIS_HOST, port=REDIS_PORT, db=13, socket_timeout=3)
     try:
         client.ping()
     except redis.RedisError as exc:
         _missing_service(f"Redis not reachable on {REDIS_HOST}:{REDIS_PORT}: {exc}")
     prefix = f"mtgscan-test:{uuid.uuid4().hex[:8]}:"
-    client.test_prefix = prefix  # type: ignore[attr-defined]
+    client.test_prefix = prefix
     yield client
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)

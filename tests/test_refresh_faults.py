@@ -366,7 +366,8 @@ def test_a_failing_tidy_up_after_the_switch_keeps_the_new_release_served(tmp_pat
 
     # and a job that believes it did not promote never deletes what is served
     settings = Settings(resources_dir=resources, scryfall_data_dir=tmp_path / "data")
-    job = _Job(settings, None, RefreshOptions(), DEFAULT, FileLock(tmp_path / "lock"))  # type: ignore[arg-type]
+    store = make_store(settings)  # not used: the cleanup touches files only
+    job = _Job(settings, store, RefreshOptions(), DEFAULT, FileLock(tmp_path / "lock"))
     job.stored_release = release
     job.cleanup()
     assert release.is_dir() and releases.current_release(resources) == release.resolve()

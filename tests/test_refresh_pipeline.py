@@ -188,7 +188,8 @@ def test_unchanged_updated_at_does_no_work(world: World, first: RefreshResult) -
 
 def _assert_unchanged(world: World, before: tuple[Any, ...]) -> None:
     run_before, cards_before, served_before, releases_before = before
-    assert releases.current_release(world.settings.resources_dir).name == run_before  # type: ignore[union-attr]
+    current = releases.current_release(world.settings.resources_dir)
+    assert current is not None and current.name == run_before
     assert world.all_cards() == cards_before
     assert world.served() == served_before
     assert releases.list_releases(world.settings.resources_dir) == releases_before

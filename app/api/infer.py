@@ -12,10 +12,11 @@ from flask.typing import ResponseReturnValue
 from app.api.auth import require_token
 from app.api.errors import error_response
 from app.catalog import get_store
+from app.recognition.bundle import Bundle
 from app.recognition.imageio import ImageError, decode
 from app.recognition.matcher import Candidate, recognize
 from app.runtime.admission import Admission, Overloaded
-from app.runtime.model import get_holder
+from app.runtime.model import ModelHolder, get_holder
 from app.settings import Settings
 
 bp = Blueprint("infer", __name__)
@@ -55,7 +56,7 @@ def _read_upload() -> bytes | ResponseReturnValue:
         for name in IMAGE_FIELDS:
             upload = request.files.get(name)
             if upload is not None:
-                data = upload.read()
+                data: bytes = upload.read()
                 if not data:
                     return error_response(400, f"The '{name}' file is empty.")
                 return data
@@ -293,7 +294,7 @@ def _recognise(data: bytes, settings: Settings, started: float) -> ResponseRetur
         log.info("infer: image refused (%d): %s", exc.status, exc.message)
         return error_response(exc.status, exc.message)
     decode_ms = (time.perf_counter() - decode_start) * 1000
-    holder = get_holder()
+    holder: ModelHolder[Bundle] = get_holder()
     with holder.lease() as bundle:
         if bundle is None:
             response = jsonify(error=f"No descriptor bundle loaded yet: {holder.state.detail}")
@@ -301,7 +302,7 @@ def _recognise(data: bytes, settings: Settings, started: float) -> ResponseRetur
             response.headers["Retry-After"] = "30"
             return response
         result = recognize(
-            bundle,  # type: ignore[arg-type]
+            bundle,
             decoded.image,
             quad_scale=float(decoded.reduction),
             deadline=started + settings.infer_time_budget_ms / 1000,

@@ -101,7 +101,7 @@ def _sane(homography: np.ndarray, size: tuple[float, float], query: Features) ->
         return False  # not convex, or mirrored (reference corners turn one way, y down)
     area = 0.5 * abs(float(np.sum(quad[:, 0] * np.roll(quad[:, 1], -1) - np.roll(quad[:, 0], -1)
                                    * quad[:, 1])))
-    query_area = query.gray.shape[0] * query.gray.shape[1]
+    query_area: int = query.gray.shape[0] * query.gray.shape[1]
     return 0.002 * query_area < area < 4.0 * query_area
 
 
