@@ -124,15 +124,18 @@ def prepare(app: Flask) -> None:
     if _try_load(holder, run):
         return
     if not settings.bootstrap_missing_bundle:
+        refused = (run / "manifest.json").exists()  # why is in the state, from the load
+        found = (f"the bundle in {run} cannot be served ({holder.state.detail})" if refused
+                 else f"no descriptor bundle in {run}")
         holder.set_status(
-            "missing",
-            f"no descriptor bundle in {run}, and BOOTSTRAP_MISSING_BUNDLE=false: none is "
-            "downloaded or built. Build one with `flask --app app build-index --catalog FILE` "
-            "or `flask --app app refresh` (it is loaded as soon as it is promoted), or set "
+            "failed" if refused else "missing",
+            f"{found}, and BOOTSTRAP_MISSING_BUNDLE=false: the service downloads or builds "
+            "none. Build one with `flask --app app build-index --catalog FILE` or `flask --app "
+            "app refresh` (it is loaded as soon as it is promoted), or set "
             "BOOTSTRAP_MISSING_BUNDLE=true to obtain one at start",
         )
-        log.warning("no descriptor bundle in %s and BOOTSTRAP_MISSING_BUNDLE=false; waiting "
-                    "for one to be promoted", run)
+        log.warning("%s and BOOTSTRAP_MISSING_BUNDLE=false; waiting for a bundle to be "
+                    "promoted", found)
         return
     holder.set_status("preparing", "no bundle in RESOURCES_DIR/run; waiting for bootstrap lock")
     lock = bootstrap_lock(settings)

@@ -112,7 +112,7 @@ def test_with_bootstrap_off_a_missing_bundle_is_not_obtained_but_awaited(
                 assert ready.json()["model"]["status"] == "missing"
                 assert "BOOTSTRAP_MISSING_BUNDLE=false" in reason
                 assert "flask --app app build-index" in reason
-                assert "flask --app app refresh" in reason
+                assert "`flask --app app refresh`" in reason
 
                 # an operator builds one (here: promotes it): the watcher serves it
                 releases.promote(
@@ -166,3 +166,25 @@ def test_the_old_name_still_works_with_a_deprecation_line(
     caplog.clear()
     shutdown(create_app(base_config))
     assert not [r for r in caplog.records if "deprecated" in r.getMessage()]
+
+
+def test_with_bootstrap_off_a_refused_bundle_in_run_is_reported_as_such(
+    base_config: dict[str, str]
+) -> None:
+    """A bundle is there but cannot be served: /readyz says so (with why), not 'missing'."""
+    resources = Path(base_config["RESOURCES_DIR"])
+    broken = releases.releases_dir(resources) / "0001-broken"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{}")
+    releases.promote(resources, broken)
+    app = create_serving_app(base_config)
+    try:
+        client = app.test_client()
+        _wait(lambda: client.get("/readyz").get_json()["model"]["status"]
+              not in ("starting", "preparing"), 30, "start-up settled")
+        body = client.get("/readyz").get_json()
+        assert body["model"]["status"] == "failed"
+        assert "cannot be served" in body["reason"] and "refused" in body["reason"]
+        assert "BOOTSTRAP_MISSING_BUNDLE=false" in body["reason"]
+    finally:
+        shutdown(app)
