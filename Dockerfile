@@ -55,8 +55,10 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '5001'), timeout=4)" || exit 1
 
 # Shell form so that ${PORT} expands; exec so that gunicorn is PID 1 and gets SIGTERM.
+# create_serving_app, not create_app: it also starts loading the bundle, the hot-reload
+# watcher and the nightly schedule (create_app alone builds an app that never gets ready).
 # 32 threads: waiting requests must reach the app's admission gate (MAX_CONCURRENT_INFER
 # recognitions run, the rest wait INFER_QUEUE_TIMEOUT then get 503 + Retry-After).
 # No --access-logfile: the app logs one line per request itself, with its request id.
 CMD exec gunicorn --bind 0.0.0.0:${PORT} --worker-class gthread --workers 1 --threads 32 \
-    --timeout 120 --graceful-timeout 30 "app:create_app()"
+    --timeout 120 --graceful-timeout 30 "app:create_serving_app()"

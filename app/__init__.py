@@ -1,6 +1,9 @@
 """MTGScan card-recognition inference service.
 
-`create_app()` is the gunicorn target (`app:create_app()`) and the `flask --app app` entry.
+`create_app()` builds the app without starting anything (the `flask --app app` commands and
+tests); `create_serving_app()` builds it and starts its background work (bundle loading, hot
+reload, nightly schedule): the gunicorn target (`app:create_serving_app()`) and what
+`python -m app` serves.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     _check_profile(settings)
 
     logging_setup.configure_logging(settings.log_level, settings.log_file_path)
+    for notice in settings.deprecations:
+        log.warning("configuration: %s", notice)
 
     app = Flask(__name__)
     app.config.update(
@@ -79,6 +84,20 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     api.init_app(app)
     cli.init_app(app)
     lifecycle.init_app(app)
+    return app
+
+
+def create_serving_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the application and start the serving process's background work.
+
+    A separate call from `create_app` so that building an app (tests, `flask` commands,
+    tools) never starts threads: only the process that serves asks for them, and stops them
+    with `app.startup.shutdown`. See app/startup.py.
+    """
+    from app import startup
+
+    app = create_app(config)
+    startup.start(app)
     return app
 
 

@@ -38,9 +38,9 @@ class _Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from app import create_app
+        from app import create_serving_app
 
-        return create_app(self.settings)
+        return create_serving_app(self.settings)
 
 
 def main() -> int:

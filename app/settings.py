@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -170,7 +170,9 @@ class Settings:
     refresh_langs: tuple[str, ...] = ("en",)  # empty: every language
     refresh_excluded_layouts: tuple[str, ...] = DEFAULT_EXCLUDED_LAYOUTS
     refresh_min_hit_rate: float = 0.85
-    prepare_on_start: bool = True
+    # Only whether a *missing* bundle is obtained at start (release archive or one refresh):
+    # an existing bundle is always loaded and promotions always watched.
+    bootstrap_missing_bundle: bool = True
     watch_polling: bool = False
 
     postgres_user: str = "postgres"
@@ -194,6 +196,10 @@ class Settings:
     recognition_profile: str = "default"
     recognition_threads: int = 1
 
+    # Not a variable: what reading the environment found deprecated, for create_app to log
+    # once logging is set up (reading happens before it, and must stay free of side effects).
+    deprecations: tuple[str, ...] = field(default=(), compare=False, metadata={"env": False})
+
     @property
     def uses_postgres(self) -> bool:
         return bool(self.postgres_host)
@@ -214,6 +220,7 @@ class Settings:
     def public_dict(self) -> dict[str, Any]:
         """Settings safe to log: secrets are masked."""
         data = asdict(self)
+        del data["deprecations"]
         for secret in ("postgres_password", "redis_password"):
             if data[secret]:
                 data[secret] = "***"
@@ -241,7 +248,7 @@ class Settings:
             "refresh_langs": _langs("REFRESH_LANGS"),
             "refresh_excluded_layouts": _layouts("REFRESH_EXCLUDED_LAYOUTS"),
             "refresh_min_hit_rate": _float("REFRESH_MIN_HIT_RATE", 0.0, 1.0),
-            "prepare_on_start": _bool("PREPARE_ON_START"),
+            "bootstrap_missing_bundle": _bool("BOOTSTRAP_MISSING_BUNDLE"),
             "watch_polling": _bool("WATCH_POLLING"),
             "postgres_user": _text,
             "postgres_password": lambda raw: raw,
@@ -264,13 +271,42 @@ class Settings:
             "recognition_threads": _int("RECOGNITION_THREADS", 1, 64),
         }
         values: dict[str, Any] = {}
-        for item in fields(cls):
+        for item in _env_fields():
             raw = env.get(item.name.upper())
             if raw is None or (raw.strip() == "" and item.name not in ("postgres_password",)):
                 continue
             values[item.name] = parsers[item.name](raw)
-        return cls(**values)
+        deprecations = []
+        for old, (new, parse, meaning) in RENAMED_VARIABLES.items():
+            raw = env.get(old)
+            if raw is None or not raw.strip():
+                continue
+            value = parse(raw)
+            if new.lower() in values and values[new.lower()] != value:
+                raise SettingsError(f"{old} is the old name of {new} and they disagree; "
+                                    f"set only {new}")
+            values[new.lower()] = value
+            deprecations.append(f"{old} is deprecated, rename it {new} (read as "
+                                f"{new}={raw.strip()}: {meaning})")
+        return cls(**values, deprecations=tuple(deprecations))
 
 
-ENV_VARIABLES: tuple[str, ...] = tuple(item.name.upper() for item in fields(Settings))
-"""Every variable the service reads; `.env.example` and docker-compose are checked against it."""
+def _env_fields() -> list[Field[Any]]:
+    return [item for item in fields(Settings) if item.metadata.get("env", True)]
+
+
+# Old name -> (new name, parser, what it means now). The old name is still read, and
+# create_app logs a deprecation line. PREPARE_ON_START was renamed when it stopped turning
+# off the loading of an existing bundle: the new name says all it does.
+RENAMED_VARIABLES: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "PREPARE_ON_START": (
+        "BOOTSTRAP_MISSING_BUNDLE",
+        _bool("PREPARE_ON_START"),
+        "only whether a missing bundle is downloaded or built at start; an existing one is "
+        "always loaded and promotions always watched",
+    ),
+}
+
+ENV_VARIABLES: tuple[str, ...] = tuple(item.name.upper() for item in _env_fields())
+"""Every variable the service reads by its current name; `.env.example` and docker-compose are
+checked against it."""

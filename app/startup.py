@@ -2,9 +2,14 @@
 pipeline's bootstrap and the refresh schedule, so neither `runtime` nor `pipeline` imports the
 other).
 
-Start-up never waits on the network: `create_app` returns at once and `/healthz` answers,
-while a background thread migrates the catalogue, finds or prepares a bundle and loads it.
-`/readyz` reports that thread's progress or failure.
+`create_app` only builds the app (tests, tools and `flask` commands use it and must not start
+threads). The serving process then calls `start(app)` - `app.create_serving_app`, the target
+of gunicorn and of `python -m app`, does both - which returns at once: `/healthz` answers
+while a background thread migrates the catalogue and loads the bundle in RESOURCES_DIR/run,
+the watcher loads every promotion, and the nightly schedule runs. Only a *missing* bundle
+depends on BOOTSTRAP_MISSING_BUNDLE: obtained (release archive or one refresh) when true,
+else the service waits for one to be promoted. `/readyz` reports the progress or failure.
+`shutdown(app)` stops all of it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
@@ -22,10 +28,13 @@ from app.runtime.model import ModelHolder
 from app.runtime.watcher import BundleWatcher
 from app.settings import Settings
 
+if TYPE_CHECKING:  # for annotations; make_holder imports it where it is used, as before
+    from app.recognition.bundle import Bundle
+
 log = logging.getLogger(__name__)
 
 
-def make_holder(settings: Settings) -> ModelHolder:
+def make_holder(settings: Settings) -> ModelHolder[Bundle]:
     """A holder whose loader verifies bundles against the configured recognition profile."""
     from app.recognition.bundle import Bundle
     from app.recognition.params import PROFILES
@@ -35,26 +44,43 @@ def make_holder(settings: Settings) -> ModelHolder:
 
 
 def init_app(app: Flask) -> None:
+    """Attach the model holder; nothing is loaded and no thread starts until `start`."""
     from app.recognition.features import configure_threads
 
     settings: Settings = app.config["SETTINGS"]
     configure_threads(settings.recognition_threads)
     holder = make_holder(settings)
+    holder.set_status(
+        "unloaded",
+        "not started: the serving process calls app.startup.start (the gunicorn target "
+        "`app:create_serving_app()` and `python -m app` do)",
+    )
     app.extensions["model"] = holder
-    if settings.prepare_on_start and not _is_cli_command():
-        thread = threading.Thread(
-            target=prepare, args=(app,), name="prepare-resources", daemon=True
-        )
-        app.extensions["prepare_thread"] = thread
-        thread.start()
-        watcher = BundleWatcher(holder, settings.resources_dir, polling=settings.watch_polling)
-        watcher.start()
-        app.extensions["watcher"] = watcher
-    else:
-        holder.set_status("unloaded", "PREPARE_ON_START is off; no bundle loaded")
+
+
+def start(app: Flask) -> None:
+    """Start the serving process's background work: load the bundle in RESOURCES_DIR/run
+    (obtaining one first if it is missing and BOOTSTRAP_MISSING_BUNDLE allows), watch for
+    promotions, schedule the nightly refresh. Returns at once; calling it again does nothing.
+
+    Under a one-off `flask` command (not `flask run`) it does nothing: `flask --app
+    "app:create_serving_app()" refresh` must not start a second server's worth of threads.
+    """
+    if "started" in app.extensions or _is_cli_command():
+        return
+    app.extensions["started"] = True
+    settings: Settings = app.config["SETTINGS"]
+    holder: ModelHolder[Bundle] = app.extensions["model"]
+    holder.set_status("starting", "the service is starting")
+    thread = threading.Thread(target=prepare, args=(app,), name="prepare-resources", daemon=True)
+    app.extensions["prepare_thread"] = thread
+    thread.start()
+    watcher = BundleWatcher(holder, settings.resources_dir, polling=settings.watch_polling)
+    watcher.start()
+    app.extensions["watcher"] = watcher
     from app import scheduler
 
-    scheduler.init_app(app, is_cli=_is_cli_command())
+    scheduler.init_app(app, is_cli=False)
 
 
 def _is_cli_command() -> bool:
@@ -84,9 +110,10 @@ def bootstrap_lock(settings: Settings) -> FileLock:
 
 
 def prepare(app: Flask) -> None:
-    """Make the service ready: migrate the catalogue, then load (or obtain) a bundle."""
+    """Make the service ready: migrate the catalogue, then load the bundle in run, or obtain
+    one first when it is missing and BOOTSTRAP_MISSING_BUNDLE allows."""
     settings: Settings = app.config["SETTINGS"]
-    holder: ModelHolder = app.extensions["model"]
+    holder: ModelHolder[Bundle] = app.extensions["model"]
     store = app.extensions["catalog"]
     try:
         store.migrate()
@@ -95,6 +122,20 @@ def prepare(app: Flask) -> None:
 
     run = settings.run_dir
     if _try_load(holder, run):
+        return
+    if not settings.bootstrap_missing_bundle:
+        refused = (run / "manifest.json").exists()  # why is in the state, from the load
+        found = (f"the bundle in {run} cannot be served ({holder.state.detail})" if refused
+                 else f"no descriptor bundle in {run}")
+        holder.set_status(
+            "failed" if refused else "missing",
+            f"{found}, and BOOTSTRAP_MISSING_BUNDLE=false: the service downloads or builds "
+            "none. Build one with `flask --app app build-index --catalog FILE` or `flask --app "
+            "app refresh` (it is loaded as soon as it is promoted), or set "
+            "BOOTSTRAP_MISSING_BUNDLE=true to obtain one at start",
+        )
+        log.warning("%s and BOOTSTRAP_MISSING_BUNDLE=false; waiting for a bundle to be "
+                    "promoted", found)
         return
     holder.set_status("preparing", "no bundle in RESOURCES_DIR/run; waiting for bootstrap lock")
     lock = bootstrap_lock(settings)
@@ -115,7 +156,7 @@ def prepare(app: Flask) -> None:
         lock.release()
 
 
-def _bootstrap(app: Flask, holder: ModelHolder) -> str:
+def _bootstrap(app: Flask, holder: ModelHolder[Bundle]) -> str:
     """Obtain a first bundle (release archive or one refresh); say what happened, for /readyz.
 
     See app.pipeline.bootstrap.
@@ -132,7 +173,7 @@ def _bootstrap(app: Flask, holder: ModelHolder) -> str:
     return outcome
 
 
-def _try_load(holder: ModelHolder, run: Path) -> bool:
+def _try_load(holder: ModelHolder[Bundle], run: Path) -> bool:
     if not (run / "manifest.json").exists():
         return False
     holder.set_status("preparing", f"loading bundle from {run}")

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -232,7 +233,8 @@ def print_table(profiles: list[str], runs: dict[str, dict[str, Any]]) -> None:
             line += f" | {mark:2} {label[:25]:25} {r['confidence']:4.2f} {ms:6.0f}"
         print(line)
 
-    rows = [
+    # (label, the value shown from a run's summary, the summary key where there is one)
+    rows: list[tuple[str, Callable[[dict[str, Any]], Any], str | None]] = [
         ("single-card top-1", lambda s: f"{s['top1']}/{s['top1_of']}", "top1"),
         ("out-of-catalogue accepted", lambda s: f"{s['false_accepts']}/{s['false_accepts_of']}",
          "false_accepts"),

@@ -106,7 +106,7 @@ def write_bulk(path: Path, n: int) -> None:
             fh.write(json.dumps(synthetic_card(i)) + "\n")
 
 
-def ingest(store: CatalogStore, path: Path) -> dict[str, float]:
+def ingest(store: CatalogStore, path: Path) -> dict[str, float | list[int]]:
     store.migrate()
     samples: list[float] = []
     base = path.parent
@@ -131,14 +131,14 @@ def ingest(store: CatalogStore, path: Path) -> dict[str, float]:
         "rss_before_mb": round(before, 1),
         "rss_max_sampled_mb": round(max(samples), 1),
         "rss_after_mb": round(after, 1),
-        "rss_samples_mb": [round(s) for s in samples],  # type: ignore[dict-item]
+        "rss_samples_mb": [round(s) for s in samples],
     }
 
 
 def pg_store() -> tuple[PostgresStore | None, str, Any]:
     import psycopg2
 
-    dsn = {
+    dsn: dict[str, Any] = {
         "host": os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1"),
         "port": int(os.environ.get("TEST_POSTGRES_PORT", "5432")),
         "user": os.environ.get("TEST_POSTGRES_USER", "postgres"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from app import create_app
+from app import create_app, create_serving_app
 from app import startup as lifecycle
 
 PG_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
@@ -44,16 +45,45 @@ for _name in list(os.environ):
 
 
 def isolated_config(base: Path) -> dict[str, str]:
-    """Settings for an isolated app: its own resources and data dirs, no background work."""
+    """Settings for an isolated app: its own resources and data dirs, no refresh schedule, no
+    bootstrap downloads or builds (an app that `start`s only loads what a test promoted)."""
     return {
         "FLASK_ENV": "testing",
         "RESOURCES_DIR": str(base / "resources"),
         "SCRYFALL_DATA_DIR": str(base / "data"),
-        "PREPARE_ON_START": "false",
+        "BOOTSTRAP_MISSING_BUNDLE": "false",
         "REFRESH_ENABLED": "false",
         "LOG_LEVEL": "warning",
         "SCRYFALL_API_URL": "http://127.0.0.1:9",  # nothing listens: never the real one
     }
+
+
+# Threads the serving process's background work runs: what `start` begins, `shutdown` ends.
+BACKGROUND_THREAD_NAMES = frozenset({"prepare-resources", "bundle-watcher", "APScheduler"})
+
+
+def background_threads() -> set[threading.Thread]:
+    """Live threads of a started app: loading, watcher, schedule, watchdog's observers."""
+    from watchdog.utils import BaseThread
+
+    return {
+        thread
+        for thread in threading.enumerate()
+        if thread.name in BACKGROUND_THREAD_NAMES or isinstance(thread, BaseThread)
+    }
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_background_threads() -> Iterator[None]:
+    """Fail a test that leaves a started app's threads running: each would keep watching a
+    deleted temporary directory (and loading into a dead app) through the rest of the suite.
+    Threads of wider-scoped fixtures, started before the test, are not its leaks."""
+    before = background_threads()
+    yield
+    deadline = time.monotonic() + 5  # a stopping thread may need a moment to return
+    while (leaked := background_threads() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not leaked, f"threads left running (shut the app down): {sorted(t.name for t in leaked)}"
 
 
 @pytest.fixture
@@ -63,6 +93,9 @@ def base_config(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def app(base_config: dict[str, str]) -> Iterator[Flask]:
+    """A built app that starts nothing (no loading, watcher or schedule): create_app's
+    contract; tests that need the serving process's background work use serve_bundle or
+    create_serving_app, and shut it down."""
     application = create_app(base_config)
     application.extensions["catalog"].migrate()
     yield application
@@ -152,13 +185,16 @@ def redis_client() -> Iterator[Any]:
     """A client on a scratch logical database; keys made by the test are removed after."""
     import redis
 
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=13, socket_timeout=3)
+    class ScratchRedis(redis.Redis):
+        test_prefix = ""  # the keys this test may make start with it
+
+    client = ScratchRedis(host=REDIS_HOST, port=REDIS_PORT, db=13, socket_timeout=3)
     try:
         client.ping()
     except redis.RedisError as exc:
         _missing_service(f"Redis not reachable on {REDIS_HOST}:{REDIS_PORT}: {exc}")
     prefix = f"mtgscan-test:{uuid.uuid4().hex[:8]}:"
-    client.test_prefix = prefix  # type: ignore[attr-defined]
+    client.test_prefix = prefix
     yield client
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)
@@ -225,12 +261,13 @@ def synthetic_bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
 
 
 def serve_bundle(config: dict[str, str], bundle: Path, name: str = "0001-A") -> Flask:
-    """Promote `bundle` in the config's RESOURCES_DIR and start an app that serves it."""
+    """Promote `bundle` in the config's RESOURCES_DIR and start an app that serves it (the
+    caller shuts it down: it runs a loading thread and a watcher)."""
     from app.pipeline import releases
 
     resources = Path(config["RESOURCES_DIR"])
     releases.promote(resources, install_release(resources, bundle, name))
-    application = create_app({**config, "PREPARE_ON_START": "true"})
+    application = create_serving_app(config)
     application.extensions["prepare_thread"].join(timeout=60)
     assert application.extensions["model"].loaded, application.extensions["model"].state
     return application

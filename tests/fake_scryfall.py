@@ -83,6 +83,13 @@ SETS = [
 ]
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that stops reading (size cap) is expected: no traceback on stderr."""
+
+
 class FakeScryfall:
     """Start with `with FakeScryfall() as fake:`; build cards with `add_card(...)`."""
 
@@ -99,10 +106,7 @@ class FakeScryfall:
         self.requests: list[tuple[str, dict[str, str]]] = []
         self._guard = threading.Lock()
         self._jpeg_cache: dict[int, bytes] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self.server.daemon_threads = True
-        # a client that stops reading (size cap) is expected: no traceback on stderr
-        self.server.handle_error = lambda request, address: None  # type: ignore[method-assign]
+        self.server = _QuietServer(("127.0.0.1", 0), _make_handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -278,15 +282,15 @@ def _make_handler(fake: FakeScryfall) -> type[BaseHTTPRequestHandler]:
             if path.startswith("/file/"):
                 if path.endswith(".jsonl.gz"):
                     raw = "".join(json.dumps(c) + "\n" for c in fake.cards).encode()
-                    data = gzip.compress(raw)
+                    bulk = gzip.compress(raw)
                     if fake.truncate_bulk:
-                        data = data[: len(data) // 2]
-                    return self._send(200, data, "application/gzip")
+                        bulk = bulk[: len(bulk) // 2]
+                    return self._send(200, bulk, "application/gzip")
                 if path.endswith(".json"):
-                    data = gzip.compress(json.dumps(fake.cards).encode())
+                    bulk = gzip.compress(json.dumps(fake.cards).encode())
                     if fake.truncate_bulk:
-                        data = data[: len(data) // 2]
-                    return self._send(200, data, "application/json",
+                        bulk = bulk[: len(bulk) // 2]
+                    return self._send(200, bulk, "application/json",
                                       {"Content-Encoding": "gzip"})
                 return self._error(404, "no such file")
             if path.startswith("/img/"):

@@ -14,6 +14,7 @@ import string
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 CARD_W, CARD_H = 488, 680
 ART_BOX = (0.08, 0.11, 0.92, 0.56)  # same convention as FeatureParams.art_box
@@ -131,7 +132,7 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     stripes = np.sin(xx / 23.0 + 3 * np.sin(yy / 90.0)) * 25
     grain = cv2.GaussianBlur(rng.normal(0, 18, (height, width)).astype(np.float32), (0, 0), 1.5)
-    tone = 150 + stripes + grain
+    tone: npt.NDArray[np.float32] = 150 + stripes + grain
     bg = np.stack([tone * 0.55, tone * 0.75, tone], axis=-1)
     return np.clip(bg, 0, 255).astype(np.uint8)
 

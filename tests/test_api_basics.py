@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
+from app import create_app, create_serving_app
 from tests.conftest import LiveServer, shutdown
 
 
@@ -75,7 +76,7 @@ def test_infer_without_bundle_is_503(client: FlaskClient) -> None:
 def test_infer_request_errors(
     client: FlaskClient, kwargs: dict[str, object], status: int, needle: str
 ) -> None:
-    response = client.post("/infer", **kwargs)  # type: ignore[arg-type]
+    response = client.post("/infer", **kwargs)
     assert response.status_code == status
     assert needle in response.get_json()["error"]
 
@@ -100,9 +101,9 @@ def test_unknown_route_is_json_404(client: FlaskClient) -> None:
 
 class TestTokens:
     @pytest.fixture
-    def app(self, base_config: dict[str, str]) -> Flask:  # type: ignore[override]
+    def app(self, base_config: dict[str, str]) -> Iterator[Flask]:
         application = create_app({**base_config, "INFER_API_TOKENS": "old-token,new-token"})
-        yield application  # type: ignore[misc]
+        yield application
         shutdown(application)
 
     def test_missing_token_is_401(self, client: FlaskClient) -> None:
@@ -134,7 +135,7 @@ def test_request_log_line_and_request_id(
     (line,) = [r for r in caplog.records if r.name == "app.access"]
     assert line.getMessage().startswith("GET / 200 ")
     assert "ms" in line.getMessage()
-    assert line.request_id == "abc-123"  # type: ignore[attr-defined]
+    assert line.__dict__["request_id"] == "abc-123"  # set by the logging filter
 
 
 def test_log_file_is_written(base_config: dict[str, str], tmp_path: Path) -> None:
@@ -173,7 +174,7 @@ def test_cors_only_for_the_frontend_and_not_on_infer(base_config: dict[str, str]
 
 
 def test_readyz_explains_a_failed_start_up(base_config: dict[str, str]) -> None:
-    app = create_app({**base_config, "PREPARE_ON_START": "true"})
+    app = create_serving_app({**base_config, "BOOTSTRAP_MISSING_BUNDLE": "true"})
     try:
         app.extensions["prepare_thread"].join(timeout=30)
         body = app.test_client().get("/readyz").get_json()

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from app import create_app
+from app import create_app, create_serving_app
 from tests.conftest import shutdown, synthetic_card_record
 from tests.synthetic import make_card, photograph
 
@@ -51,7 +51,7 @@ def test_build_index_then_a_new_server_serves_it(
     finally:
         shutdown(app)
 
-    served = create_app({**base_config, "PREPARE_ON_START": "true"})
+    served = create_serving_app(base_config)
     try:
         served.extensions["prepare_thread"].join(timeout=60)
         photo, _ = photograph(make_card(107), seed=3, rotation=12)

@@ -17,7 +17,7 @@ from app.recognition.builder import (
 )
 from app.recognition.bundle import INDEX_FILE, Bundle, sha256_file, shard_name
 from app.recognition.features import configure_threads
-from app.recognition.matcher import recognize
+from app.recognition.matcher import Recognition, recognize
 from app.recognition.params import PROFILES
 from app.recognition.selection import GRID, preselect
 from tests.synthetic import make_card, photograph
@@ -43,7 +43,7 @@ def previous(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _id(result) -> str | None:  # type: ignore[no-untyped-def]
+def _id(result: Recognition) -> str | None:
     return result.match.card["id"] if result.match is not None else None
 
 
@@ -91,7 +91,7 @@ def test_incremental_build_reuses_slots_vectors_and_shards(previous: Path, tmp_p
 
 
 def test_incremental_plan_says_when_a_full_build_is_needed(previous: Path) -> None:
-    keys = [f"key-{s}" for s in SEEDS]
+    keys: list[str | None] = [f"key-{s}" for s in SEEDS]
     assert incremental_plan(previous, keys, PARAMS, 0.2) is None
     other = dataclasses.replace(PARAMS, ref_keep=PARAMS.ref_keep - 1)
     assert "ref_keep" in str(incremental_plan(previous, keys, other, 0.2))
@@ -110,6 +110,7 @@ def test_preselect_spreads_over_the_card() -> None:
     xy = features.keypoints[chosen]
     cells = set(zip((xy[:, 0] * GRID[0] // width).astype(int),
                     (xy[:, 1] * GRID[1] // height).astype(int), strict=True))
+    assert features.responses is not None  # extract_features always sets them
     top = np.argsort(-features.responses)[:96]  # plain contrast order bunches up
     top_cells = set(zip((features.keypoints[top, 0] * GRID[0] // width).astype(int),
                         (features.keypoints[top, 1] * GRID[1] // height).astype(int),

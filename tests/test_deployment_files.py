@@ -512,7 +512,7 @@ def test_gunicorn_is_one_process_with_threads_and_no_preload() -> None:
     assert int(option(tokens, "--threads") or "1") >= 2
     assert option(tokens, "--bind", "-b") == "0.0.0.0:${PORT}"
     assert "--preload" not in tokens and "--preload-app" not in tokens
-    assert tokens[-1] == "app:create_app()"
+    assert tokens[-1] == "app:create_serving_app()"  # create_app alone starts no loading
 
 
 def test_gunicorn_target_is_a_real_factory() -> None:

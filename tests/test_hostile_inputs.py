@@ -9,7 +9,7 @@ import struct
 import tracemalloc
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -103,7 +103,7 @@ CORPUS: dict[str, tuple[bytes, str | None, int, str]] = {
     "octet_stream_text": (b"hello" * 100, "application/octet-stream", 415, NOT_AN_IMAGE),
 }
 # Valid images of the card in the bundle, in formats and encodings phones and scanners make.
-VALID = {
+VALID: dict[str, Callable[[], bytes]] = {
     "grayscale": lambda: _encode(cv2.cvtColor(_card_photo(), cv2.COLOR_BGR2GRAY), ".png"),
     "cmyk_jpeg": cmyk_jpeg,
     "png16_alpha": png16_alpha,

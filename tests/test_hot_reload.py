@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -143,7 +144,8 @@ def _remove_features(release: Path) -> None:
     [(_truncate_index, "checksum"), (_break_checksum, "checksum"), (_remove_features, "missing")],
 )
 def test_corrupt_promotion_is_refused_and_the_old_bundle_keeps_answering(
-    base_config: dict[str, str], synthetic_bundles: dict[str, Path], damage: object, reason: str
+    base_config: dict[str, str], synthetic_bundles: dict[str, Path],
+    damage: Callable[[Path], None], reason: str
 ) -> None:
     resources = Path(base_config["RESOURCES_DIR"])
     versions = {
@@ -154,7 +156,7 @@ def test_corrupt_promotion_is_refused_and_the_old_bundle_keeps_answering(
     try:
         client = app.test_client()
         broken = install_release(resources, synthetic_bundles["B"], "0001-B")
-        damage(broken)  # type: ignore[operator]
+        damage(broken)
         releases.promote(resources, broken)
         holder = app.extensions["model"]
         deadline = time.monotonic() + 5

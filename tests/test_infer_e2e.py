@@ -27,7 +27,7 @@ def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
 
 @pytest.fixture
 def served_config(base_config: dict[str, str]) -> dict[str, str]:
-    return {**base_config, "PREPARE_ON_START": "true"}
+    return {**base_config, "BOOTSTRAP_MISSING_BUNDLE": "true"}
 
 
 def _start(config: dict[str, str], bundle: Path) -> Flask:

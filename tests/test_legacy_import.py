@@ -132,13 +132,13 @@ def test_old_release_archive_is_converted_at_bootstrap_and_served(
 ) -> None:
     """RESOURCE_BUNDLE_URL names a tar.gz of an older-layout release (the older design's
     features: the legacy profile); a fresh server converts it, promotes it and answers."""
-    from app import create_app
+    from app import create_serving_app
     from tests.fake_scryfall import encode_jpeg
 
     seeds = list(range(400, 525))  # ~100 descriptors each: enough to train IVF256,PQ8
     old = make_old_release(tmp_path / "old-release", seeds, LEGACY, as_rootsift=False)
     archive = make_release_archive(old, tmp_path / "old-release.tar.gz")
-    app = create_app({**base_config, "PREPARE_ON_START": "true",
+    app = create_serving_app({**base_config, "BOOTSTRAP_MISSING_BUNDLE": "true",
                       "RECOGNITION_PROFILE": "legacy",
                       "RESOURCE_BUNDLE_URL": f"file://{archive}"})
     try:

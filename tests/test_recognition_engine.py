@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import faiss
 import h5py
@@ -55,7 +57,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundle(bundle_dir: Path):
+def bundle(bundle_dir: Path) -> Iterator[Bundle]:
     opened = Bundle.open(bundle_dir, expected_params=PARAMS)
     yield opened
     opened.close()
@@ -187,7 +189,7 @@ PHOTOS = [
 
 
 @pytest.mark.parametrize(("seed", "kwargs"), PHOTOS)
-def test_recognises_perturbed_photos(bundle: Bundle, seed: int, kwargs: dict) -> None:
+def test_recognises_perturbed_photos(bundle: Bundle, seed: int, kwargs: dict[str, Any]) -> None:
     photo, corners = photograph(make_card(seed), seed=seed, **kwargs)
     result = recognize(bundle, photo)
     assert result.match is not None, result.alternatives
@@ -266,8 +268,12 @@ def test_other_printings_of_the_match_are_listed_first(tmp_path: Path) -> None:
     ]
     refs = [_ref(s) for s in CARD_SEEDS[:10]]
     for card_id, image in (("printing-a", base), ("printing-b", other)):
+
+        def load(image: np.ndarray = image) -> np.ndarray:
+            return image
+
         refs.append(ReferenceImage(card_id, 0, "Twin Card", "syn", card_id[-1], "ill-twin",
-                                   load=lambda image=image: image))
+                                   load=load))
     build_bundle(refs, tmp_path / "b", PARAMS, progress=False)
     twin = Bundle.open(tmp_path / "b")
     try:

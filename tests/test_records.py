@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -52,10 +53,10 @@ ADVENTURE = {
 DIGITAL = {**NORMAL, "id": "digital", "digital": True}
 ARENA_ONLY = {**NORMAL, "id": "arena", "games": ["arena"]}
 PLACEHOLDER = {**NORMAL, "id": "placeholder", "image_status": "placeholder"}
-ALL = [NORMAL, DOUBLE_FACED, ADVENTURE, DIGITAL, ARENA_ONLY, PLACEHOLDER]
+ALL: list[dict[str, Any]] = [NORMAL, DOUBLE_FACED, ADVENTURE, DIGITAL, ARENA_ONLY, PLACEHOLDER]
 
 
-def _write_jsonl(path: Path, rows: list[dict], gz: bool = False) -> Path:
+def _write_jsonl(path: Path, rows: list[dict[str, Any]], gz: bool = False) -> Path:
     text = "".join(json.dumps(r) + "\n" for r in rows) + "\n"
     if gz:
         path.write_bytes(gzip.compress(text.encode()))

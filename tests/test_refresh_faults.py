@@ -244,7 +244,7 @@ def test_kill_during_the_build_file_lock(world: World) -> None:
 
     app = create_app({"FLASK_ENV": "testing", "RESOURCES_DIR": str(world.resources),
                       "SCRYFALL_DATA_DIR": str(world.root / "data"),
-                      "SCRYFALL_API_URL": world.fake.url, "PREPARE_ON_START": "false",
+                      "SCRYFALL_API_URL": world.fake.url, "BOOTSTRAP_MISSING_BUNDLE": "false",
                       "REFRESH_ENABLED": "false", "LOG_LEVEL": "warning"})
     try:
         app.extensions["model"].load(world.settings.run_dir)
@@ -366,7 +366,8 @@ def test_a_failing_tidy_up_after_the_switch_keeps_the_new_release_served(tmp_pat
 
     # and a job that believes it did not promote never deletes what is served
     settings = Settings(resources_dir=resources, scryfall_data_dir=tmp_path / "data")
-    job = _Job(settings, None, RefreshOptions(), DEFAULT, FileLock(tmp_path / "lock"))  # type: ignore[arg-type]
+    store = make_store(settings)  # not used: the cleanup touches files only
+    job = _Job(settings, store, RefreshOptions(), DEFAULT, FileLock(tmp_path / "lock"))
     job.stored_release = release
     job.cleanup()
     assert release.is_dir() and releases.current_release(resources) == release.resolve()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app import create_app
+from app import create_app, create_serving_app
 from app import startup as lifecycle
 from app.pipeline.images import params_digest
 from app.recognition.params import DEFAULT
@@ -128,14 +128,18 @@ def test_scheduler_runs_only_in_a_serving_process() -> None:
 
 
 def test_serving_app_starts_and_stops_its_scheduler(base_config: dict[str, str]) -> None:
-    app = create_app({**base_config, "FLASK_ENV": "development", "REFRESH_ENABLED": "true"})
+    built = create_app({**base_config, "FLASK_ENV": "development", "REFRESH_ENABLED": "true"})
+    assert "scheduler" not in built.extensions  # building an app starts nothing
+    lifecycle.shutdown(built)
+    app = create_serving_app(
+        {**base_config, "FLASK_ENV": "development", "REFRESH_ENABLED": "true"})
     try:
         scheduler = app.extensions["scheduler"]
         assert scheduler.running and scheduler.get_job(JOB_ID) is not None
     finally:
         lifecycle.shutdown(app)
     assert not scheduler.running
-    testing = create_app({**base_config, "REFRESH_ENABLED": "true"})
+    testing = create_serving_app({**base_config, "REFRESH_ENABLED": "true"})
     assert "scheduler" not in testing.extensions
     lifecycle.shutdown(testing)
 

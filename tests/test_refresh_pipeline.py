@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from flask import Flask
 
-from app import create_app
+from app import create_app, create_serving_app
 from app.catalog import make_store
 from app.catalog.store import CatalogStore
 from app.pipeline import releases
@@ -46,7 +46,7 @@ class World:
             "RESOURCES_DIR": str(root / "resources"),
             "SCRYFALL_DATA_DIR": str(root / "data"),
             "SCRYFALL_API_URL": fake.url,
-            "PREPARE_ON_START": "false",
+            "BOOTSTRAP_MISSING_BUNDLE": "false",
             "REFRESH_ENABLED": "false",
             "LOG_LEVEL": "warning",
         }
@@ -188,7 +188,8 @@ def test_unchanged_updated_at_does_no_work(world: World, first: RefreshResult) -
 
 def _assert_unchanged(world: World, before: tuple[Any, ...]) -> None:
     run_before, cards_before, served_before, releases_before = before
-    assert releases.current_release(world.settings.resources_dir).name == run_before  # type: ignore[union-attr]
+    current = releases.current_release(world.settings.resources_dir)
+    assert current is not None and current.name == run_before
     assert world.all_cards() == cards_before
     assert world.served() == served_before
     assert releases.list_releases(world.settings.resources_dir) == releases_before
@@ -312,10 +313,10 @@ def test_bootstrap_installs_a_verified_release_archive(
     env = {
         **world.env,
         "RESOURCES_DIR": str(tmp_path / "res"),
-        "PREPARE_ON_START": "true",
+        "BOOTSTRAP_MISSING_BUNDLE": "true",
         "RESOURCE_BUNDLE_URL": f"file://{archive}",
     }
-    app = create_app(env)
+    app = create_serving_app(env)
     try:
         app.extensions["prepare_thread"].join(timeout=60)
         holder = app.extensions["model"]

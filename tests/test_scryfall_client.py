@@ -6,6 +6,7 @@ import gzip
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,9 +40,9 @@ class Sleeps(list[float]):
         time.sleep(0.001)
 
 
-def client_for(fake: FakeScryfall, sleeps: Sleeps | None = None, **kw: float) -> ScryfallClient:
+def client_for(fake: FakeScryfall, sleeps: Sleeps | None = None, **kw: Any) -> ScryfallClient:
     sleep = sleeps if sleeps is not None else Sleeps()
-    return ScryfallClient(fake.url, backoff=0.01, api_interval=0.0, sleep=sleep, **kw)  # type: ignore[arg-type]
+    return ScryfallClient(fake.url, backoff=0.01, api_interval=0.0, sleep=sleep, **kw)
 
 
 def test_sends_a_descriptive_user_agent_and_accept(fake: FakeScryfall) -> None:

@@ -43,8 +43,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
     return predicate()
 
 
+Watched = tuple[ModelHolder[ManifestBundle], Path]  # the holder, and the RESOURCES_DIR watched
+
+
 @pytest.fixture(params=[False, True], ids=["inotify", "polling"])
-def watched(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[ModelHolder, Path]]:
+def watched(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Watched]:
     resources = tmp_path / "resources"
     holder = ModelHolder(ManifestBundle)
     # A long safety interval: only the observer's events can make these tests pass in time.
@@ -54,19 +57,23 @@ def watched(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Mo
     watcher.stop()
 
 
-def _version(holder: ModelHolder) -> str | None:
+def _version(holder: ModelHolder[ManifestBundle]) -> str | None:
     with holder.lease() as bundle:
         return bundle.version if bundle else None
 
 
-def test_promotion_is_served_within_seconds(watched: tuple[ModelHolder, Path]) -> None:
+def test_promotion_is_served_within_seconds(watched: Watched) -> None:
     holder, resources = watched
     for version in ("20260101T000000000001Z", "20260101T000000000002Z"):
         releases.promote(resources, make_release(resources, version))
-        assert wait_for(lambda v=version: _version(holder) == v), f"{version} not served"
+
+        def serves(expected: str = version) -> bool:
+            return _version(holder) == expected
+
+        assert wait_for(serves), f"{version} not served"
 
 
-def test_rollback_is_noticed_too(watched: tuple[ModelHolder, Path]) -> None:
+def test_rollback_is_noticed_too(watched: Watched) -> None:
     holder, resources = watched
     releases.promote(resources, make_release(resources, "20260101T000000000001Z"))
     releases.promote(resources, make_release(resources, "20260101T000000000002Z"))
@@ -76,7 +83,7 @@ def test_rollback_is_noticed_too(watched: tuple[ModelHolder, Path]) -> None:
 
 
 def test_corrupt_promotion_is_refused_and_old_keeps_serving(
-    watched: tuple[ModelHolder, Path],
+    watched: Watched,
 ) -> None:
     holder, resources = watched
     releases.promote(resources, make_release(resources, "20260101T000000000001Z"))

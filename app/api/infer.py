@@ -12,11 +12,12 @@ from flask.typing import ResponseReturnValue
 from app.api.auth import require_token
 from app.api.errors import error_response
 from app.catalog import get_store
+from app.recognition.bundle import Bundle
 from app.recognition.imageio import ImageError, decode
 from app.recognition.matcher import Candidate, Recognition, recognize
 from app.recognition.scene import recognize_all
 from app.runtime.admission import Admission, Overloaded
-from app.runtime.model import get_holder
+from app.runtime.model import ModelHolder, get_holder
 from app.settings import Settings
 
 bp = Blueprint("infer", __name__)
@@ -75,7 +76,7 @@ def _read_upload() -> bytes | ResponseReturnValue:
         for name in IMAGE_FIELDS:
             upload = request.files.get(name)
             if upload is not None:
-                data = upload.read()
+                data: bytes = upload.read()
                 if not data:
                     return error_response(400, f"The '{name}' file is empty.")
                 return data
@@ -402,7 +403,7 @@ def _recognise(
         log.info("infer: image refused (%d): %s", exc.status, exc.message)
         return error_response(exc.status, exc.message)
     decode_ms = (time.perf_counter() - decode_start) * 1000
-    holder = get_holder()
+    holder: ModelHolder[Bundle] = get_holder()
     with holder.lease() as bundle:
         if bundle is None:
             response = jsonify(error=f"No descriptor bundle loaded yet: {holder.state.detail}")
@@ -411,7 +412,7 @@ def _recognise(
             return response
         if multi:
             scene = recognize_all(
-                bundle,  # type: ignore[arg-type]
+                bundle,
                 decoded.image,
                 quad_scale=float(decoded.reduction),
                 deadline=started + settings.infer_multi_time_budget_ms / 1000,
@@ -419,7 +420,7 @@ def _recognise(
             results, stage_ms = scene.cards, scene.timings_ms
         else:
             single = recognize(
-                bundle,  # type: ignore[arg-type]
+                bundle,
                 decoded.image,
                 quad_scale=float(decoded.reduction),
                 deadline=started + settings.infer_time_budget_ms / 1000,

@@ -42,6 +42,7 @@ What the older layout does not hold, and what is assumed instead:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
@@ -50,6 +51,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import numpy.typing as npt
 
 from app.recognition.builder import ReferenceImage, build_bundle, make_thumbnail
 from app.recognition.bundle import INDEX_FILE, MANIFEST_FILE, BundleError
@@ -145,7 +147,8 @@ def descriptors_to_uint8(desc: np.ndarray) -> np.ndarray:
     squared = d * d  # RootSIFT -> L1-normalised SIFT
     peak = squared.max(axis=1, keepdims=True)
     scale = np.divide(255.0, peak, out=np.zeros_like(peak), where=peak > 0)
-    return np.clip(np.rint(squared * scale), 0, 255).astype(np.uint8)
+    scaled: npt.NDArray[np.float32] = np.rint(squared * scale)
+    return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 def _keypoints(group: h5py.Group, count: int, name: str) -> np.ndarray:
@@ -268,7 +271,7 @@ def convert_legacy_release(
                     illustration_id=record.get("illustration_id"),
                     load=no_load,
                     extra={"set_name": record.get("set_name") or _attr_text(group, "set_name")},
-                    precomputed=lambda card_id=card_id: features_of(card_id),  # type: ignore[misc]
+                    precomputed=functools.partial(features_of, card_id),
                 )
 
         try:

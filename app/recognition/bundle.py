@@ -257,7 +257,7 @@ class Bundle:
         h5, number, local = self._where(slot)
         offsets = self.kp_offsets[number]
         with self._lock:
-            raw = h5["keypoints"][int(offsets[local]) : int(offsets[local + 1])]
+            raw: np.ndarray = h5["keypoints"][int(offsets[local]) : int(offsets[local + 1])]
         return raw.astype(np.float32) / KP_SCALE
 
     def thumbnail_bytes(self, slot: int) -> bytes:

@@ -110,7 +110,7 @@ def _sane(homography: np.ndarray, size: tuple[float, float], query: Features) ->
         return False  # not convex, or mirrored (reference corners turn one way, y down)
     area = 0.5 * abs(float(np.sum(quad[:, 0] * np.roll(quad[:, 1], -1) - np.roll(quad[:, 0], -1)
                                    * quad[:, 1])))
-    query_area = query.gray.shape[0] * query.gray.shape[1]
+    query_area: int = query.gray.shape[0] * query.gray.shape[1]
     return 0.002 * query_area < area < 4.0 * query_area
 
 
@@ -258,7 +258,8 @@ def corners(v: _Verified, bundle: Bundle) -> np.ndarray:
     """The candidate card's corners (TL, TR, BR, BL) in query-feature pixels."""
     rw, rh = bundle.ref_size[v.row]
     card = np.array([[0, 0], [rw, 0], [rw, rh], [0, rh]], np.float32)
-    return cv2.perspectiveTransform(card[None], v.homography)[0]
+    quad: np.ndarray = cv2.perspectiveTransform(card[None], v.homography)[0]
+    return quad
 
 
 def overlap(a: np.ndarray, b: np.ndarray) -> float:

@@ -46,7 +46,8 @@ def _normalised(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
     values = image[valid]
     if values.size < 2:
         return np.zeros_like(image)
-    return (image - values.mean()) / max(float(values.std()), 1e-3)
+    normalised: np.ndarray = (image - values.mean()) / max(float(values.std()), 1e-3)
+    return normalised
 
 
 def pair_evidence(a: View, b: View, params: FeatureParams) -> float:

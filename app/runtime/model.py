@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,14 @@ class ServableBundle(Protocol):
     def close(self) -> None: ...
 
 
+B = TypeVar("B", bound=ServableBundle)
+"""The bundle type a holder's loader makes: what requests lease from it (`Bundle` in the
+service, small stand-ins in tests)."""
+
+
 @dataclass
-class _Slot:
-    bundle: ServableBundle
+class _Slot(Generic[B]):
+    bundle: B
     path: Path
     loaded_at: datetime
     leases: int = 0
@@ -51,14 +56,14 @@ class ModelState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-class ModelHolder:
+class ModelHolder(Generic[B]):
     """Owns loading, swapping and unloading of the served bundle."""
 
-    def __init__(self, loader: Callable[[Path], ServableBundle]) -> None:
+    def __init__(self, loader: Callable[[Path], B]) -> None:
         self._loader = loader
         self.model_lock = threading.Lock()
         self._load_lock = threading.Lock()  # one load at a time; never held by requests
-        self._slot: _Slot | None = None
+        self._slot: _Slot[B] | None = None
         self._state = ModelState()
 
     # -- state -------------------------------------------------------------------------
@@ -86,7 +91,7 @@ class ModelHolder:
 
     # -- requests ----------------------------------------------------------------------
     @contextmanager
-    def lease(self) -> Iterator[ServableBundle | None]:
+    def lease(self) -> Iterator[B | None]:
         """Yield the bundle current at entry (None when nothing is loaded).
 
         The bundle stays open until the `with` block ends even if a swap happens meanwhile.
@@ -109,7 +114,7 @@ class ModelHolder:
                 self._close(slot)
 
     # -- loading -----------------------------------------------------------------------
-    def load(self, path: Path) -> ServableBundle:
+    def load(self, path: Path) -> B:
         """Load and verify the bundle at `path`, then make it the served one.
 
         On failure the previous bundle keeps serving and the exception propagates.
@@ -159,7 +164,7 @@ class ModelHolder:
             self._state.detail = "no bundle loaded"
             self._state.version = None
 
-    def _swap(self, new_slot: _Slot | None) -> float:
+    def _swap(self, new_slot: _Slot[B] | None) -> float:
         """Replace the served slot under `model_lock`; return how long requests waited (ms).
 
         The old bundle is closed now if idle, else by the last request still leasing it.
@@ -188,16 +193,17 @@ class ModelHolder:
         self._state.history = (self._state.history + [entry])[-10:]
 
     @staticmethod
-    def _close(slot: _Slot) -> None:
+    def _close(slot: _Slot[Any]) -> None:
         try:
             slot.bundle.close()
         except Exception:  # closing must never take a request down with it
             log.exception("closing bundle %s failed", slot.bundle.version)
 
 
-def get_holder() -> ModelHolder:
-    """The serving app's model holder (in a request or app context)."""
+def get_holder() -> ModelHolder[Any]:
+    """The serving app's model holder (in a request or app context); the app's holder makes
+    `app.recognition.bundle.Bundle`s, which this layer does not import."""
     from flask import current_app
 
-    holder: ModelHolder = current_app.extensions["model"]
+    holder: ModelHolder[Any] = current_app.extensions["model"]
     return holder

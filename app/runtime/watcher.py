@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -41,7 +42,7 @@ class BundleWatcher:
 
     def __init__(
         self,
-        holder: ModelHolder,
+        holder: ModelHolder[Any],
         resources_dir: Path,
         *,
         polling: bool = False,
