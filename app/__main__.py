@@ -6,13 +6,22 @@ must not cross a fork; the scheduler thread must live in the serving process).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 from dotenv import load_dotenv
 from gunicorn.app.base import BaseApplication
 
+from app.metrics import MULTIPROC_ENV
 from app.settings import Settings, SettingsError
+
+
+def _mark_dead(server: Any, worker: Any) -> None:
+    """Prometheus multiprocess mode: a dead worker's live gauges stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 class _Server(BaseApplication):
@@ -34,6 +43,8 @@ class _Server(BaseApplication):
             "graceful_timeout": 30,
             "preload_app": False,
         }
+        if os.environ.get(MULTIPROC_ENV):
+            options["child_exit"] = _mark_dead
         for key, value in options.items():
             self.cfg.set(key, value)
 

@@ -9,12 +9,14 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from app import metrics
 from app.api.auth import require_token
 from app.api.errors import error_response
 from app.catalog import get_store
 from app.recognition.imageio import ImageError, decode
 from app.recognition.matcher import Candidate, recognize
 from app.runtime.admission import Admission, Overloaded
+from app.runtime.http_logging import annotate
 from app.runtime.model import get_holder
 from app.settings import Settings
 
@@ -296,6 +298,7 @@ def _recognise(data: bytes, settings: Settings, started: float) -> ResponseRetur
     holder = get_holder()
     with holder.lease() as bundle:
         if bundle is None:
+            metrics.INFER_REFUSED.labels("no_bundle").inc()
             response = jsonify(error=f"No descriptor bundle loaded yet: {holder.state.detail}")
             response.status_code = 503
             response.headers["Retry-After"] = "30"
@@ -308,6 +311,7 @@ def _recognise(data: bytes, settings: Settings, started: float) -> ResponseRetur
         )
         version = bundle.version
     if result.match is None:
+        metrics.record_recognition(decode_ms, result.timings_ms, None)
         return error_response(404, NO_MATCH, index_version=version)
 
     card = result.match.card
@@ -334,4 +338,6 @@ def _recognise(data: bytes, settings: Settings, started: float) -> ResponseRetur
         metadata=metadata,
         timings_ms=timings,
     )
+    metrics.record_recognition(decode_ms, result.timings_ms, body)
+    annotate(card_id=body["predicted_card_id"], confidence=body["confidence"])
     return jsonify(body)
