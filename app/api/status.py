@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify
@@ -104,8 +105,8 @@ def build_status(app: Flask) -> dict[str, Any]:
     settings: Settings = app.config["SETTINGS"]
     now = datetime.now(UTC)
     state = get_holder().state
-    on_disk = releases.describe(releases.current_release(settings.resources_dir))
-    counts = on_disk["counts"] if on_disk["name"] == state.version else None
+    run_target = releases.current_release(settings.resources_dir)
+    served = releases.describe(Path(state.path) if state.path and state.version else None)
     store = app.extensions["catalog"]
     catalog: dict[str, Any] = {"backend": store.backend, "cards": None, "error": None}
     runs: list[dict[str, Any]] = []
@@ -124,11 +125,11 @@ def build_status(app: Flask) -> dict[str, Any]:
             "detail": state.detail,
             "version": state.version,
             "loaded_at": state.loaded_at,
-            "built_at": on_disk["built_at"] if counts is not None else None,
-            "age_s": _age_seconds(str(on_disk["built_at"]), now) if counts is not None else None,
-            "counts": counts,
+            "built_at": served["built_at"],
+            "age_s": _age_seconds(str(served["built_at"] or ""), now),
+            "counts": served["counts"],
             "last_swap_pause_ms": state.last_swap_pause_ms,
-            "run_points_at": on_disk["name"],
+            "run_points_at": run_target.name if run_target is not None else None,
             "releases": [p.name for p in releases.list_releases(settings.resources_dir)],
         },
         "catalog": catalog,
@@ -207,7 +208,11 @@ def status() -> ResponseReturnValue:
               age_s: {type: number, x-nullable: true, description: Seconds since it was built.}
               counts: {type: object, x-nullable: true}
               last_swap_pause_ms: {type: number, x-nullable: true}
-              run_points_at: {type: string, x-nullable: true}
+              run_points_at:
+                type: string
+                x-nullable: true
+                description: The release RESOURCES_DIR/run names (after a promotion or a
+                  rollback, until this replica's watcher has loaded it, not yet `version`).
               releases: {type: array, items: {type: string}}
           catalog:
             type: object
