@@ -13,15 +13,9 @@ from typing import Any
 from dotenv import load_dotenv
 from gunicorn.app.base import BaseApplication
 
-from app.metrics import MULTIPROC_ENV
+from app.metrics import MULTIPROC_ENV, gunicorn_child_exit
+from app.runtime.logging_setup import gunicorn_logconfig
 from app.settings import Settings, SettingsError
-
-
-def _mark_dead(server: Any, worker: Any) -> None:
-    """Prometheus multiprocess mode: a dead worker's live gauges stop counting."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
 
 
 class _Server(BaseApplication):
@@ -42,9 +36,10 @@ class _Server(BaseApplication):
             "timeout": 120,
             "graceful_timeout": 30,
             "preload_app": False,
+            "logconfig_dict": gunicorn_logconfig(self.settings.log_format),
         }
         if os.environ.get(MULTIPROC_ENV):
-            options["child_exit"] = _mark_dead
+            options["child_exit"] = gunicorn_child_exit
         for key, value in options.items():
             self.cfg.set(key, value)
 

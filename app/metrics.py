@@ -6,8 +6,8 @@ Metrics are process-global (prometheus_client's default registry), which is what
 process per container needs. When several worker processes ever serve one port, set
 PROMETHEUS_MULTIPROC_DIR to an empty directory before start-up (prometheus_client's standard
 multiprocess mode): every process then writes its values to files there, `exposition()`
-merges them, and gauges say how (`multiprocess_mode`). `app/__main__.py` marks a dead worker
-for gunicorn (`child_exit`).
+merges them, and gauges say how (`multiprocess_mode`). gunicorn marks a dead worker with
+`gunicorn_child_exit` (set by `app/__main__.py` and `gunicorn.conf.py`).
 """
 
 from __future__ import annotations
@@ -163,6 +163,14 @@ def record_refresh(outcome: str, seconds: float, finished_at: float) -> None:
     REFRESH_DURATION.labels(outcome).observe(seconds)
     if outcome == "succeeded":
         REFRESH_LAST_SUCCESS.set(finished_at)
+
+
+def gunicorn_child_exit(server: Any, worker: Any) -> None:
+    """gunicorn's `child_exit` hook in multiprocess mode: a dead worker's live gauges stop
+    counting (prometheus_client's documented gunicorn setup)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -138,7 +138,7 @@ def ingest(store: CatalogStore, path: Path) -> dict[str, float]:
 def pg_store() -> tuple[PostgresStore | None, str, Any]:
     import psycopg2
 
-    dsn = {
+    dsn: dict[str, Any] = {
         "host": os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1"),
         "port": int(os.environ.get("TEST_POSTGRES_PORT", "5432")),
         "user": os.environ.get("TEST_POSTGRES_USER", "postgres"),

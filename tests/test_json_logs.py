@@ -6,13 +6,18 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import cv2
 import pytest
+import requests
 
 from app import create_app
 from app.progress import Progress
@@ -113,3 +118,48 @@ def test_bad_log_format_is_a_configuration_error() -> None:
                                "RESOURCES_DIR": "/nonexistent"})
     assert done.returncode == 2
     assert "configuration error: LOG_FORMAT must be one of text, json, got 'yaml'" in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("server", ["python -m app", "gunicorn"])
+def test_every_line_of_the_real_server_is_json(server: str, tmp_path: Path) -> None:
+    """The served process, gunicorn's own lines included: `python -m app` (make run) and the
+    Dockerfile's gunicorn command, which reads gunicorn.conf.py from its working directory."""
+    port = _free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LOG_FORMAT": "json",
+           "PORT": str(port), "RESOURCES_DIR": str(tmp_path / "r"),
+           "SCRYFALL_DATA_DIR": str(tmp_path / "d"), "PREPARE_ON_START": "false",
+           "REFRESH_ENABLED": "false", "SCRYFALL_API_URL": "http://127.0.0.1:9"}
+    command = [sys.executable, "-m", "app"] if server == "python -m app" else [
+        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--worker-class",
+        "gthread", "--workers", "1", "--threads", "4", "app:create_app()"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "did not start"
+            time.sleep(0.2)
+        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 503
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    entries = []
+    for line in (out + err).splitlines():
+        if line.strip():
+            entries.append(json.loads(line))  # a line that is not JSON fails here
+    loggers = {entry["logger"] for entry in entries}
+    assert "gunicorn.error" in loggers, loggers  # "Starting gunicorn", "Booting worker"
+    access = [e for e in entries if e["logger"] == "app.access"]
+    assert [e["route"] for e in access] == ["/readyz"]  # /healthz is quiet at info
+    assert access[0]["status"] == 503

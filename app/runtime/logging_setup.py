@@ -61,6 +61,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+def gunicorn_logconfig(log_format: str) -> dict[str, Any]:
+    """gunicorn's `logconfig_dict`: with LOG_FORMAT=json its own lines (start, workers,
+    timeouts) are JSON objects too, on stderr as before. The root logger gets no handler here:
+    `configure_logging` installs the service's when the app is created (else every line of
+    the app would be written twice). Empty for text: gunicorn's defaults."""
+    if log_format != "json":
+        return {}
+    stream: dict[str, Any] = {"class": "logging.StreamHandler", "formatter": "json",
+                              "stream": "ext://sys.stderr"}
+    return {
+        "root": {"level": "INFO", "handlers": []},
+        "loggers": {
+            name: {"level": "INFO", "handlers": ["gunicorn"], "propagate": False,
+                   "qualname": name}
+            for name in ("gunicorn.error", "gunicorn.access")
+        },
+        "handlers": {"gunicorn": stream},
+        "formatters": {"json": {"()": JsonFormatter}},
+    }
+
+
 def configure_logging(level: str, log_file_path: str = "", log_format: str = "text") -> None:
     """Install the service's handlers on the root logger, replacing ones installed before.
 
