@@ -41,6 +41,8 @@ RUN pip install --no-cache-dir -r requirements.txt
 
 COPY app/ ./app/
 COPY scripts/ ./scripts/
+# read by gunicorn from the working directory: JSON logs, Prometheus multiprocess hook
+COPY gunicorn.conf.py ./
 
 # Owned by the service user so that named volumes mounted here inherit the ownership.
 RUN mkdir -p /app/resources /app/data /app/logs \

@@ -60,7 +60,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         settings = Settings.from_env(environ)
     _check_profile(settings)
 
-    logging_setup.configure_logging(settings.log_level, settings.log_file_path)
+    logging_setup.configure_logging(settings.log_level, settings.log_file_path,
+                                    settings.log_format)
     for notice in settings.deprecations:
         log.warning("configuration: %s", notice)
 

@@ -6,12 +6,15 @@ must not cross a fork; the scheduler thread must live in the serving process).
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 from dotenv import load_dotenv
 from gunicorn.app.base import BaseApplication
 
+from app.metrics import MULTIPROC_ENV, gunicorn_child_exit
+from app.runtime.logging_setup import gunicorn_logconfig
 from app.settings import Settings, SettingsError
 
 
@@ -33,7 +36,10 @@ class _Server(BaseApplication):
             "timeout": 120,
             "graceful_timeout": 30,
             "preload_app": False,
+            "logconfig_dict": gunicorn_logconfig(self.settings.log_format),
         }
+        if os.environ.get(MULTIPROC_ENV):
+            options["child_exit"] = gunicorn_child_exit
         for key, value in options.items():
             self.cfg.set(key, value)
 

@@ -94,16 +94,15 @@ def build_index(
 def status() -> None:
     """Current release, counts and the last refresh runs."""
     settings = _settings()
-    current = releases.current_release(settings.resources_dir)
+    current = releases.describe(releases.current_release(settings.resources_dir))
     info: dict[str, object] = {
         "resources_dir": str(settings.resources_dir),
-        "current_release": current.name if current else None,
+        "current_release": current["name"],
         "releases": [p.name for p in releases.list_releases(settings.resources_dir)],
     }
-    if current is not None and (current / "manifest.json").exists():
-        manifest = json.loads((current / "manifest.json").read_text())
-        info["counts"] = manifest.get("counts")
-        info["built_at"] = manifest.get("built_at")
+    if current["name"] is not None:
+        info["counts"] = current["counts"]
+        info["built_at"] = current["built_at"]
     store = current_app.extensions["catalog"]
     try:
         store.migrate()
@@ -142,6 +141,13 @@ def rollback() -> None:
     "[default: REFRESH_LANGS, en].",
 )
 @click.option(
+    "--set",
+    "set_codes",
+    multiple=True,
+    help="Index only the printings of this set (repeat; 'all' for every set) "
+    "[default: REFRESH_SETS, every set].",
+)
+@click.option(
     "--include-layout",
     "include_layouts",
     multiple=True,
@@ -163,6 +169,7 @@ def rollback() -> None:
 def refresh(
     force: bool,
     langs: tuple[str, ...],
+    set_codes: tuple[str, ...],
     include_layouts: tuple[str, ...],
     catalog_file: Path | None,
     min_hit_rate: float | None,
@@ -170,7 +177,7 @@ def refresh(
 ) -> None:
     """Run the nightly refresh now (same update lock as the scheduled job).
 
-    The printings policy comes from REFRESH_LANGS, REFRESH_EXCLUDED_LAYOUTS and
+    The printings policy comes from REFRESH_LANGS, REFRESH_SETS, REFRESH_EXCLUDED_LAYOUTS and
     REFRESH_MIN_HIT_RATE, as for the scheduled job; the options override it for this run."""
     from app.pipeline.refresh import RefreshOptions, run_refresh
 
@@ -183,6 +190,14 @@ def refresh(
     }
     if langs:
         changes["langs"] = () if "any" in langs else tuple(langs)
+    if set_codes:
+        from app.settings import SettingsError, parse_set_codes
+
+        try:
+            parsed = parse_set_codes("--set", ",".join(set_codes))
+        except SettingsError as exc:
+            raise click.BadParameter(str(exc)) from None
+        changes["sets"] = () if "all" in parsed else parsed
     if min_hit_rate is not None:
         changes["min_hit_rate"] = min_hit_rate
     options = RefreshOptions.from_settings(settings, **changes)

@@ -1,6 +1,9 @@
 """Progress of long phases (extraction, indexing, downloads): a tqdm bar when stderr is a
 terminal, otherwise one log line every few seconds - a log file or `docker logs` must not
-fill with carriage-return bars. A leaf module: every layer may use it."""
+fill with carriage-return bars. Each line is also a structured event (`event`, `done`,
+`total`, `unit`, `elapsed_s`, `rate`, `eta_s` fields): with LOG_FORMAT=json, which turns
+bars off even on a terminal, a collector reads them as JSON keys. A leaf module: every layer
+may use it."""
 
 from __future__ import annotations
 
@@ -11,6 +14,13 @@ from types import TracebackType
 from typing import Any
 
 log = logging.getLogger("app.progress")
+_bars_allowed = True
+
+
+def use_bars(allowed: bool) -> None:
+    """False: log events even on a terminal (LOG_FORMAT=json; see logging_setup)."""
+    global _bars_allowed
+    _bars_allowed = allowed
 
 
 class Progress:
@@ -36,7 +46,7 @@ class Progress:
         self._last = self._started
         self._bar: Any = None
         is_tty = sys.stderr.isatty() if tty is None else tty
-        if enabled and is_tty:
+        if enabled and is_tty and _bars_allowed:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, desc=desc, unit=unit, leave=False,
@@ -63,12 +73,16 @@ class Progress:
         elapsed = time.monotonic() - self._started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         of = f"/{self.total}" if self.total else ""
-        eta = ""
-        if self.total and rate > 0:
-            eta = f", eta {max(0.0, (self.total - self.done) / rate):.0f} s"
+        remaining = (
+            round(max(0.0, (self.total - self.done) / rate), 1)
+            if self.total and rate > 0 else None
+        )
+        eta = f", eta {remaining:.0f} s" if remaining is not None else ""
         log.info("%s %s: %d%s %s in %.0f s (%.1f %s/s%s)", self.desc, event, self.done, of,
                  self.unit, elapsed, rate, self.unit, eta,
-                 extra={"event": f"{self.desc}.{event}", "done": self.done, "total": self.total})
+                 extra={"event": f"{self.desc}.{event}", "done": self.done, "total": self.total,
+                        "unit": self.unit, "elapsed_s": round(elapsed, 1),
+                        "rate": round(rate, 2), "eta_s": remaining})
 
     def close(self) -> None:
         if self._bar is not None:

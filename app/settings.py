@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from apscheduler.triggers.cron import CronTrigger
 
@@ -141,6 +142,36 @@ def _layouts(name: str) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
+_SET_CODE = re.compile(r"^[a-z0-9]{2,8}$")
+
+
+def parse_set_codes(name: str, raw: str) -> tuple[str, ...]:
+    """Scryfall set codes (rtr, dsk, pfrf, 30a, ...), sorted; empty means every set."""
+    items = sorted({t.lower() for t in _tokens(raw)})
+    bad = [t for t in items if not _SET_CODE.match(t)]
+    if bad:
+        raise SettingsError(
+            f"{name} must be a comma-separated list of Scryfall set codes (rtr, dsk, ...) "
+            f"or empty for every set, got {raw!r}"
+        )
+    return tuple(items)
+
+
+def mask_url(url: str) -> str:
+    """The URL as it may be shown (errors, /readyz, /status, logs): no user, password, query
+    or fragment, which carry the tokens of signed download URLs."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    if parts.username or parts.password:
+        host = f"***@{host}"
+    shown = urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return shown + ("?***" if parts.query or parts.fragment else "")
+
+
 def _text(raw: str) -> str:
     return raw.strip()
 
@@ -157,6 +188,7 @@ class Settings:
     port: int = 5001
     log_level: str = "INFO"
     log_file_path: str = ""
+    log_format: str = "text"  # text | json (one JSON object per line)
     frontend_url: str = ""
     proxy_count: int = 1
 
@@ -168,6 +200,7 @@ class Settings:
     refresh_cron: str = "0 2 * * *"
     refresh_enabled: bool = True
     refresh_langs: tuple[str, ...] = ("en",)  # empty: every language
+    refresh_sets: tuple[str, ...] = ()  # empty: every set
     refresh_excluded_layouts: tuple[str, ...] = DEFAULT_EXCLUDED_LAYOUTS
     refresh_min_hit_rate: float = 0.85
     # Only whether a *missing* bundle is obtained at start (release archive or one refresh):
@@ -218,12 +251,15 @@ class Settings:
         return self.resources_dir / "run"
 
     def public_dict(self) -> dict[str, Any]:
-        """Settings safe to log: secrets are masked."""
+        """Settings safe to log or show: passwords masked, tokens counted, URLs without
+        credentials or query (a signed RESOURCE_BUNDLE_URL carries its token there)."""
         data = asdict(self)
         del data["deprecations"]
         for secret in ("postgres_password", "redis_password"):
             if data[secret]:
                 data[secret] = "***"
+        for url in ("scryfall_api_url", "resource_bundle_url", "frontend_url"):
+            data[url] = mask_url(data[url])
         data["infer_api_tokens"] = f"{len(self.infer_api_tokens)} token(s)"
         return {k: str(v) if isinstance(v, Path) else v for k, v in data.items()}
 
@@ -236,6 +272,7 @@ class Settings:
             "port": _int("PORT", 1, 65535),
             "log_level": _log_level("LOG_LEVEL"),
             "log_file_path": _text,
+            "log_format": _choice("LOG_FORMAT", "text", "json"),
             "frontend_url": _text,
             "proxy_count": _int("PROXY_COUNT", 0, 10),
             "resources_dir": lambda raw: Path(raw.strip()),
@@ -246,6 +283,7 @@ class Settings:
             "refresh_cron": _cron("REFRESH_CRON"),
             "refresh_enabled": _bool("REFRESH_ENABLED"),
             "refresh_langs": _langs("REFRESH_LANGS"),
+            "refresh_sets": lambda raw: parse_set_codes("REFRESH_SETS", raw),
             "refresh_excluded_layouts": _layouts("REFRESH_EXCLUDED_LAYOUTS"),
             "refresh_min_hit_rate": _float("REFRESH_MIN_HIT_RATE", 0.0, 1.0),
             "bootstrap_missing_bundle": _bool("BOOTSTRAP_MISSING_BUNDLE"),

@@ -143,9 +143,19 @@ def test_refresh_takes_the_printings_policy_from_the_settings(
 
         result = invoke(app, "refresh", "--min-hit-rate", "2")
         assert result.exit_code == 2 and len(captured) == 2
+    for app in _app(base_config, REFRESH_SETS="rtr"):
+        assert invoke(app, "refresh").exit_code == 0
+        assert captured[-1].sets == ("rtr",)
+        result = invoke(app, "refresh", "--set", "IMA", "--set", "dsk,rtr")
+        assert result.exit_code == 0, result.output
+        assert captured[-1].sets == ("dsk", "ima", "rtr")
+        assert invoke(app, "refresh", "--set", "all").exit_code == 0
+        assert captured[-1].sets == ()
+        result = invoke(app, "refresh", "--set", "r;t")
+        assert result.exit_code == 2 and "--set must be a comma-separated list" in result.output
     for app in _app(base_config):
         assert invoke(app, "refresh").exit_code == 0
-        assert captured[-1].langs == ("en",)
+        assert captured[-1].langs == ("en",) and captured[-1].sets == ()
         assert captured[-1].exclude_layouts == EXCLUDED_LAYOUTS
 
 

@@ -402,7 +402,8 @@ def test_signed_bundle_urls_are_masked_in_errors(tmp_path: Path) -> None:
     errors end up in logs and in the unauthenticated /readyz."""
     import socket
 
-    from app.pipeline.bootstrap import BootstrapError, install_release_archive, mask_url
+    from app.pipeline.bootstrap import BootstrapError, install_release_archive
+    from app.settings import mask_url
 
     assert mask_url("https://u:pw@cdn.example:8443/r/x.tar.gz?X-Amz-Signature=s3cr3t#f") == (
         "https://***@cdn.example:8443/r/x.tar.gz?***")

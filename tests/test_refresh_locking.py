@@ -16,6 +16,7 @@ import pytest
 from app import create_app, create_serving_app
 from app import startup as lifecycle
 from app.pipeline.images import params_digest
+from app.pipeline.refresh import RefreshOptions
 from app.recognition.params import DEFAULT
 from app.scheduler import JOB_ID, make_scheduler, should_schedule
 from app.settings import Settings
@@ -60,7 +61,8 @@ def _prepare_unchanged(root: Path, fake: FakeScryfall) -> None:
     os.symlink("releases/20260101T000000Z-aaaa", root / "resources" / "run")
     (root / "data").mkdir()
     state = {"bulk_type": "default_cards", "updated_at": fake.updated_at,
-             "params": params_digest(DEFAULT), "release": release.name}
+             "params": params_digest(DEFAULT), "release": release.name,
+             "selection": RefreshOptions().selection_digest()}
     (root / "data" / "refresh_state.json").write_text(json.dumps(state))
 
 

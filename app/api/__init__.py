@@ -5,7 +5,7 @@ from __future__ import annotations
 from flasgger import Swagger
 from flask import Flask
 
-from app.api import cors, errors, health, infer
+from app.api import cors, errors, health, infer, metrics, status
 
 SWAGGER_TEMPLATE = {
     "swagger": "2.0",
@@ -21,6 +21,12 @@ SWAGGER_TEMPLATE = {
     },
     "consumes": ["multipart/form-data", "image/jpeg", "image/png", "image/webp"],
     "produces": ["application/json"],
+    "tags": [
+        {"name": "recognition", "description": "POST /infer (bearer token)"},
+        {"name": "health", "description": "liveness, readiness, identity (open)"},
+        {"name": "operations", "description": "/status (bearer token), /metrics (open: keep "
+                                               "the port on the internal network)"},
+    ],
     "securityDefinitions": {
         "bearer": {
             "type": "apiKey",
@@ -51,5 +57,7 @@ def init_app(app: Flask) -> None:
     errors.init_app(app)
     cors.init_app(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(status.bp)
+    app.register_blueprint(metrics.bp)
     infer.init_app(app)
     Swagger(app, template=SWAGGER_TEMPLATE, config=SWAGGER_CONFIG, merge=True)

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from app import metrics
 from app.api.auth import require_token
 from app.api.errors import error_response
 from app.catalog import get_store
@@ -17,6 +18,7 @@ from app.recognition.imageio import ImageError, decode
 from app.recognition.matcher import Candidate, Recognition, recognize
 from app.recognition.scene import recognize_all
 from app.runtime.admission import Admission, Overloaded
+from app.runtime.http_logging import annotate
 from app.runtime.model import ModelHolder, get_holder
 from app.settings import Settings
 
@@ -406,6 +408,7 @@ def _recognise(
     holder: ModelHolder[Bundle] = get_holder()
     with holder.lease() as bundle:
         if bundle is None:
+            metrics.INFER_REFUSED.labels("no_bundle").inc()
             response = jsonify(error=f"No descriptor bundle loaded yet: {holder.state.detail}")
             response.status_code = 503
             response.headers["Retry-After"] = "30"
@@ -429,6 +432,7 @@ def _recognise(
             stage_ms = single.timings_ms
         version = bundle.version
     if not results:
+        metrics.record_recognition(decode_ms, stage_ms, None)
         return error_response(404, NO_MATCH, index_version=version)
 
     ids = [r.match.card["id"] for r in results if r.match is not None]
@@ -439,6 +443,10 @@ def _recognise(
     timings["total"] = round((time.perf_counter() - started) * 1000, 1)
     metadata = "complete" if answered and all(i in records for i in ids) else "partial"
     extra = {"index_version": version, "metadata": metadata, "timings_ms": timings}
+    # the request's outcome and its access line: the (strongest) card answered
+    metrics.record_recognition(decode_ms, stage_ms, answers[0])
+    annotate(card_id=answers[0]["predicted_card_id"], confidence=answers[0]["confidence"])
     if multi:
+        annotate(cards=len(answers))
         return jsonify(cards=answers, count=len(answers), **extra)
     return jsonify({**answers[0], **extra})

@@ -16,7 +16,7 @@ import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import requests
@@ -24,26 +24,13 @@ import requests
 from app.catalog.store import CatalogStore
 from app.pipeline import releases
 from app.pipeline.locks import make_update_lock
-from app.settings import Settings
+from app.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
 
 
 class BootstrapError(RuntimeError):
     """The release archive could not be obtained or verified."""
-
-
-def mask_url(url: str) -> str:
-    """The URL as it may be shown (errors, /readyz, logs): no user, password, query or
-    fragment, which carry the tokens of signed download URLs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    if parts.username or parts.password:
-        host = f"***@{host}"
-    shown = urlunsplit((parts.scheme, host, parts.path, "", ""))
-    return shown + ("?***" if parts.query or parts.fragment else "")
 
 
 def bootstrap(settings: Settings, store: CatalogStore) -> str:

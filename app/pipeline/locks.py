@@ -19,11 +19,35 @@ from typing import Protocol
 import redis
 from redis.exceptions import LockError, RedisError
 
+from app import metrics
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 UPDATE_LOCK_NAME = "model_update_lock"
+
+# Names of the locks this process holds now (with a count: two objects may hold two leases
+# of differently named locks), for /status ("does this replica hold the update lock?") and
+# the mtgscan_update_lock_held gauge.
+_held: dict[str, int] = {}
+_held_guard = threading.Lock()
+
+
+def _mark_held(name: str, delta: int) -> None:
+    with _held_guard:
+        count = _held.get(name, 0) + delta
+        if count > 0:
+            _held[name] = count
+        else:
+            _held.pop(name, None)
+        if name == UPDATE_LOCK_NAME:
+            metrics.UPDATE_LOCK_HELD.set(max(0, count))
+
+
+def held_here(name: str = UPDATE_LOCK_NAME) -> bool:
+    """True while a lock of that name is held by this process (this replica)."""
+    with _held_guard:
+        return name in _held
 
 
 class UpdateLock(Protocol):
@@ -65,6 +89,7 @@ class FileLock:
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             self._fd = fd
+            _mark_held(self.name, +1)
             return True
 
     def still_held(self) -> bool:
@@ -77,6 +102,7 @@ class FileLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+            _mark_held(self.name, -1)
 
 
 class RedisUpdateLock:
@@ -111,6 +137,7 @@ class RedisUpdateLock:
             log.warning("update lock %s: %s; not taking it", self.name, self.unavailable)
             return False
         if got:
+            _mark_held(self.name, +1)
             self._held.set()
             self._stop.clear()
             self._beat = threading.Thread(
@@ -145,6 +172,7 @@ class RedisUpdateLock:
         if self._beat is not None:
             self._beat.join(timeout=5)
             self._beat = None
+            _mark_held(self.name, -1)  # a beat runs exactly while a lease was acquired
         if self._held.is_set():
             self._held.clear()
             try:

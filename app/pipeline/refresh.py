@@ -18,6 +18,7 @@ exactly as they were:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from app import metrics
 from app.catalog.records import FaceImage, face_images, iter_records
 from app.catalog.store import CatalogStore, card_row
 from app.pipeline import releases
@@ -65,6 +67,7 @@ class RefreshOptions:
     """Knobs of one refresh. Defaults suit the nightly job on Scryfall's default_cards."""
 
     langs: tuple[str, ...] = ("en",)  # empty: every language
+    sets: tuple[str, ...] = ()  # Scryfall set codes to index; empty: every set
     exclude_layouts: frozenset[str] = EXCLUDED_LAYOUTS
     catalog_file: Path | None = None  # a local catalogue instead of Scryfall's bulk data
     force: bool = False  # rebuild even when updated_at has not moved
@@ -87,15 +90,23 @@ class RefreshOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, **changes: Any) -> RefreshOptions:
-        """The printings policy of REFRESH_LANGS, REFRESH_EXCLUDED_LAYOUTS and
+        """The printings policy of REFRESH_LANGS, REFRESH_SETS, REFRESH_EXCLUDED_LAYOUTS and
         REFRESH_MIN_HIT_RATE (what scheduled runs use), with `changes` on top."""
         values: dict[str, Any] = {
             "langs": tuple(settings.refresh_langs),
+            "sets": tuple(settings.refresh_sets),
             "exclude_layouts": frozenset(settings.refresh_excluded_layouts),
             "min_hit_rate": settings.refresh_min_hit_rate,
         }
         values.update(changes)
         return cls(**values)
+
+    def selection_digest(self) -> str:
+        """What decides which printings are indexed: a change (REFRESH_SETS widened, another
+        language) makes the next run rebuild even when Scryfall's file has not moved."""
+        policy = {"langs": sorted(self.langs), "sets": sorted(self.sets),
+                  "exclude_layouts": sorted(self.exclude_layouts)}
+        return hashlib.sha256(json.dumps(policy).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -131,13 +142,30 @@ def run_refresh(
     params = params or PROFILES[settings.recognition_profile]
     lock = lock or make_update_lock(settings)
     host = socket.gethostname()
+    started = time.perf_counter()
+    result = _run_locked(settings, store, options, lock, params, on_promoted, host)
+    metrics.record_refresh(result.status, time.perf_counter() - started, time.time())
+    return result
+
+
+def _run_locked(
+    settings: Settings,
+    store: CatalogStore,
+    options: RefreshOptions,
+    lock: UpdateLock,
+    params: FeatureParams,
+    on_promoted: Callable[[Path], None] | None,
+    host: str,
+) -> RefreshResult:
     if not lock.acquire():
         if lock.unavailable:
             reason = "lock unavailable"
+            metrics.UPDATE_LOCK.labels("unavailable").inc()
             message = f"skipped: cannot take {lock.name}: {lock.unavailable}"
             log.warning("refresh %s; serving is unaffected", message)
         else:
             reason = "locked"
+            metrics.UPDATE_LOCK.labels("skipped").inc()
             message = f"skipped: another replica holds {lock.name}"
             log.info("refresh %s", message)
         result = RefreshResult("skipped", {"reason": reason}, error=message)
@@ -148,6 +176,7 @@ def run_refresh(
         except Exception as exc:  # recording a skip must not fail anything
             log.warning("could not record the skipped run: %s", exc)
         return result
+    metrics.UPDATE_LOCK.labels("held").inc()
     job: _Job | None = None
     try:
         store.migrate()
@@ -320,12 +349,18 @@ class _Job:
         self.counts["bulk_updated_at"] = item.updated_at
         state = load_state(self.data_dir)
         current = releases.current_release(self.resources)
+        selection = opts.selection_digest()
+        # a release built under another selection (REFRESH_SETS, REFRESH_LANGS changed) is
+        # not comparable in size with this run's catalogue
+        reselected = current is not None and state.get("release") == current.name and (
+            state.get("selection") != selection)
         unchanged = (
             state.get("bulk_type") == item.type
             and state.get("updated_at") == item.updated_at
             and state.get("params") == params_digest(self.params)
             and current is not None
             and state.get("release") == current.name
+            and not reselected
         )
         if unchanged and not opts.force:
             log.info("refresh: %s unchanged since %s; nothing to do", item.type, item.updated_at)
@@ -348,6 +383,11 @@ class _Job:
         if not faces:
             raise RefreshError("the catalogue has no printing to index; refusing to promote")
         before = current_card_count(self.resources)
+        if reselected and before:
+            log.info("refresh: the printings policy changed since release %s (REFRESH_SETS, "
+                     "REFRESH_LANGS or REFRESH_EXCLUDED_LAYOUTS); its size is no yardstick",
+                     current.name if current else None)
+            before = 0
         if before and len(faces) < opts.min_size_ratio * before:
             raise RefreshError(
                 f"the new catalogue has {len(faces)} faces to index, the current release "
@@ -389,6 +429,7 @@ class _Job:
                 "bulk_type": item.type,
                 "updated_at": item.updated_at,
                 "params": params_digest(self.params),
+                "selection": selection,
                 "release": manifest["version"],
             },
         )
@@ -404,8 +445,12 @@ class _Job:
             return client.download_bulk(item, self.data_dir / "bulk", progress=bar.update)
 
     def _included(self, record: dict[str, Any]) -> bool:
+        """Whether the record's faces are indexed. Records of every printing are stored
+        all the same (cheap, and the API answers from them): the policy limits indexing."""
         opts = self.options
         if opts.langs and record.get("lang", "en") not in opts.langs:
+            return False
+        if opts.sets and str(record.get("set", "")).lower() not in opts.sets:
             return False
         return record.get("layout") not in opts.exclude_layouts
 
@@ -453,6 +498,7 @@ class _Job:
             if not cache.has(face.key):
                 features = extract_features(image, self.params, role="reference")
                 cache.put(face.key, features, make_thumbnail(features, self.params))
+                metrics.REFRESH_IMAGES.labels("fetched").inc()
                 with guard:
                     counts["extracted"] += 1
             return image if face.key in sample_keys else None
@@ -461,16 +507,19 @@ class _Job:
             for face, image, error in bounded_map(work, todo, max(1, opts.image_workers)):
                 bar.update(1)
                 if isinstance(error, MissingImage):
+                    metrics.REFRESH_IMAGES.labels("missing").inc()
                     counts["missing"] += 1
                     log.warning("image missing for %s face %d: %s", face.image.card_id,
                                 face.image.face, error)
                 elif error is not None:
+                    metrics.REFRESH_IMAGES.labels("failed").inc()
                     counts["image_errors"] += 1
                     log.warning("image failed for %s face %d: %s", face.image.card_id,
                                 face.image.face, error)
                 elif image is not None:
                     samples.append((face, image))
         counts["cached"] = sum(1 for f in faces if cache.has(f.key)) - counts["extracted"]
+        metrics.REFRESH_IMAGES.labels("cached").inc(max(0, counts["cached"]))
         self.counts.update(counts)
         bad = counts["missing"] + counts["image_errors"]
         log.info("refresh: images done: %s", counts)

@@ -16,6 +16,7 @@ first writes a marker `staging/<version>.pending`, `promote` removes it, and `cl
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -114,6 +115,18 @@ def current_release(resources: Path) -> Path | None:
         return run if run.is_dir() else None
     target = run.resolve()
     return target if target.is_dir() else None
+
+
+def describe(release: Path | None) -> dict[str, object]:
+    """Name, build time and counts of a release from its manifest (for status reports)."""
+    if release is None:
+        return {"name": None, "built_at": None, "counts": None}
+    try:
+        manifest = json.loads((release / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    return {"name": release.name, "built_at": manifest.get("built_at"),
+            "counts": manifest.get("counts")}
 
 
 def list_releases(resources: Path) -> list[Path]:

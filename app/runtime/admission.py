@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from app import metrics
+
 
 class Overloaded(Exception):
     """No recognition slot became free within the queue timeout."""
@@ -33,14 +35,17 @@ class Admission:
     @contextmanager
     def slot(self) -> Iterator[None]:
         if not self._semaphore.acquire(timeout=self.queue_timeout):
+            metrics.INFER_REFUSED.labels("busy").inc()
             raise Overloaded(f"all {self.slots} recognition slots busy")
         with self._count_lock:
             self.in_flight += 1
+            metrics.INFER_IN_FLIGHT.inc()
         try:
             yield
         finally:
             with self._count_lock:
                 self.in_flight -= 1
+                metrics.INFER_IN_FLIGHT.dec()
                 idle = self.in_flight == 0
             self._semaphore.release()
             if idle and self._on_idle is not None:

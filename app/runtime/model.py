@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from app import metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -133,10 +135,15 @@ class ModelHolder(Generic[B]):
                     self._state.status = "failed"
                 self._state.detail = f"bundle at {resolved} refused: {exc}"
                 self._remember("refused", str(resolved), None, str(exc))
+                metrics.BUNDLE_REFUSED.inc()
                 raise
             load_ms = (time.perf_counter() - started) * 1000
             new_slot = _Slot(bundle=bundle, path=resolved, loaded_at=datetime.now(UTC))
             pause_ms = self._swap(new_slot)
+            previous = current.bundle.version if current is not None else None
+            manifest: dict[str, Any] = getattr(bundle, "manifest", None) or {}
+            metrics.record_bundle(previous, bundle.version, manifest.get("counts") or {},
+                                  new_slot.loaded_at.timestamp(), pause_ms)
             self._state = ModelState(
                 status="loaded",
                 detail=f"serving bundle {bundle.version}",
@@ -159,6 +166,8 @@ class ModelHolder(Generic[B]):
     def unload(self) -> None:
         """Stop serving; the bundle closes once in-flight requests finish."""
         with self._load_lock:
+            if self._slot is not None:
+                metrics.BUNDLE_INFO.labels(self._slot.bundle.version).set(0)
             self._swap(None)
             self._state.status = "unloaded"
             self._state.detail = "no bundle loaded"
