@@ -194,14 +194,40 @@ def _thumbs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_printing_evidence_looks_where_printings_differ() -> None:
     base, frame, spot = _thumbs()
-    noisy = base + np.random.default_rng(2).normal(0, 20, base.shape)
+    valid = np.ones(base.shape, bool)
+    photo = base + np.random.default_rng(2).normal(0, 20, base.shape)
+    norm = [(x - x.mean()) / x.std() for x in (photo, base, frame, spot)]
+    photo_n, base_n, frame_n, spot_n = norm
     # the photo is `base`: strong evidence for it against another frame, both ways round
-    assert pair_evidence(_view(noisy, base), _view(noisy, frame), PARAMS) > 0.5
-    assert pair_evidence(_view(noisy, frame), _view(noisy, base), PARAMS) < -0.5
+    assert pair_evidence(base_n, frame_n, [photo_n], valid, PARAMS) > 0.5
+    assert pair_evidence(frame_n, base_n, [photo_n], valid, PARAMS) < -0.5
     # 16 differing pixels are below printing_min_px: undecidable, whatever the photo
-    assert pair_evidence(_view(noisy, base), _view(noisy, spot), PARAMS) == 0.0
+    assert pair_evidence(base_n, spot_n, [photo_n], valid, PARAMS) == 0.0
     # identical references: nothing to tell
-    assert pair_evidence(_view(noisy, base), _view(noisy, base), PARAMS) == 0.0
+    assert pair_evidence(base_n, base_n, [photo_n], valid, PARAMS) == 0.0
+    # each printing is judged at its best alignment: a misaligned photo of `frame` among
+    # the alignments does not make `frame` lose to `base`
+    shifted = np.roll(frame_n, 3, axis=1)
+    assert pair_evidence(frame_n, base_n, [shifted, (frame_n + photo_n) / 2], valid,
+                         PARAMS) > 0
+
+
+def test_a_softer_reference_is_not_evidence() -> None:
+    """Two printings differing only in small print (1-pixel strokes), one from a softer
+    scan; the photo is blurrier than both. It cannot show the small print, and must not
+    prefer the softer reference for being soft (it would without matching the blur)."""
+    import cv2
+
+    rng = np.random.default_rng(4)
+    card = cv2.GaussianBlur(rng.normal(0, 1, (178, 128)), (0, 0), 3.0)
+    card = (128 + 50 * card / card.std()).astype(np.float32)
+    a, b = card.copy(), card.copy()
+    a[160:170, 10:70] = np.tile([40.0, 220.0], 30)  # the same grey once blurred, ...
+    b[160:170, 10:70] = np.tile([[40.0], [220.0]], (5, 60))  # ... other strokes when sharp
+    b = cv2.GaussianBlur(b, (0, 0), 0.8)
+    photo = cv2.GaussianBlur(a, (0, 0), 2.5)
+    odds = printing_odds([_view(photo, a), _view(photo, b)], PARAMS)
+    assert odds.ambiguous and abs(odds.probabilities[0] - 0.5) < 0.1, odds
 
 
 def test_printing_odds_flag_what_cannot_be_told() -> None:

@@ -42,6 +42,7 @@ class Candidate:
     card_corr: float = 0.0
     same_art: bool = False  # shares the art of the best match (another printing of it)
     ambiguous: bool = False  # the photo cannot tell this printing from the others of its art
+    source: _Verified | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -344,6 +345,7 @@ def _candidate(v: _Verified, bundle: Bundle, score: float, confidence: float) ->
         art_inliers=v.art_inliers,
         art_corr=round(v.art_corr, 4),
         card_corr=round(v.card_corr, 4),
+        source=v,
     )
 
 
@@ -375,18 +377,9 @@ def verify_candidates(
     tried: set[int] = set()
     cards = bundle.card_of(ids)
 
-    def check(row: int, sibling_of: _Verified | None = None) -> None:
+    def add(result: _Verified) -> None:
         nonlocal leader
-        result = None if row in tried else verify(bundle, row, query, cards, dist, ids, params)
-        tried.add(row)
-        if sibling_of is not None and pyramid is not None and (
-            result is None
-            or overlap(corners(result, bundle), corners(sibling_of, bundle)) < 0.5
-        ):  # compared where the leader is (its own place, if elsewhere, is another card)
-            result = _borrowed(bundle, row, sibling_of)
-        if result is None:
-            return
-        result.votes = float(votes[row])
+        result.votes = float(votes[result.row])
         if pyramid is not None:
             result.art_corr, result.card_corr = photometric(
                 bundle, result, pyramid, params, hidden
@@ -396,6 +389,21 @@ def verify_candidates(
             ):
                 leader = result
         verified.append(result)
+
+    def check(row: int, sibling_of: _Verified | None = None) -> None:
+        result = None if row in tried else verify(bundle, row, query, cards, dist, ids, params)
+        tried.add(row)
+        if sibling_of is None or pyramid is None:
+            if result is not None:
+                add(result)
+            return
+        place = corners(sibling_of, bundle)
+        if result is not None and overlap(corners(result, bundle), place) > 0.5:
+            add(result)
+            return
+        if result is not None:  # this printing elsewhere in the photo: another card
+            add(result)
+        add(_borrowed(bundle, row, sibling_of))  # and compared where the leader is
 
     for row in (int(r) for r in order):
         if leader is None or votes[row] >= params.early_stop_votes * leader.votes:
@@ -492,7 +500,7 @@ def _recognize_once(
     match, alternatives = decide(verified, bundle, params)
     quad = None
     if match is not None:
-        chosen = next(v for v in verified if v.row == match.row)
-        quad = card_quad(chosen, bundle, query, quad_scale)
+        assert match.source is not None
+        quad = card_quad(match.source, bundle, query, quad_scale)
     lap("decide")
     return Recognition(match, alternatives[:8], quad)

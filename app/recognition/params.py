@@ -89,6 +89,7 @@ class FeatureParams:
     multi_tile_pixels: int = 520_000  # ... tile by tile, in the memory of a one-card photo
     multi_max_cards: int = 20  # cards reported per photo at most
     multi_misses: int = 2  # rounds in a row that find no card end the search
+    multi_candidates: int = 10  # candidates verified per round (more features, more noise)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""

@@ -16,16 +16,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from app.recognition.params import FeatureParams
 
+BLUR_STEPS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)  # candidate blurs of a reference, thumbnail px
+
 
 @dataclass(frozen=True)
 class View:
-    """One printing as the photo sees it: the photo warped onto the printing's reference
-    frame (blurred like the reference), where that warp is inside the photo and not hidden,
-    and the printing's reference thumbnail (blurred)."""
+    """One candidate printing as the photo sees it: the photo warped onto the reference
+    frame by the candidate's homography (blurred like the reference), where that warp is
+    inside the photo and not hidden, and the printing's reference thumbnail (blurred)."""
 
     warped: np.ndarray  # float32 (h, w)
     valid: np.ndarray  # bool (h, w)
@@ -50,35 +53,53 @@ def _normalised(image: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return normalised
 
 
-def pair_evidence(a: View, b: View, params: FeatureParams) -> float:
-    """How much better the photo fits printing `a` than `b` where their references differ:
-    (err_b - err_a) / (err_a + err_b), from -1 (surely b) to 1 (surely a); 0 when the
-    references differ in fewer than `printing_min_px` visible pixels (undecidable)."""
-    valid = a.valid & b.valid
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    x = x - x.mean()
+    y = y - y.mean()
+    denom = float(np.sqrt(np.dot(x, x) * np.dot(y, y)))
+    return float(np.dot(x, y)) / denom if denom > 1e-6 else 0.0
+
+
+def _blurred(reference: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(reference, (0, 0), sigma) if sigma else reference
+
+
+def matched_blur(view: View) -> float:
+    """The blur (Gaussian sigma, thumbnail pixels) that makes the reference look most like
+    the photo: the photo's effective resolution on this card, relative to this reference.
+    Printings are compared at that resolution, so a blurry photo is not evidence for
+    whichever reference has less fine detail (or comes from a softer scan)."""
+    valid = view.valid
     if valid.sum() < 16:
         return 0.0
-    ref_a, ref_b = _normalised(a.reference, valid), _normalised(b.reference, valid)
-    differs = valid & (np.abs(ref_a - ref_b) > params.printing_diff)
-    if int(differs.sum()) < params.printing_min_px:
-        return 0.0
-    photo_a, photo_b = _normalised(a.warped, valid), _normalised(b.warped, valid)
-    err_a = float(np.mean((photo_a[differs] - ref_a[differs]) ** 2))
-    err_b = float(np.mean((photo_b[differs] - ref_b[differs]) ** 2))
-    return (err_b - err_a) / max(err_a + err_b, 1e-6)
+    scores = [_correlation(view.warped[valid], _blurred(view.reference, sigma)[valid])
+              for sigma in BLUR_STEPS]
+    return BLUR_STEPS[int(np.argmax(scores))]
 
 
 def printing_odds(views: list[View], params: FeatureParams) -> PrintingOdds:
-    """Probabilities of printings sharing one artwork: each printing's strength is the sum
-    of its pairwise evidence against the others (times `printing_slope`); a softmax turns
-    strengths into probabilities. Undecidable pairs add nothing, so printings the photo
-    cannot separate end up with equal shares."""
+    """Probabilities of printings sharing one artwork, one view each.
+
+    Every printing is judged under every candidate's alignment and keeps its best: printings
+    of one layout then share the best alignment, so that none wins for its homography's own
+    error, while an older frame (the art elsewhere on the card) keeps its own. Each pair is
+    compared where its references, blurred like the photo, differ (`pair_evidence`); a
+    printing's strength is the sum of its evidence against the others times
+    `printing_slope`, and a softmax turns strengths into probabilities. Undecidable pairs
+    add nothing, so printings the photo cannot separate end up with equal shares."""
     count = len(views)
     if count == 1:
         return PrintingOdds([1.0], False)
+    valid = np.logical_and.reduce([view.valid for view in views])
+    if valid.sum() < 16:
+        return PrintingOdds([1.0 / count] * count, True)
+    photos = [_normalised(view.warped, valid) for view in views]
+    references = [_normalised(_blurred(view.reference, matched_blur(view)), valid)
+                  for view in views]
     strength = np.zeros(count)
     for i in range(count):
         for j in range(i + 1, count):
-            evidence = pair_evidence(views[i], views[j], params)
+            evidence = pair_evidence(references[i], references[j], photos, valid, params)
             strength[i] += params.printing_slope * evidence
             strength[j] -= params.printing_slope * evidence
     weights = np.exp(strength - strength.max())
@@ -86,3 +107,24 @@ def printing_odds(views: list[View], params: FeatureParams) -> PrintingOdds:
     return PrintingOdds(
         [float(p) for p in probabilities], float(probabilities.max()) < params.printing_sure
     )
+
+
+def pair_evidence(
+    ref_a: np.ndarray,
+    ref_b: np.ndarray,
+    photos: list[np.ndarray],
+    valid: np.ndarray,
+    params: FeatureParams,
+) -> float:
+    """How much better the photo fits reference `a` than `b` where they differ (by more
+    than `printing_diff`), each at its best alignment among `photos` (all normalised over
+    `valid`): (err_b - err_a) / (err_a + err_b), from -1 (surely b) to 1 (surely a); 0 when
+    they differ in fewer than `printing_min_px` visible pixels (undecidable)."""
+    differs = valid & (np.abs(ref_a - ref_b) > params.printing_diff)
+    if int(differs.sum()) < params.printing_min_px:
+        return 0.0
+    target_a, target_b = ref_a[differs], ref_b[differs]
+    seen = [photo[differs] for photo in photos]
+    err_a = min(float(np.mean((x - target_a) ** 2)) for x in seen)
+    err_b = min(float(np.mean((x - target_b) ** 2)) for x in seen)
+    return (err_b - err_a) / max(err_a + err_b, 1e-6)

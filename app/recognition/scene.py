@@ -7,6 +7,8 @@ inside its outline stop voting (so its frame cannot make up a second card and it
 reported twice), and its area is left out of later photometric checks (a card lying on
 another hides part of it). Candidates of a round that verifies nothing are set aside; after
 `multi_misses` such rounds in a row, or `multi_max_cards` cards, or the time budget, it stops.
+When nothing was found, the single-card search runs as a last resort: on a photo of one card
+its smaller sizes can see what the wide search's background features drowned.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from app.recognition.matcher import (
     card_quad,
     corners,
     decide,
+    overlap,
+    recognize,
     verify_candidates,
     vote,
 )
@@ -84,6 +88,7 @@ def recognize_all(
     hidden = np.zeros(query.gray.shape, np.uint8)  # areas of the cards already found
     set_aside = np.zeros(bundle.slot_count, bool)
     misses = rounds = 0
+    seen_elsewhere: list[int] = []
     while len(cards) < limit and misses < params.multi_misses:
         if rounds and deadline is not None and time.perf_counter() > deadline:
             timings["budget_stop"] = 1  # the first round always runs: a budget too small
@@ -92,8 +97,12 @@ def recognize_all(
         masked = np.where(active[:, None], ids, -1)
         votes = vote(bundle, dist, masked, params)
         votes[set_aside] = 0
-        order = np.argsort(-votes, kind="stable")[: params.top_candidates]
+        order = np.argsort(-votes, kind="stable")[: params.multi_candidates]
         order = order[votes[order] > 0]
+        # cards a previous round saw elsewhere come first: their votes may be fewer than a
+        # frame-heavy wrong candidate's, and set aside with it they would be lost
+        order = np.array(list(dict.fromkeys([*seen_elsewhere, *(int(r) for r in order)])))
+        seen_elsewhere = []
         if len(order) == 0:
             break
         verified = verify_candidates(
@@ -105,15 +114,27 @@ def recognize_all(
             misses += 1
             continue
         misses = 0
-        chosen = next(v for v in verified if v.row == match.row)
+        chosen = match.source
+        assert chosen is not None
         outline = corners(chosen, bundle)
         cards.append(Recognition(
             match, alternatives[:8], card_quad(chosen, bundle, query, quad_scale)
         ))
         active &= ~_inside(query.keypoints, outline, 0.03)
         cv2.fillConvexPoly(hidden, np.round(outline).astype(np.int32), 255)
+        seen_elsewhere = [
+            v.row for v in verified
+            if v.art_corr >= params.early_stop_corr and overlap(corners(v, bundle), outline) < 0.5
+        ]
     lap("rounds")
     timings["rounds_count"] = rounds
+    if not cards and not timings.get("budget_stop"):
+        # a photo of one card whose features the wide search drowned in the background's:
+        # the single-card search, at its own sizes, may still see it
+        single = recognize(bundle, image_bgr, quad_scale=quad_scale, deadline=deadline)
+        if single.match is not None:
+            cards.append(single)
+        lap("single_card")
     timings["total"] = round((time.perf_counter() - start) * 1000, 2)
     cards.sort(key=lambda r: -(r.match.confidence if r.match else 0.0))
     return Scene(cards, timings)
