@@ -38,7 +38,7 @@ def test_json_log_lines_carry_request_fields(
     base_config: dict[str, str], synthetic_bundles: dict[str, Path], tmp_path: Path
 ) -> None:
     log_file = tmp_path / "logs" / "service.log"
-    config = {**base_config, "PREPARE_ON_START": "true", "LOG_FORMAT": "json",
+    config = {**base_config, "BOOTSTRAP_MISSING_BUNDLE": "true", "LOG_FORMAT": "json",
               "LOG_LEVEL": "info", "LOG_FILE_PATH": str(log_file)}
     app = serve_bundle(config, synthetic_bundles["A"])
     try:
@@ -133,11 +133,11 @@ def test_every_line_of_the_real_server_is_json(server: str, tmp_path: Path) -> N
     port = _free_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LOG_FORMAT": "json",
            "PORT": str(port), "RESOURCES_DIR": str(tmp_path / "r"),
-           "SCRYFALL_DATA_DIR": str(tmp_path / "d"), "PREPARE_ON_START": "false",
+           "SCRYFALL_DATA_DIR": str(tmp_path / "d"), "BOOTSTRAP_MISSING_BUNDLE": "false",
            "REFRESH_ENABLED": "false", "SCRYFALL_API_URL": "http://127.0.0.1:9"}
     command = [sys.executable, "-m", "app"] if server == "python -m app" else [
         sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--worker-class",
-        "gthread", "--workers", "1", "--threads", "4", "app:create_app()"]
+        "gthread", "--workers", "1", "--threads", "4", "app:create_serving_app()"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:

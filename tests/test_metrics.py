@@ -59,7 +59,7 @@ def post(url: str, data: bytes) -> requests.Response:
 def test_metrics_move_with_requests_refusals_a_refresh_and_a_swap(
     base_config: dict[str, str], synthetic_bundles: dict[str, Path]
 ) -> None:
-    config = {**base_config, "PREPARE_ON_START": "true", "MAX_CONCURRENT_INFER": "1",
+    config = {**base_config, "BOOTSTRAP_MISSING_BUNDLE": "true", "MAX_CONCURRENT_INFER": "1",
               "INFER_QUEUE_TIMEOUT": "0", "INFER_API_TOKENS": "s3cret"}
     app = serve_bundle(config, synthetic_bundles["A"])
     holder = app.extensions["model"]
@@ -183,7 +183,7 @@ def test_multiprocess_mode_merges_the_values_of_every_process(tmp_path: Path) ->
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
            "PYTHONPATH": str(ROOT_DIR)}
     cfg = {"FLASK_ENV": "testing", "RESOURCES_DIR": str(tmp_path / "r"),
-           "SCRYFALL_DATA_DIR": str(tmp_path / "d"), "PREPARE_ON_START": "false",
+           "SCRYFALL_DATA_DIR": str(tmp_path / "d"), "BOOTSTRAP_MISSING_BUNDLE": "false",
            "REFRESH_ENABLED": "false", "LOG_LEVEL": "warning"}
     outputs = []
     for _ in range(2):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from app import create_app
+from app import create_serving_app
 from app.pipeline.refresh import run_refresh
 from app.settings import Settings, SettingsError
 from tests.conftest import shutdown
@@ -40,9 +40,9 @@ def test_first_start_with_refresh_sets_then_widen_and_narrow(
         chosen = [fake.add_card(seed, set_code="tst") for seed in CHOSEN]
         other = [fake.add_card(seed, set_code="tdf") for seed in OTHER]
         config = {**base_config, "SCRYFALL_API_URL": fake.url, "REFRESH_SETS": "TST",
-                  "PREPARE_ON_START": "true", "REFRESH_ENABLED": "true"}
+                  "BOOTSTRAP_MISSING_BUNDLE": "true", "REFRESH_ENABLED": "true"}
         assert not Path(config["RESOURCES_DIR"]).exists()
-        app = create_app(config)  # FLASK_ENV=testing: the preparation runs, no schedule
+        app = create_serving_app(config)  # FLASK_ENV=testing: the preparation, no schedule
         try:
             app.extensions["prepare_thread"].join(timeout=600)
             client = app.test_client()

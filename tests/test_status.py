@@ -28,7 +28,7 @@ def test_status_reports_release_runs_lock_schedule_and_masked_settings(
 ) -> None:
     import requests
 
-    config = {**base_config, "PREPARE_ON_START": "true", "REFRESH_SETS": "rtr,dsk",
+    config = {**base_config, "BOOTSTRAP_MISSING_BUNDLE": "true", "REFRESH_SETS": "rtr,dsk",
               "REFRESH_CRON": "30 3 * * *", **SECRETS}
     # the stores' passwords only matter with their hosts, which these tests leave unset
     app = serve_bundle(config, synthetic_bundles["A"])

@@ -89,7 +89,7 @@ def _settings(settings: Settings) -> dict[str, Any]:
                                "refresh_sets", "refresh_excluded_layouts",
                                "refresh_min_hit_rate", "scryfall_api_url",
                                "scryfall_bulk_type", "resource_bundle_url",
-                               "prepare_on_start"),
+                               "bootstrap_missing_bundle"),
         "auth": pick("infer_auth", "infer_api_tokens"),
         "stores": pick("postgres_host", "postgres_port", "postgres_db", "postgres_user",
                        "postgres_password", "redis_host", "redis_port", "redis_db",
