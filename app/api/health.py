@@ -81,23 +81,25 @@ def readyz() -> ResponseReturnValue:
         properties:
           ready: {type: boolean}
           reason: {type: string, x-nullable: true}
-          model:
-            type: object
-            properties:
-              status: {type: string, example: loaded}
-              detail: {type: string}
-              version: {type: string, x-nullable: true}
-              loaded_at: {type: string, x-nullable: true}
-              last_swap_pause_ms:
-                type: number
-                x-nullable: true
-                description: How long requests waited for the last bundle swap.
+          model: {$ref: '#/definitions/ModelState'}
           catalog:
             type: object
             properties:
               backend: {type: string, example: postgresql}
               ok: {type: boolean}
               detail: {type: string}
+      ModelState:
+        type: object
+        description: The loaded descriptor bundle (also in /status).
+        properties:
+          status: {type: string, example: loaded}
+          detail: {type: string}
+          version: {type: string, x-nullable: true}
+          loaded_at: {type: string, x-nullable: true}
+          last_swap_pause_ms:
+            type: number
+            x-nullable: true
+            description: How long requests waited for the last bundle swap.
     """
     state = get_holder().state
     store = get_store()

@@ -198,22 +198,20 @@ def status() -> ResponseReturnValue:
           host: {type: string}
           time: {type: string}
           release:
-            type: object
-            properties:
-              status: {type: string, example: loaded}
-              detail: {type: string}
-              version: {type: string, x-nullable: true}
-              loaded_at: {type: string, x-nullable: true}
-              built_at: {type: string, x-nullable: true}
-              age_s: {type: number, x-nullable: true, description: Seconds since it was built.}
-              counts: {type: object, x-nullable: true}
-              last_swap_pause_ms: {type: number, x-nullable: true}
-              run_points_at:
-                type: string
-                x-nullable: true
-                description: The release RESOURCES_DIR/run names (after a promotion or a
-                  rollback, until this replica's watcher has loaded it, not yet `version`).
-              releases: {type: array, items: {type: string}}
+            allOf:
+              - {$ref: '#/definitions/ModelState'}
+              - type: object
+                properties:
+                  built_at: {type: string, x-nullable: true}
+                  age_s: {type: number, x-nullable: true, description: Seconds since built.}
+                  counts: {type: object, x-nullable: true}
+                  run_points_at:
+                    type: string
+                    x-nullable: true
+                    description: The release RESOURCES_DIR/run names (after a promotion or
+                      a rollback, until this replica's watcher has loaded it, not yet
+                      `version`).
+                  releases: {type: array, items: {type: string}}
           catalog:
             type: object
             properties:
