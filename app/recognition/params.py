@@ -49,7 +49,9 @@ class FeatureParams:
     #                            probed list, which dominates the search on small lists
     train_per_list: int = 40  # coarse training sample = nlist * this (FAISS wants >= 39)
     nprobe: int = 6
-    stop_radius: float = 0.04  # squared RootSIFT distance of a "near duplicate"
+    stop_radius: float = 0.10  # squared RootSIFT distance of a "near duplicate" (PQ noise
+    #                            puts them at 0.05-0.1: 0.04 flagged 1.7% of candidates, 0.10
+    #                            half, and halved the index at 100k with the same answers)
     stop_min_cards: int = 4  # a descriptor near-duplicated in >= this many OTHER cards of the
     #                          sample is a stop word: not indexed (0 disables)
     stop_sample_cards: int = 3000  # ... the sample: this many random cards (0: all)
@@ -89,7 +91,7 @@ class FeatureParams:
     multi_tile_pixels: int = 520_000  # ... tile by tile, in the memory of a one-card photo
     multi_max_cards: int = 20  # cards reported per photo at most
     multi_misses: int = 2  # rounds in a row that find no card end the search
-    multi_candidates: int = 10  # candidates verified per round (more features, more noise)
+    multi_candidates: int = 16  # candidates verified per round (more features, more noise)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
