@@ -139,10 +139,32 @@ def test_missing_file_and_bad_format_are_refused(bundle_dir: Path, tmp_path: Pat
         Bundle.open(copy)
 
 
-def test_parameter_mismatch_is_refused(bundle_dir: Path) -> None:
-    other = dataclasses.replace(PARAMS, ref_keep=PARAMS.ref_keep + 1)
-    with pytest.raises(BundleError, match="ref_keep"):
+def test_an_extraction_mismatch_is_refused(bundle_dir: Path) -> None:
+    """Query features made otherwise than the references' would match nothing."""
+    other = dataclasses.replace(PARAMS, sift_contrast=PARAMS.sift_contrast + 0.01)
+    with pytest.raises(BundleError, match="sift_contrast"):
         Bundle.open(bundle_dir, expected_params=other)
+
+
+def test_a_bundle_of_other_selection_settings_is_served_until_rebuilt(
+    bundle_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade that changes which descriptors are kept (the stop-word radius, ref_keep)
+    must not leave the service unready while the new bundle is built: the old one is served
+    with its own build settings, and says it is stale."""
+    other = dataclasses.replace(PARAMS, ref_keep=PARAMS.ref_keep + 1, stop_radius=0.2)
+    with caplog.at_level("WARNING", logger="app.recognition.bundle"):
+        opened = Bundle.open(bundle_dir, expected_params=other)
+    try:
+        assert opened.stale_fields == ("ref_keep", "stop_radius")
+        assert opened.params.ref_keep == PARAMS.ref_keep  # what the bundle holds
+        assert opened.params.stop_radius == PARAMS.stop_radius
+        assert "the next refresh rebuilds it" in caplog.text
+        photo, _ = photograph(make_card(CARD_SEEDS[3]), seed=4, rotation=10.0)
+        result = recognize(opened, photo)
+        assert result.match is not None and result.match.card["id"] == f"card-{CARD_SEEDS[3]}"
+    finally:
+        opened.close()
 
 
 def test_query_time_knobs_come_from_the_service(bundle_dir: Path) -> None:

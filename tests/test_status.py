@@ -67,6 +67,7 @@ def test_status_reports_release_runs_lock_schedule_and_masked_settings(
         assert secret not in response.text, secret
 
     release = body["release"]
+    assert release["stale_build_fields"] == []  # built with this service's settings
     assert release["status"] == "loaded" and release["version"] == version
     assert release["run_points_at"] == "0001-A"  # the directory's name
     assert release["counts"]["cards"] == 14

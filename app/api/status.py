@@ -104,7 +104,10 @@ def build_status(app: Flask) -> dict[str, Any]:
 
     settings: Settings = app.config["SETTINGS"]
     now = datetime.now(UTC)
-    state = get_holder().state
+    holder = get_holder()
+    state = holder.state
+    with holder.lease() as bundle:
+        stale = list(getattr(bundle, "stale_fields", ())) if bundle is not None else []
     run_target = releases.current_release(settings.resources_dir)
     served = releases.describe(Path(state.path) if state.path and state.version else None)
     store = app.extensions["catalog"]
@@ -128,6 +131,7 @@ def build_status(app: Flask) -> dict[str, Any]:
             "built_at": served["built_at"],
             "age_s": _age_seconds(str(served["built_at"] or ""), now),
             "counts": served["counts"],
+            "stale_build_fields": stale,
             "last_swap_pause_ms": state.last_swap_pause_ms,
             "run_points_at": run_target.name if run_target is not None else None,
             "releases": [p.name for p in releases.list_releases(settings.resources_dir)],
@@ -205,6 +209,12 @@ def status() -> ResponseReturnValue:
                   built_at: {type: string, x-nullable: true}
                   age_s: {type: number, x-nullable: true, description: Seconds since built.}
                   counts: {type: object, x-nullable: true}
+                  stale_build_fields:
+                    type: array
+                    items: {type: string}
+                    description: Build settings the served bundle was made with otherwise
+                      than this service's (an upgrade changed them); it is served as it is
+                      and the next refresh rebuilds it.
                   run_points_at:
                     type: string
                     x-nullable: true

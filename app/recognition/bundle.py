@@ -31,6 +31,7 @@ import json
 import logging
 import re
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ import faiss
 import h5py
 import numpy as np
 
-from app.recognition.params import FeatureParams
+from app.recognition.params import BUILD_FIELDS, FeatureParams
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ class Bundle:
         )
         self.alive: np.ndarray = self.names != -1  # empty slots: printings gone since
         self._search_params = ivf_search_params(params)
+        self.stale_fields: tuple[str, ...] = ()  # build fields the service would set otherwise
 
     @classmethod
     def open(cls, directory: Path, *, expected_params: FeatureParams | None = None) -> Bundle:
@@ -190,14 +192,21 @@ class Bundle:
             params = FeatureParams.from_dict(manifest["params"])
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{directory}: unreadable feature parameters ({exc})") from None
+        stale: list[str] = []
         if expected_params is not None:
-            differ = params.build_differences(expected_params)
+            differ = params.serving_differences(expected_params)
             if differ:
                 raise BundleError(
                     f"{directory}: built with other feature parameters "
                     f"({', '.join(differ)} differ); rebuild the bundle"
                 )
-            params = expected_params  # the service's query-time knobs
+            # the service's query-time knobs, the bundle's own build fields: a bundle built
+            # with other selection or index settings is still served (an upgrade that changes
+            # them keeps answering) and the next refresh rebuilds it
+            stale = params.build_differences(expected_params)
+            params = replace(
+                expected_params, **{name: getattr(params, name) for name in BUILD_FIELDS}
+            )
         files = manifest.get("files", {})
         for name in (INDEX_FILE, ID_MAP_FILE, *manifest.get("shards", [])):
             if name not in files:
@@ -230,7 +239,13 @@ class Bundle:
             for h5 in shards:
                 h5.close()
             raise BundleError(f"{directory}: {'; '.join(problems)} (manifest: {counts})")
-        return cls(directory, manifest, params, index, shards, id_map)
+        if stale:
+            log.warning("bundle %s was built with other %s than this service's; serving it "
+                        "as it is, the next refresh rebuilds it", manifest.get("version"),
+                        ", ".join(stale))
+        opened = cls(directory, manifest, params, index, shards, id_map)
+        opened.stale_fields = tuple(stale)
+        return opened
 
     # -- per card ----------------------------------------------------------------------------
     def card(self, slot: int) -> dict[str, Any]:

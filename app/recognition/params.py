@@ -123,6 +123,13 @@ class FeatureParams:
         """Names of the fields whose values differ (for a readable refusal message)."""
         return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
+    def serving_differences(self, other: FeatureParams) -> list[str]:
+        """The differing fields without which a bundle cannot be searched at all: query
+        features must be made like the reference features. A bundle differing only in other
+        build fields (which descriptors were kept, the index layout) is served as it is
+        until a refresh rebuilds it (see `Bundle.open`)."""
+        return [name for name in SERVING_FIELDS if getattr(self, name) != getattr(other, name)]
+
     def build_differences(self, other: FeatureParams) -> list[str]:
         """The differing fields that shape what a bundle holds (extraction, selection,
         index): a bundle built with other values must be rebuilt. Query-time knobs (nprobe,
@@ -140,6 +147,10 @@ BUILD_FIELDS = (
     "pq_m", "pq_nbits", "pq_residual", "train_per_list", "stop_radius", "stop_min_cards",
     "stop_sample_cards",
 )
+
+# what a query must share with the references, and the coarse quantizer kind (its search
+# parameters are of that kind)
+SERVING_FIELDS = (*EXTRACTION_FIELDS, "coarse")
 
 DEFAULT = FeatureParams()
 
