@@ -27,6 +27,17 @@ SWAGGER_TEMPLATE = {
         {"name": "operations", "description": "/status (bearer token), /metrics (open: keep "
                                                "the port on the internal network)"},
     ],
+    # answers shared by the token-protected routes (referenced as #/responses/...)
+    "responses": {
+        "Unauthorized": {
+            "description": "No bearer token (only when INFER_API_TOKENS is set).",
+            "schema": {"$ref": "#/definitions/Error"},
+        },
+        "Forbidden": {
+            "description": "Wrong bearer token.",
+            "schema": {"$ref": "#/definitions/Error"},
+        },
+    },
     "securityDefinitions": {
         "bearer": {
             "type": "apiKey",

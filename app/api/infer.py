@@ -266,12 +266,8 @@ def infer() -> ResponseReturnValue:
         examples:
           application/json: {error: "No image: send the photo in the multipart field 'roi_image'
             (or 'image'); got fields none."}
-      401:
-        description: No bearer token (only when INFER_API_TOKENS is set).
-        schema: {$ref: '#/definitions/Error'}
-      403:
-        description: Wrong bearer token.
-        schema: {$ref: '#/definitions/Error'}
+      401: {$ref: '#/responses/Unauthorized'}
+      403: {$ref: '#/responses/Forbidden'}
       404:
         description: No printing clears the decision rule.
         schema: {$ref: '#/definitions/Error'}

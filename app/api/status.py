@@ -170,12 +170,8 @@ def status() -> ResponseReturnValue:
       200:
         description: The status document.
         schema: {$ref: '#/definitions/Status'}
-      401:
-        description: No bearer token (only when INFER_API_TOKENS is set).
-        schema: {$ref: '#/definitions/Error'}
-      403:
-        description: Wrong bearer token.
-        schema: {$ref: '#/definitions/Error'}
+      401: {$ref: '#/responses/Unauthorized'}
+      403: {$ref: '#/responses/Forbidden'}
     definitions:
       RefreshRun:
         type: object
