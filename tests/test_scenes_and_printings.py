@@ -132,6 +132,14 @@ def test_every_card_on_a_table_is_found_once(bundle: Bundle) -> None:
     assert scene.timings_ms["total"] > 0
 
 
+def test_a_binder_page_of_nine_cards(bundle: Bundle) -> None:
+    layout = [(make_card(100 + i), 0.19 + 0.31 * (i % 3), 0.18 + 0.32 * (i // 3), 0.30,
+               float((i * 37) % 360)) for i in range(9)]
+    photo, _ = table(layout, seed=21, size=(1800, 2400))
+    found = [r.match.card["id"] for r in recognize_all(bundle, photo).cards if r.match]
+    assert sorted(found) == [f"card-{100 + i}" for i in range(9)]
+
+
 def test_a_table_of_unknown_cards_finds_nothing(bundle: Bundle) -> None:
     photo, _ = table([(make_card(s), 0.3 + 0.4 * i, 0.5, 0.5, 15.0 * i)
                       for i, s in enumerate((900, 901))], seed=6)
