@@ -177,11 +177,11 @@ def serve_http(env: dict[str, str], eval_dir: Path, repeat: int) -> dict[str, An
         photos = load_labels(eval_dir)
         session = requests.Session()
 
-        def post(data: bytes) -> tuple[float, dict[str, Any], int]:
+        def post(data: bytes, multi: bool = False) -> tuple[float, dict[str, Any], int]:
             start = time.perf_counter()
             response = session.post(f"{url}/infer",
                                     files={"roi_image": ("p.jpg", data, "image/jpeg")},
-                                    timeout=120)
+                                    data={"multi": "true"} if multi else None, timeout=120)
             return (time.perf_counter() - start) * 1000, response.json(), response.status_code
 
         results = []
@@ -189,7 +189,13 @@ def serve_http(env: dict[str, str], eval_dir: Path, repeat: int) -> dict[str, An
             data = (eval_dir / entry["photo"]).read_bytes()
             runs = sorted((post(data) for _ in range(repeat)), key=lambda r: r[0])
             ms, body, status = runs[len(runs) // 2]
-            results.append({**entry, "ms": round(ms, 1), "status": status,
+            multi: dict[str, Any] = {}
+            if entry["kind"] == "multi":  # and every card of it (POST /infer multi=true)
+                scenes = sorted((post(data, True) for _ in range(repeat)), key=lambda r: r[0])
+                multi_ms, scene, _ = scenes[len(scenes) // 2]
+                multi = {"multi_ms": round(multi_ms, 1),
+                         "multi_ids": [c["predicted_card_id"] for c in scene.get("cards", [])]}
+            results.append({**entry, **multi, "ms": round(ms, 1), "status": status,
                             "answer": body.get("predicted_card_id") if status == 200 else None,
                             "answer_label": (f"{body.get('predicted_card_name')} {body.get('set')} "
                                              f"{body.get('collector_number')}"
@@ -237,7 +243,12 @@ def summarise(served: dict[str, Any]) -> dict[str, Any]:
     groups = {"webcam": [p for p in single if p["group"] == "webcam"],
               "phone": [p for p in single if p["group"] == "phone"],
               "out-of-catalogue": out, "all single-card": single}
+    multi = [p for p in photos if "multi_ids" in p]
     return {
+        "multi_found": sum(len(set(p["truth"]) & set(p["multi_ids"])) for p in multi),
+        "multi_of": sum(len(p["truth"]) for p in multi),
+        "multi_reported": sum(len(p["multi_ids"]) for p in multi),
+        "multi_ms": [p["multi_ms"] for p in multi],
         "right": sum(p["answer"] == p["truth"][0] for p in cat), "right_of": len(cat),
         "false_accepts": sum(p["answer"] is not None for p in out), "false_of": len(out),
         "latency": {name: {"p50": _pct([p["ms"] for p in g], 0.5),
@@ -349,6 +360,10 @@ def print_tables(results: list[dict[str, Any]]) -> None:
                          f"{lat[name]['p50']} / {lat[name]['p95']}"))
         rows += [("right (catalogued single-card)", f"{s['right']}/{s['right_of']}"),
                  ("false accepts (out-of-catalogue)", f"{s['false_accepts']}/{s['false_of']}")]
+        if s.get("multi_of"):
+            rows += [("multi=true: found / reported / in photo",
+                      f"{s['multi_found']} / {s['multi_reported']} / {s['multi_of']}"),
+                     ("multi=true: HTTP ms per photo", " ".join(map(str, s["multi_ms"])))]
         print(f"\n## N = {r['n']} distractors, profile {r['profile']}")
         print(f"| {'metric':42} | {'value':>28} |\n|{'-' * 44}|{'-' * 30}|")
         for name, value in rows:

@@ -17,7 +17,7 @@ import pytest
 from app.recognition.builder import ReferenceImage, build_bundle
 from app.recognition.bundle import Bundle
 from app.recognition.features import configure_threads
-from app.recognition.matcher import Recognition, recognize
+from app.recognition.matcher import Recognition, candidates, recognize
 from app.recognition.params import PROFILES
 from app.recognition.printing import PrintingOdds, View, pair_evidence, printing_odds
 from app.recognition.scene import recognize_all
@@ -259,3 +259,14 @@ def test_another_card_elsewhere_in_the_photo_is_not_a_rival(bundle: Bundle) -> N
     result = recognize(bundle, photo)
     assert result.match is not None and result.match.card["id"] in {"card-108", "card-109"}
     assert result.match.confidence > 0.9
+
+
+def test_candidates_rank_cards_by_the_votes_of_all_their_printings(bundle: Bundle) -> None:
+    """Reprints split a card's votes: 3 + 4 for card 100's two printings outrank 5 for card
+    105, and the card is tried through its most voted printing, once."""
+    slot = {bundle.card(s)["id"]: s for s in range(bundle.slot_count)}
+    votes = np.zeros(bundle.slot_count)
+    votes[slot["card-100"]], votes[slot[FRAME_REPRINT]], votes[slot["card-105"]] = 3, 4, 5
+    assert list(candidates(bundle, votes, 5)) == [slot[FRAME_REPRINT], slot["card-105"]]
+    assert list(candidates(bundle, votes, 1)) == [slot[FRAME_REPRINT]]
+    assert len(candidates(bundle, np.zeros(bundle.slot_count), 5)) == 0

@@ -178,6 +178,8 @@ class Bundle:
             [h5["name_hash"][:] for h5 in shards] or [np.zeros(0, np.int64)]
         )
         self.alive: np.ndarray = self.names != -1  # empty slots: printings gone since
+        # slot -> index of its name among the distinct names (the printings of one card)
+        self.name_group: np.ndarray = np.unique(self.names, return_inverse=True)[1].ravel()
         self._search_params = ivf_search_params(params)
         self.stale_fields: tuple[str, ...] = ()  # build fields the service would set otherwise
 

@@ -99,6 +99,27 @@ def vote(bundle: Bundle, dist: np.ndarray, ids: np.ndarray, params: FeatureParam
     return np.bincount(cards[distinct], weights=weights[distinct], minlength=bundle.slot_count)
 
 
+def candidates(bundle: Bundle, votes: np.ndarray, count: int) -> np.ndarray:
+    """The `count` cards to verify: names ranked by the votes of all their printings, each
+    by its most voted printing. Printings of one card split its votes (each query descriptor
+    spreads its vote over the distinct cards it matches), so a card with many printings
+    would otherwise rank below a wrong card with one; its other printings are verified with
+    it anyway (`verify_candidates`). Used by the several-card search, whose rounds see few
+    features per card; the single-card search keeps ranking printings (measured: ranking
+    names lost mom_c.jpg there, a webcam photo whose right card is not the most voted
+    name)."""
+    voted = np.flatnonzero(votes > 0)
+    if len(voted) == 0:
+        return voted
+    groups = bundle.name_group[voted]
+    by_name = np.bincount(groups, weights=votes[voted])
+    ranked = voted[np.lexsort((-votes[voted], groups))]  # by name, most voted first
+    first = np.r_[True, bundle.name_group[ranked[1:]] != bundle.name_group[ranked[:-1]]]
+    leaders = ranked[first]  # one printing per voted name
+    top = np.argsort(-by_name[bundle.name_group[leaders]], kind="stable")[:count]
+    return leaders[top]
+
+
 # -- geometric verification ----------------------------------------------------------------
 def _sane(homography: np.ndarray, size: tuple[float, float], query: Features) -> bool:
     """Reject homographies that cannot be a photographed card: mirrored, non-convex, tiny."""

@@ -92,6 +92,8 @@ class FeatureParams:
     multi_max_cards: int = 20  # cards reported per photo at most
     multi_misses: int = 2  # rounds in a row that find no card end the search
     multi_candidates: int = 16  # candidates verified per round (more features, more noise)
+    multi_knn: int = 12  # neighbours per descriptor: a small card has few features, and at
+    #                      10k printings 8 left a sleeved one without enough correspondences
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""

@@ -23,6 +23,7 @@ from app.recognition.bundle import Bundle
 from app.recognition.features import extract_features, rootsift
 from app.recognition.matcher import (
     Recognition,
+    candidates,
     card_quad,
     corners,
     decide,
@@ -82,7 +83,7 @@ def recognize_all(
     cards: list[Recognition] = []
     if len(descriptors) < params.min_inliers:
         return Scene(cards, {**timings, "total": timings["features"]})
-    dist, ids = bundle.search(descriptors, params.knn)
+    dist, ids = bundle.search(descriptors, params.multi_knn)
     lap("search")
     active = np.ones(len(descriptors), bool)
     hidden = np.zeros(query.gray.shape, np.uint8)  # areas of the cards already found
@@ -97,8 +98,7 @@ def recognize_all(
         masked = np.where(active[:, None], ids, -1)
         votes = vote(bundle, dist, masked, params)
         votes[set_aside] = 0
-        order = np.argsort(-votes, kind="stable")[: params.multi_candidates]
-        order = order[votes[order] > 0]
+        order = candidates(bundle, votes, params.multi_candidates)
         # cards a previous round saw elsewhere come first: their votes may be fewer than a
         # frame-heavy wrong candidate's, and set aside with it they would be lost
         order = np.array(list(dict.fromkeys([*seen_elsewhere, *(int(r) for r in order)])))
