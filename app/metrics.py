@@ -38,11 +38,12 @@ HTTP_IN_FLIGHT = Gauge(
 
 # -- recognition ---------------------------------------------------------------------------
 # The stages of app.recognition.matcher's timings_ms (summed over passes) plus decoding.
-STAGES = ("decode", "features", "search", "vote", "verify", "decide", "total")
+STAGES = ("decode", "features", "search", "vote", "verify", "decide", "read_line", "total")
 RECOGNITION_STAGE = Histogram(
     "mtgscan_recognition_stage_seconds",
     "Time spent per recognition stage (decode, features, search, vote, verify, decide, "
-    "total of the recognition proper).",
+    "read_line: reading the collector lines of the cards found, total of the recognition "
+    "proper).",
     ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0),
 )
@@ -51,6 +52,12 @@ INFER_ANSWERS = Counter(
     "Recognition answers by outcome: match, no_match (404), ambiguous_printing (a 200 whose "
     "printing is not certain among printings sharing the art).",
     ["outcome"],
+)
+PRINTING_EVIDENCE = Counter(
+    "mtgscan_printing_evidence",
+    "Cards answered, by what decided their printing (printing_evidence.source): "
+    "collector_line (the line read named it) or appearance.",
+    ["source"],
 )
 INFER_IN_FLIGHT = Gauge(
     "mtgscan_infer_in_flight", "Recognitions holding one of MAX_CONCURRENT_INFER slots now.",

@@ -228,6 +228,7 @@ class Settings:
     infer_multi_time_budget_ms: int = 5000
     recognition_profile: str = "default"
     recognition_threads: int = 1
+    read_collector_line: bool = True
 
     # Not a variable: what reading the environment found deprecated, for create_app to log
     # once logging is set up (reading happens before it, and must stay free of side effects).
@@ -307,6 +308,7 @@ class Settings:
             "infer_multi_time_budget_ms": _int("INFER_MULTI_TIME_BUDGET_MS", 100, 600_000),
             "recognition_profile": _text,
             "recognition_threads": _int("RECOGNITION_THREADS", 1, 64),
+            "read_collector_line": _bool("READ_COLLECTOR_LINE"),
         }
         values: dict[str, Any] = {}
         for item in _env_fields():

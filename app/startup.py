@@ -102,6 +102,9 @@ def shutdown(app: Flask) -> None:
         thread.join(timeout=30)
     app.extensions["model"].unload()
     app.extensions["catalog"].close()
+    reader = app.extensions.get("line_reader")
+    if reader is not None:
+        reader.close()
 
 
 def bootstrap_lock(settings: Settings) -> FileLock:

@@ -14,11 +14,14 @@ from app.api.auth import require_token
 from app.api.errors import error_response
 from app.catalog import get_store
 from app.recognition.bundle import Bundle
-from app.recognition.imageio import ImageError, decode
+from app.recognition.collector_line import Evidence
+from app.recognition.exact_printing import answer_finish, settle
+from app.recognition.imageio import ImageError, Photo, decode
 from app.recognition.matcher import Candidate, Recognition, recognize
 from app.recognition.scene import recognize_all
 from app.runtime.admission import Admission, Overloaded
 from app.runtime.http_logging import annotate
+from app.runtime.line_reader import LineReaderHolder
 from app.runtime.model import ModelHolder, get_holder
 from app.settings import Settings
 
@@ -41,6 +44,10 @@ def init_app(app: Flask) -> None:
         settings.max_concurrent_infer, settings.infer_queue_timeout,
         on_idle=release_freed_memory,
     )
+    line_reader = LineReaderHolder(settings.read_collector_line)
+    app.extensions["line_reader"] = line_reader
+    (log.info if line_reader.available else log.warning)(
+        "collector-line reading %s", line_reader.status)
     app.register_blueprint(bp)
 
 
@@ -163,15 +170,33 @@ def _records(ids: list[str]) -> tuple[dict[str, dict[str, Any]], bool]:
         return {}, False
 
 
-def _answer(result: Recognition, record: dict[str, Any] | None) -> dict[str, Any]:
+# Scryfall's price keys of each finish
+FINISH_PRICES = {
+    "nonfoil": {"usd": "usd", "eur": "eur", "tix": "tix"},
+    "foil": {"usd": "usd_foil", "eur": "eur_foil"},
+    "etched": {"usd": "usd_etched"},
+}
+
+
+def _answer(
+    result: Recognition, record: dict[str, Any] | None, evidence: Evidence
+) -> dict[str, Any]:
     """One recognised card as the API shows it (the single answer, or one of `cards`)."""
     assert result.match is not None
     card = result.match.card
     body = _card_fields(card, record)
+    finish = answer_finish(evidence, body["finishes"])
+    prices = body["prices"] or {}
     body.update(
         face=card.get("face", 0),
         confidence=round(float(result.match.confidence), 4),
         ambiguous_printing=result.ambiguous_printing,
+        printing_evidence=evidence.as_json(),
+        finish=finish,
+        finish_prices=(
+            {key: prices.get(field) for key, field in FINISH_PRICES[finish].items()}
+            if finish in FINISH_PRICES and record is not None else None
+        ),
         inliers=int(result.match.inliers),
         alternatives=[_alternative(c) for c in result.alternatives],
         quad=result.quad,
@@ -426,6 +451,12 @@ def _recognise(
             )
             results = [single] if single.match is not None else []
             stage_ms = single.timings_ms
+        photo = Photo(data, decoded, settings.max_image_pixels)
+        reader = current_app.extensions["line_reader"].get()
+        read_start = time.perf_counter()
+        evidences = [settle(bundle, result, photo, reader) for result in results]
+        if results:
+            stage_ms["read_line"] = round((time.perf_counter() - read_start) * 1000, 2)
         version = bundle.version
     if not results:
         metrics.record_recognition(decode_ms, stage_ms, None)
@@ -433,7 +464,10 @@ def _recognise(
 
     ids = [r.match.card["id"] for r in results if r.match is not None]
     records, answered = _records(ids)
-    answers = [_answer(r, records.get(card_id)) for r, card_id in zip(results, ids, strict=True)]
+    answers = [
+        _answer(result, records.get(card_id), evidence)
+        for result, card_id, evidence in zip(results, ids, evidences, strict=True)
+    ]
     timings = {"decode": round(decode_ms, 1)}
     timings.update({key: round(value, 1) for key, value in stage_ms.items()})
     timings["total"] = round((time.perf_counter() - started) * 1000, 1)
@@ -441,6 +475,8 @@ def _recognise(
     extra = {"index_version": version, "metadata": metadata, "timings_ms": timings}
     # the request's outcome and its access line: the (strongest) card answered
     metrics.record_recognition(decode_ms, stage_ms, answers[0])
+    for answer in answers:
+        metrics.PRINTING_EVIDENCE.labels(answer["printing_evidence"]["source"]).inc()
     annotate(card_id=answers[0]["predicted_card_id"], confidence=answers[0]["confidence"])
     if multi:
         annotate(cards=len(answers))

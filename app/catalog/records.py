@@ -37,6 +37,9 @@ class FaceImage:
     collector_number: str
     illustration_id: str | None
     uri: str  # absolute local path, or an http(s) URL for the pipeline to download
+    # what the collector line shows and the answer's finish needs (frame, lang, rarity,
+    # finishes), copied into the bundle's id map with `set_name`
+    printing: tuple[tuple[str, Any], ...] = ()
 
     def reference(
         self,
@@ -53,7 +56,7 @@ class FaceImage:
             collector_number=self.collector_number,
             illustration_id=self.illustration_id,
             load=load,
-            extra={"set_name": self.set_name},
+            extra={"set_name": self.set_name, **dict(self.printing)},
             precomputed=precomputed,
             key=key,
         )
@@ -161,9 +164,24 @@ def face_images(record: dict[str, Any], base_dir: Path) -> list[FaceImage]:
             collector_number=str(record.get("collector_number", "")),
             illustration_id=source.get("illustration_id") or record.get("illustration_id"),
             uri=resolve_uri(uri, base_dir),
+            printing=printing_facts(record),
         )
         for i, source, uri in faces
     ]
+
+
+PRINTING_FIELDS = ("frame", "lang", "rarity", "finishes")
+
+
+def printing_facts(record: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The record's fields that tell printings of one art apart on the card itself (the
+    collector line's place follows `frame`; it prints `rarity`'s letter, `lang` and a foil
+    mark among `finishes`), as a hashable tuple of (field, value) for the fields present."""
+    return tuple(
+        (name, tuple(record[name]) if isinstance(record[name], list) else record[name])
+        for name in PRINTING_FIELDS
+        if record.get(name) is not None
+    )
 
 
 def catalog_images(path: Path) -> Iterator[FaceImage]:

@@ -236,3 +236,43 @@ def decode_image(
 ) -> np.ndarray:
     """Just the BGR image of `decode` (coordinates are reduced when a JPEG was reduced)."""
     return decode(data, max_pixels=max_pixels, max_side=max_side).image
+
+
+_REDUCED_GRAY = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+                 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+
+
+class Photo:
+    """The uploaded photo, decoded again at the resolution a small detail needs.
+
+    Recognition works on a reduced copy (`decoded`); reading the tiny collector line needs
+    more pixels of the card, so `gray_at_least` decodes the upload again in gray, reduced
+    only as far as the card stays `card_px` tall (a JPEG at 1/2..1/8 by libjpeg's DCT
+    scaling, several times faster than a colour decode; any other format is already whole).
+    Decodes are kept for the request: the cards of one photo share them."""
+
+    def __init__(self, data: bytes, decoded: DecodedImage, max_pixels: int) -> None:
+        self.data = data
+        self.decoded = decoded
+        self.max_pixels = max_pixels
+        self._gray: dict[int, np.ndarray] = {}
+
+    def gray_at_least(self, card_px: float, upload_card_px: float) -> tuple[np.ndarray, int]:
+        """(gray uint8 image, reduction): a decode in which a card `upload_card_px` tall in
+        the upload is at least `card_px` tall, or the upload whole when it is smaller."""
+        reduction = 1
+        if self.decoded.format == "jpeg":
+            while reduction < 8 and upload_card_px / (reduction * 2) >= card_px:
+                reduction *= 2
+        if reduction == self.decoded.reduction:
+            if reduction not in self._gray:
+                self._gray[reduction] = cv2.cvtColor(self.decoded.image, cv2.COLOR_BGR2GRAY)
+        elif reduction not in self._gray:
+            # the upload passed decode()'s checks; only the scale differs
+            image = cv2.imdecode(np.frombuffer(self.data, np.uint8), _REDUCED_GRAY[reduction])
+            if image is None:
+                raise UndecodableImage(f"the {self.decoded.format.upper()} data could not "
+                                       "be decoded again")
+            self._gray[reduction] = image if image.dtype == np.uint8 else (
+                cv2.cvtColor(_to_bgr8(image), cv2.COLOR_BGR2GRAY))
+        return self._gray[reduction], reduction

@@ -42,6 +42,7 @@ class Candidate:
     card_corr: float = 0.0
     same_art: bool = False  # shares the art of the best match (another printing of it)
     ambiguous: bool = False  # the photo cannot tell this printing from the others of its art
+    art_confidence: float = 0.0  # the card's (art's) confidence, whatever its printing
     source: _Verified | None = field(default=None, repr=False, compare=False)
 
 
@@ -338,8 +339,10 @@ def decide(
     cands = []
     for i in likely:
         v = group[i]
+        art_confidence = confidence(v.art_corr, rival)
         c = _candidate(v, bundle, v.art_corr + v.card_corr,
-                       confidence(v.art_corr, rival) * odds.probabilities[i])
+                       art_confidence * odds.probabilities[i])
+        c.art_confidence = round(art_confidence, 4)
         c.same_art = True
         c.ambiguous = odds.ambiguous
         cands.append(c)
@@ -362,6 +365,7 @@ def _candidate(v: _Verified, bundle: Bundle, score: float, confidence: float) ->
         score=round(score, 4),
         inliers=v.inliers,
         confidence=round(confidence, 4),
+        art_confidence=round(confidence, 4),  # decide() sets it apart for printings of an art
         votes=round(v.votes, 2),
         art_inliers=v.art_inliers,
         art_corr=round(v.art_corr, 4),

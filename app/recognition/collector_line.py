@@ -1,0 +1,306 @@
+"""The exact printing, from the collector line printed on the card.
+
+Half of all printings share their art, frame and border with another printing (figures.md,
+"Printings that look alike"): the photo's appearance can only guess among them. What tells
+them apart is the collector line at the bottom of the card: `M 0194` / `DSK • EN` on 2015
+and later frames (rarity, collector number, set code, language; a ★ instead of the • on
+foils), the number alone (`141/274`) on 2003 frames, little or nothing on older ones.
+
+Here, once a card is recognised, its quad (the verified homography's corners, in the
+uploaded photo's pixels) rectifies the line's region from the photo decoded at enough
+resolution (not the reduced query image), Tesseract reads it (`ocr.Reader`), and the reading
+is decoded against what the catalogue allows: the set codes, collector numbers and languages
+of the printings that share the recognised art (all of them, not only the best-voted few).
+A reading that names exactly one of them decides the printing; a reading that names none,
+several, or one the photo's appearance rules out, changes nothing. Lines on cards smaller
+than `MIN_CARD_HEIGHT` are not read (measured: below it the line is not legible).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from app.recognition.ocr import Reader, Word
+
+# Card height in the uploaded photo's pixels under which the line is not read: its letters
+# are then under ~6 px tall (scripts/bench_collector_line.py measures readings by height).
+MIN_CARD_HEIGHT = 600
+# The line is read from a copy of the photo in which the card is at least this tall (a JPEG
+# is decoded at 1/2..1/8 only down to it), and rectified at RECTIFIED_HEIGHT (letters
+# ~28 px tall, what Tesseract's LSTM model reads best).
+SOURCE_CARD_HEIGHT = 1000
+RECTIFIED_HEIGHT = 2600
+CARD_ASPECT = 63 / 88  # width / height of a Magic card
+STAR_SOLIDITY = 0.75  # area / convex hull area: a bullet ~0.9+, a five-pointed star ~0.5
+
+# Where each `frame` prints its collector line, as fractions of the card (x0, y0, x1, y1).
+_MODERN = (0.03, 0.925, 0.36, 0.99)  # two lines bottom left, left of the artist's name
+_LINE_REGIONS: dict[str | None, tuple[float, float, float, float] | None] = {
+    "2015": _MODERN,
+    "future": _MODERN,
+    "2003": (0.03, 0.93, 0.75, 0.99),  # "™ & © 2012 Wizards of the Coast 141/274"
+    "1997": None,  # no collector number worth reading
+    "1993": None,
+    None: _MODERN,  # frame unknown: the place of today's frames
+}
+FRAMES_WITHOUT_SET_CODE = frozenset({"2003", "1997", "1993"})
+
+# Language codes as printed on the line -> Scryfall's `lang`
+PRINTED_LANGS = {
+    "EN": "en", "DE": "de", "FR": "fr", "IT": "it", "ES": "es", "SP": "es", "PT": "pt",
+    "JP": "ja", "JA": "ja", "KR": "ko", "KO": "ko", "RU": "ru", "CS": "zhs", "CT": "zht",
+    "PH": "ph",
+}
+# What OCR confuses in a field that must be digits
+_AS_DIGIT = str.maketrans({"O": "0", "D": "0", "Q": "0", "I": "1", "L": "1", "Z": "2",
+                           "S": "5", "B": "8", "G": "6", "T": "7"})
+# Glyphs OCR takes for one another in set codes ("DSK" read "OSK"): each class -> one letter
+_CONFUSABLE = str.maketrans({"0": "O", "D": "O", "Q": "O", "U": "O", "1": "I", "L": "I",
+                             "J": "I", "T": "I", "5": "S", "8": "B", "2": "Z", "6": "G",
+                             "V": "Y"})
+
+
+@dataclass(frozen=True)
+class Printing:
+    """One catalogued printing the line may name: its bundle slot and the id-map entry's
+    fields (`set`, `collector_number`, `lang`, `frame`, `finishes`)."""
+
+    slot: int
+    set: str
+    collector_number: str
+    lang: str | None
+    frame: str | None
+    finishes: tuple[str, ...]
+
+    @classmethod
+    def of(cls, slot: int, entry: dict[str, Any]) -> Printing:
+        return cls(slot, str(entry.get("set") or "").upper(),
+                   str(entry.get("collector_number") or ""), entry.get("lang"),
+                   entry.get("frame"), tuple(entry.get("finishes") or ()))
+
+    @property
+    def number(self) -> int | None:
+        """The collector number's digits (`0194` and `194` are one number; `123a` is 123)."""
+        digits = re.search(r"\d+", self.collector_number)
+        return int(digits.group()) if digits else None
+
+
+@dataclass
+class Evidence:
+    """What decided the printing, as the answer's `printing_evidence` says it.
+
+    `source` is "collector_line" when the line named the answered printing, else
+    "appearance"; `text` is the raw reading (None when nothing was read); `set`,
+    `collector_number`, `lang` are what the reading decoded to (None where it did not),
+    `foil_mark` True for a ★, False for a •, None when not seen."""
+
+    source: str = "appearance"
+    text: str | None = None
+    set: str | None = None
+    collector_number: str | None = None
+    lang: str | None = None
+    foil_mark: bool | None = None
+    slot: int | None = None  # the printing the line named, if exactly one
+    lang_slot: int | None = None  # that printing in the language read, when catalogued
+    lang_mismatch: bool = False  # the language read is not the answer's, nor catalogued
+    foil_word: int | None = None  # the word the set code was read in (the mark follows it)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"source": self.source, "text": self.text, "set": self.set,
+                "collector_number": self.collector_number, "lang": self.lang,
+                "foil_mark": self.foil_mark}
+
+
+# -- geometry ------------------------------------------------------------------------------
+def line_regions(printings: list[Printing]) -> list[tuple[float, float, float, float]]:
+    """The distinct regions to read for these printings' frames (none for old frames)."""
+    regions: list[tuple[float, float, float, float]] = []
+    for printing in printings:
+        region = _LINE_REGIONS.get(printing.frame, _MODERN)
+        if region is not None and region not in regions:
+            regions.append(region)
+    return regions
+
+
+def card_height(quad: np.ndarray) -> float:
+    """Mean length of a quad's left and right edges (TL, TR, BR, BL order), in its pixels."""
+    return float(np.linalg.norm(quad[3] - quad[0]) + np.linalg.norm(quad[2] - quad[1])) / 2
+
+
+def rectify(
+    image: np.ndarray,
+    quad: np.ndarray,
+    region: tuple[float, float, float, float],
+    height: int = RECTIFIED_HEIGHT,
+) -> np.ndarray:
+    """The card region `region` (fractions of the card) of `image`, seen flat, from the
+    card's corners `quad` (float32 (4, 2), TL TR BR BL, in `image`'s pixels), at the scale
+    of a card `height` px tall: gray uint8 (h, w), dark text on a light ground."""
+    card_w, card_h = height * CARD_ASPECT, float(height)
+    card = np.array([[0, 0], [card_w, 0], [card_w, card_h], [0, card_h]], np.float32)
+    to_image = cv2.getPerspectiveTransform(card, quad.astype(np.float32))
+    x0, y0, x1, y1 = region
+    shift = np.array([[1, 0, x0 * card_w], [0, 1, y0 * card_h], [0, 0, 1]], np.float64)
+    size = (int((x1 - x0) * card_w), int((y1 - y0) * card_h))
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    flat = cv2.warpPerspective(gray, to_image @ shift, size,
+                               flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                               borderMode=cv2.BORDER_REPLICATE)
+    low, high = np.percentile(flat, (2, 98))
+    flat = np.clip((flat.astype(np.float32) - low) * (255.0 / max(high - low, 1.0)), 0, 255)
+    if float(np.median(flat)) < 128:  # light text on a dark bar, as on most frames
+        flat = 255 - flat
+    return flat.astype(np.uint8)
+
+
+# -- decoding ------------------------------------------------------------------------------
+def _digit_runs(text: str) -> set[int]:
+    """Collector numbers a reading may show: digit runs (OCR's letter-for-digit slips fixed
+    in tokens that are mostly digits), leaving out the set size after a "/"."""
+    numbers: set[int] = set()
+    for token in re.findall(r"[A-Z0-9/]+", text.upper()):
+        for index, part in enumerate(token.split("/")):
+            if index > 0 or not part:
+                continue  # "141/274": 274 is the set's size
+            digits = sum(ch.isdigit() for ch in part)
+            if digits and digits >= len(part) - 1:
+                part = part.translate(_AS_DIGIT)
+            numbers.update(int(run) for run in re.findall(r"\d+", part))
+    return numbers
+
+
+def _squeezed(text: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", text.upper())
+
+
+def _confusable(text: str) -> str:
+    return _squeezed(text).translate(_CONFUSABLE)
+
+
+def decode_line(words: list[Word], printings: list[Printing]) -> Evidence:
+    """Match a reading against the printings it may name (see the module doc).
+
+    A printing is named when its collector number is read and, on frames that print it, its
+    set code (compared up to OCR's usual confusions, "OSK" for "DSK"); the set code alone
+    (the number misread) names nothing. The language is the printed code of the word after
+    the set code. With several printings named, or none, nothing is decided (`slot` None)."""
+    text = " ".join(w.text for w in words)
+    numbers = _digit_runs(text)
+    tokens = [_confusable(w.text) for w in words]
+    evidence = Evidence(text=text or None)
+    named: list[Printing] = []
+    set_word: int | None = None
+    for printing in printings:
+        code = _confusable(printing.set)
+        at = next((i for i, token in enumerate(tokens) if code and token.startswith(code)),
+                  None)
+        if at is not None and (set_word is None or len(code) > len(tokens[set_word])):
+            set_word = at
+            evidence.set = printing.set.lower()
+        has_number = printing.number is not None and printing.number in numbers
+        needs_set = printing.frame not in FRAMES_WITHOUT_SET_CODE
+        if has_number and (at is not None or not needs_set):
+            named.append(printing)
+    if set_word is not None:
+        evidence.lang = _language_after(words, set_word, len(_squeezed(evidence.set or "")))
+        evidence.foil_word = set_word
+    # the same set and number in several languages is one printing until the language says
+    if len({(p.set, p.number) for p in named}) != 1:
+        return evidence
+    chosen = named[0]
+    evidence.set = chosen.set.lower() if chosen.frame not in FRAMES_WITHOUT_SET_CODE else (
+        evidence.set)
+    evidence.collector_number = chosen.collector_number
+    same_lang = [p for p in named if evidence.lang is not None and p.lang == evidence.lang]
+    evidence.slot = (same_lang or [chosen])[0].slot
+    return evidence
+
+
+def _language_after(words: list[Word], at: int, code_length: int) -> str | None:
+    """The Scryfall `lang` of the printed language code after the set code: the rest of the
+    set code's word when OCR joined them ("DSKEN"), else the next word of two letters or
+    more (the foil mark between them is a word of its own or dropped)."""
+    rest = [_squeezed(words[at].text)[code_length:]]
+    rest += [_squeezed(w.text) for w in words[at + 1: at + 3]]
+    for chunk in rest:
+        if len(chunk) < 2:
+            continue
+        for printed in sorted(PRINTED_LANGS, key=len, reverse=True):
+            if chunk.startswith(printed):
+                return PRINTED_LANGS[printed]
+        return None
+    return None
+
+
+# -- the foil mark -------------------------------------------------------------------------
+def foil_mark(image: np.ndarray, words: list[Word], at: int) -> bool | None:
+    """True for a ★ after the set code (word `at`), False for a •, None when not found.
+    Told by shape, not by OCR (which reads a bullet as "©", "¢" or "e"): a bullet fills its
+    convex hull (solidity ~0.9 and more), a five-pointed star about half of it."""
+    x0, y0, x1, y1 = words[at].box
+    height = max(y1 - y0, 1)
+    following = [w for w in words[at + 1:] if len(_squeezed(w.text)) >= 2]
+    stop = following[0].box[0] if following else x1 + 2 * height
+    start = x1
+    if stop - start < 0.3 * height:  # OCR joined the code, mark and language into one word
+        return None
+    band = image[max(0, y0 - height // 4): y1 + height // 4, start:stop]
+    if band.size == 0:
+        return None
+    _, ink = cv2.threshold(band, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(ink)
+    marks = [label for label in range(1, count)
+             if 0.2 * height <= stats[label, cv2.CC_STAT_HEIGHT] <= 1.0 * height
+             and 0.5 <= stats[label, cv2.CC_STAT_WIDTH] / stats[label, cv2.CC_STAT_HEIGHT] <= 2]
+    if not marks:
+        return None
+    label = max(marks, key=lambda m: stats[m, cv2.CC_STAT_AREA])
+    contours, _ = cv2.findContours((labels == label).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.contourArea(cv2.convexHull(max(contours, key=cv2.contourArea)))
+    solidity = float(stats[label, cv2.CC_STAT_AREA]) / max(hull, 1.0)
+    return solidity < STAR_SOLIDITY
+
+
+# -- reading -------------------------------------------------------------------------------
+def read_line(
+    reader: Reader,
+    image: np.ndarray,
+    quad: np.ndarray,
+    printings: list[Printing],
+    clock: Callable[[], float],
+) -> Evidence:
+    """Read the collector line of the card at `quad` (float32 (4, 2), TL TR BR BL) in the
+    gray `image` and decode it against `printings` (the card's same-art printings). Regions
+    of several frames are read in turn until one names a printing."""
+    started = clock()
+    evidence = Evidence()
+    texts: list[str] = []
+    for region in line_regions(printings):
+        flat = rectify(image, quad, region)
+        words = reader.read(flat)
+        found = decode_line(words, printings)
+        if found.text:
+            texts.append(found.text)
+        if found.foil_word is not None:
+            found.foil_mark = foil_mark(flat, words, found.foil_word)
+        if found.slot is not None or found.set is not None or evidence.set is None:
+            evidence = found
+        if found.slot is not None:
+            break
+    evidence.text = " / ".join(texts) or None
+    evidence.timings_ms["read_line"] = round((clock() - started) * 1000, 2)
+    return evidence
+
+
+def readable(quad_height_px: float) -> bool:
+    """Whether a card this tall (uploaded photo's pixels) shows a legible line."""
+    return quad_height_px >= MIN_CARD_HEIGHT and math.isfinite(quad_height_px)

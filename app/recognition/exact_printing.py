@@ -1,0 +1,124 @@
+"""Settle a recognised card's exact printing with its collector line.
+
+`matcher.decide` names the card and weighs the printings that share its art by appearance
+(`printing.py`); when they differ only by set symbol and collector line it can only flag the
+answer `ambiguous_printing`. `settle` reads the line (`collector_line.read_line`) and:
+
+- the line names exactly one printing of the art (any of the catalogue's, not only the ones
+  verified): it becomes the answer, unflagged, `printing_evidence.source: "collector_line"`;
+- unless the photo's appearance had already told the printings apart (not ambiguous) and
+  named another one: a line that contradicts the photo changes nothing;
+- the line names none or several: the visual decision and its flag stand;
+- the language read is not the answer's: that printing in the language read when the
+  catalogue holds it, else the answer flagged `ambiguous_printing` (a German card is never a
+  confident English answer).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+
+from app.recognition.bundle import Bundle
+from app.recognition.collector_line import (
+    MIN_CARD_HEIGHT,
+    SOURCE_CARD_HEIGHT,
+    Evidence,
+    Printing,
+    card_height,
+    read_line,
+)
+from app.recognition.imageio import Photo
+from app.recognition.matcher import Recognition
+from app.recognition.ocr import Reader
+
+
+def same_art_printings(bundle: Bundle, slot: int) -> list[Printing]:
+    """Every catalogued printing sharing the art of `slot` (itself first): the slots of the
+    same card name whose `illustration_id` agrees where both have one, and the same face."""
+    entry = bundle.card(slot)
+    illustration = entry.get("illustration_id")
+    face = entry.get("face", 0)
+    printings = [Printing.of(slot, entry)]
+    for other in bundle.printings(slot):
+        if other == slot or not bundle.alive[other]:
+            continue
+        candidate = bundle.card(other)
+        if candidate.get("face", 0) != face:
+            continue
+        theirs = candidate.get("illustration_id")
+        if illustration and theirs and theirs != illustration:
+            continue
+        printings.append(Printing.of(other, candidate))
+    return printings
+
+
+def settle(
+    bundle: Bundle, result: Recognition, photo: Photo, reader: Reader | None
+) -> Evidence:
+    """Read the line of `result`'s card and settle its printing (see the module doc);
+    `result` is updated in place. Returns what was read (`source` "appearance" when the line
+    was not read, or did not decide)."""
+    if result.match is None or result.quad is None or reader is None:
+        return Evidence()
+    quad = np.array(result.quad, np.float32)
+    height = card_height(quad)
+    if not height >= MIN_CARD_HEIGHT:
+        return Evidence()
+    image, reduction = photo.gray_at_least(SOURCE_CARD_HEIGHT, height)
+    printings = same_art_printings(bundle, result.match.row)
+    evidence = read_line(reader, image, quad / reduction, printings, time.perf_counter)
+    match = result.match
+    chosen = evidence.slot
+    if chosen is not None and chosen != match.row and not match.ambiguous:
+        same_place = {c.row for c in result.alternatives if c.same_art}
+        if chosen in same_place:  # the photo told these apart, and not as the line does
+            chosen = None
+    if chosen is not None:
+        _answer_printing(bundle, result, chosen)
+        evidence.source = "collector_line"
+    answered = result.match
+    assert answered is not None
+    lang = answered.card.get("lang")
+    if evidence.lang is not None and lang is not None and evidence.lang != lang:
+        answered.ambiguous = True
+        evidence.lang_mismatch = True
+    return evidence
+
+
+def _answer_printing(bundle: Bundle, result: Recognition, slot: int) -> None:
+    """Make `slot` the answer, unflagged, with the card's confidence (the art's, its
+    printing no longer in doubt); the printings it was confused with follow at 0."""
+    match = result.match
+    assert match is not None
+    card_confidence = max(
+        [match.art_confidence] + [c.art_confidence for c in result.alternatives if c.same_art]
+    )
+    pool = [match, *result.alternatives]
+    chosen = next((c for c in pool if c.row == slot), None)
+    if chosen is None:  # a printing the appearance did not compare: the line found it
+        chosen = replace(match, row=slot, card=bundle.card(slot), score=0.0, votes=0.0,
+                         source=match.source)
+    rest = [c for c in pool if c is not chosen]
+    chosen.confidence = round(card_confidence, 4)
+    chosen.ambiguous = False
+    chosen.same_art = True
+    for other in rest:
+        other.ambiguous = False
+        if other.same_art:
+            other.confidence = 0.0
+    rest.sort(key=lambda c: (not c.same_art, -c.confidence))
+    result.match = chosen
+    result.alternatives = rest
+
+
+def answer_finish(evidence: Evidence, finishes: list[str] | tuple[str, ...] | None) -> str | None:
+    """`finish` of the answer: "foil" for a ★ read on a printing that has a foil finish,
+    "nonfoil" for a • on one that has a nonfoil finish, else None."""
+    if evidence.foil_mark is None or not finishes:
+        return None
+    finish = "foil" if evidence.foil_mark else "nonfoil"
+    return finish if finish in finishes else None
+
