@@ -72,12 +72,16 @@ def load_labels(eval_dir: Path) -> list[dict[str, Any]]:
 def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int) -> dict[str, Any]:
     """Open the bundle and recognise every photo; runs in its own process (clean RSS)."""
     from app.recognition.bundle import Bundle
+    from app.recognition.exact_printing import settle
     from app.recognition.features import configure_threads
-    from app.recognition.imageio import decode
+    from app.recognition.imageio import Photo, decode
     from app.recognition.matcher import recognize
+    from app.recognition.ocr import load_reader
     from app.recognition.scene import recognize_all
 
     configure_threads(threads)
+    # the collector line is read as POST /infer reads it (None: not installed, not read)
+    reader, _ = load_reader()
     t0 = time.perf_counter()
     bundle = Bundle.open(bundle_dir)
     open_ms = (time.perf_counter() - t0) * 1000
@@ -89,10 +93,11 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int) -> dict[s
             start, cpu = time.perf_counter(), time.process_time()
             decoded = decode(data, max_side=bundle.params.query_max_side)
             rec = recognize(bundle, decoded.image, quad_scale=decoded.reduction)
+            evidence = settle(bundle, rec, Photo(data, decoded, 50_000_000), reader)
             runs.append(((time.perf_counter() - start) * 1000,
-                         (time.process_time() - cpu) * 1000, rec))
+                         (time.process_time() - cpu) * 1000, rec, evidence))
         runs.sort(key=lambda r: r[0])
-        ms, cpu_ms, rec = runs[len(runs) // 2]
+        ms, cpu_ms, rec, evidence = runs[len(runs) // 2]
         accepted = [c for c in ([rec.match] if rec.match else []) + rec.alternatives
                     if c.confidence >= bundle.params.accept]
         multi: dict[str, Any] = {}
@@ -102,6 +107,9 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int) -> dict[s
                 start = time.perf_counter()
                 wide = decode(data, max_side=bundle.params.multi_max_side)
                 scene = recognize_all(bundle, wide.image, quad_scale=wide.reduction)
+                photo = Photo(data, wide, 50_000_000)
+                for card in scene.cards:
+                    settle(bundle, card, photo, reader)
                 scene_runs.append(((time.perf_counter() - start) * 1000, scene))
             scene_runs.sort(key=lambda r: r[0])
             scene_ms, scene = scene_runs[len(scene_runs) // 2]
@@ -111,6 +119,7 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int) -> dict[s
                                  f"{r.match.card['collector_number']}"
                                  + (" (ambiguous)" if r.ambiguous_printing else "")
                                  for r in scene.cards if r.match],
+                "multi_ambiguous": [r.ambiguous_printing for r in scene.cards if r.match],
                 "multi_ms": round(scene_ms, 1),
                 "multi_timings_ms": scene.timings_ms,
             }
@@ -124,6 +133,8 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int) -> dict[s
             "accepted_ids": [c.card["id"] for c in accepted],
             "ambiguous": rec.ambiguous_printing,
             "same_art_ids": [c.card["id"] for c in rec.alternatives if c.same_art],
+            "printing_evidence": evidence.as_json(),
+            "read_line_ms": evidence.timings_ms.get("read_line"),
             **multi,
             "ms": round(ms, 1),
             "cpu_ms": round(cpu_ms, 1),  # both threads: shows contention on a shared machine

@@ -224,3 +224,32 @@ def table(
     decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
     assert decoded is not None
     return np.asarray(decoded, dtype=np.uint8), placed
+
+
+def draw_collector_line(
+    card: np.ndarray, number: str, set_code: str, *, lang: str = "EN", foil: bool = False
+) -> np.ndarray:
+    """`card` with a collector line in today's frame layout at its bottom left, light on a
+    dark band: `C 0087` over `SYN • EN` (a ★ instead of the • for a foil)."""
+    out = card.copy()
+    x0, y0 = int(0.03 * CARD_W), int(0.925 * CARD_H)
+    out[y0 : int(0.99 * CARD_H), x0 : int(0.55 * CARD_W)] = (25, 22, 20)
+    ink = (235, 235, 235)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.42
+    left = int(0.05 * CARD_W)
+    first, second = int(0.951 * CARD_H), int(0.978 * CARD_H)
+    cv2.putText(out, f"C {number:0>4}", (left, first), font, scale, ink, 1, cv2.LINE_AA)
+    cv2.putText(out, set_code.upper(), (left, second), font, scale, ink, 1, cv2.LINE_AA)
+    (width, height), _ = cv2.getTextSize(set_code.upper(), font, scale, 1)
+    cx, cy = left + width + 8, second - height // 2
+    if foil:
+        points = [
+            (cx + (4.5 if i % 2 == 0 else 1.9) * np.cos(-np.pi / 2 + i * np.pi / 5),
+             cy + (4.5 if i % 2 == 0 else 1.9) * np.sin(-np.pi / 2 + i * np.pi / 5))
+            for i in range(10)
+        ]
+        cv2.fillPoly(out, [np.array(points, np.int32)], ink, cv2.LINE_AA)
+    else:
+        cv2.circle(out, (cx, cy), 3, ink, -1, cv2.LINE_AA)
+    cv2.putText(out, lang.upper(), (cx + 8, second), font, scale, ink, 1, cv2.LINE_AA)
+    return out

@@ -170,7 +170,7 @@ def face_images(record: dict[str, Any], base_dir: Path) -> list[FaceImage]:
     ]
 
 
-PRINTING_FIELDS = ("frame", "lang", "rarity", "finishes")
+PRINTING_FIELDS = ("frame", "lang", "rarity", "finishes", "released_at")
 
 
 def printing_facts(record: dict[str, Any]) -> tuple[tuple[str, Any], ...]:

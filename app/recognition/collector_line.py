@@ -38,7 +38,7 @@ MIN_CARD_HEIGHT = 600
 SOURCE_CARD_HEIGHT = 1000
 RECTIFIED_HEIGHT = 2600
 CARD_ASPECT = 63 / 88  # width / height of a Magic card
-STAR_SOLIDITY = 0.75  # area / convex hull area: a bullet ~0.9+, a five-pointed star ~0.5
+STAR_SOLIDITY = 0.9  # area / convex hull: a bullet 0.93+, a star 0.55-0.85 (thick when blurred)
 
 # Where each `frame` prints its collector line, as fractions of the card (x0, y0, x1, y1).
 _MODERN = (0.03, 0.925, 0.36, 0.99)  # two lines bottom left, left of the artist's name
@@ -67,6 +67,19 @@ _CONFUSABLE = str.maketrans({"0": "O", "D": "O", "Q": "O", "U": "O", "1": "I", "
                              "V": "Y"})
 
 
+def frame_of_date(released_at: str | None) -> str | None:
+    """The frame a printing released then most likely has, for catalogues without Scryfall's
+    `frame` field: 2015 from Magic Origins (2015-07), 2003 from Eighth Edition (2003-07),
+    1997 from Visions (1997-02). Reprint sets in older frames make it a guess, which only
+    chooses where to read: a wrong guess reads the wrong place and names nothing."""
+    if not released_at:
+        return None
+    for start, frame in (("2015-07", "2015"), ("2003-07", "2003"), ("1997-02", "1997")):
+        if released_at >= start:
+            return frame
+    return "1993"
+
+
 @dataclass(frozen=True)
 class Printing:
     """One catalogued printing the line may name: its bundle slot and the id-map entry's
@@ -81,9 +94,10 @@ class Printing:
 
     @classmethod
     def of(cls, slot: int, entry: dict[str, Any]) -> Printing:
+        frame = entry.get("frame") or frame_of_date(entry.get("released_at"))
         return cls(slot, str(entry.get("set") or "").upper(),
                    str(entry.get("collector_number") or ""), entry.get("lang"),
-                   entry.get("frame"), tuple(entry.get("finishes") or ()))
+                   frame, tuple(entry.get("finishes") or ()))
 
     @property
     def number(self) -> int | None:
@@ -241,25 +255,50 @@ def _language_after(words: list[Word], at: int, code_length: int) -> str | None:
 
 
 # -- the foil mark -------------------------------------------------------------------------
+def _glyph_span(word: Word, first: int, last: int) -> tuple[float, float]:
+    """x range of characters first..last-1 of a word, spacing its box evenly over them."""
+    x0, _, x1, _ = word.box
+    step = (x1 - x0) / max(len(word.text), 1)
+    return x0 + first * step, x0 + last * step
+
+
 def foil_mark(image: np.ndarray, words: list[Word], at: int) -> bool | None:
     """True for a ★ after the set code (word `at`), False for a •, None when not found.
-    Told by shape, not by OCR (which reads a bullet as "©", "¢" or "e"): a bullet fills its
-    convex hull (solidity ~0.9 and more), a five-pointed star about half of it."""
-    x0, y0, x1, y1 = words[at].box
-    height = max(y1 - y0, 1)
-    following = [w for w in words[at + 1:] if len(_squeezed(w.text)) >= 2]
-    stop = following[0].box[0] if following else x1 + 2 * height
-    start = x1
-    if stop - start < 0.3 * height:  # OCR joined the code, mark and language into one word
+    Told by shape, not by OCR (which reads a bullet as "©", "¢", "@" or "e", joined to the
+    code or the language or on its own): a bullet fills its convex hull (solidity ~0.9 and
+    more), a five-pointed star about half of it (`STAR_SOLIDITY`)."""
+    word = words[at]
+    height = max(word.box[3] - word.box[1], 1)
+    code = re.match(r"[A-Za-z0-9]+", word.text)
+    if code is None:
         return None
-    band = image[max(0, y0 - height // 4): y1 + height // 4, start:stop]
-    if band.size == 0:
+    after = words[at + 1] if at + 1 < len(words) else None
+    lead = re.match(r"[^A-Za-z0-9]*", after.text).end() if after else 0  # type: ignore[union-attr]
+    if after is not None and lead == len(after.text):  # the mark read as a word: "®", "©"
+        start, stop = after.box[0] - 0.5 * height, after.box[2] + 0.5 * height
+    elif code.end() < len(word.text):  # "SYN@EN" or "SYN©": the mark is inside this word
+        start, stop = _glyph_span(word, code.end(), len(word.text))
+        tail = re.search(r"[A-Za-z0-9]+$", word.text[code.end():])
+        if tail is not None:
+            stop = _glyph_span(word, code.end() + tail.start(), len(word.text))[0]
+    elif after is not None and lead:  # "@EN": the mark leads the language's word
+        start, stop = _glyph_span(after, 0, lead)
+        start = min(start, float(word.box[2]))
+    else:  # dropped: between the code and the language
+        stop = float(after.box[0]) if after is not None else word.box[2] + 2.0 * height
+        start = min(float(word.box[2]), stop - 0.3 * height)
+    y0 = max(0, word.box[1] - height // 4)
+    band = image[y0: word.box[3] + height // 4, max(0, int(start)): int(stop)]
+    if band.shape[1] < 0.25 * height or band.size == 0:
         return None
     _, ink = cv2.threshold(band, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(ink)
+    left, width = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_WIDTH]
     marks = [label for label in range(1, count)
-             if 0.2 * height <= stats[label, cv2.CC_STAT_HEIGHT] <= 1.0 * height
-             and 0.5 <= stats[label, cv2.CC_STAT_WIDTH] / stats[label, cv2.CC_STAT_HEIGHT] <= 2]
+             if 0.2 * height <= stats[label, cv2.CC_STAT_HEIGHT] <= 1.3 * height
+             and 0.5 <= width[label] / stats[label, cv2.CC_STAT_HEIGHT] <= 2
+             and left[label] > 0 and left[label] + width[label] < band.shape[1]]  # not a
+    # letter cut by the band's edge
     if not marks:
         return None
     label = max(marks, key=lambda m: stats[m, cv2.CC_STAT_AREA])

@@ -117,7 +117,10 @@ class Reader:
             level = tesserocr.RIL.WORD
             iterator = api.GetIterator()
             for item in tesserocr.iterate_level(iterator, level):
-                text = item.GetUTF8Text(level)
+                try:
+                    text = item.GetUTF8Text(level)
+                except RuntimeError:  # tesserocr's "No text returned": nothing was found
+                    break
                 box = item.BoundingBox(level)
                 if text and text.strip() and box:
                     x0, y0, x1, y1 = (int(v) - PAD for v in box)

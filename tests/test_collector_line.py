@@ -1,0 +1,216 @@
+"""The exact printing from the collector line (app/recognition/collector_line.py,
+exact_printing.py), on a real bundle of synthetic cards read by the real Tesseract.
+
+Card 101 has a twin (card-101-twin) that differs only by its set symbol and collector line:
+from appearance the answer can only be flagged `ambiguous_printing`; the line decides it.
+Card 102 is catalogued in English and German (same set and number), card 103 in English
+only. Card 104's twin has no foil finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from app.recognition.builder import ReferenceImage, build_bundle
+from app.recognition.bundle import Bundle
+from app.recognition.collector_line import MIN_CARD_HEIGHT, Printing, decode_line
+from app.recognition.exact_printing import answer_finish, settle
+from app.recognition.features import configure_threads
+from app.recognition.imageio import Photo, decode
+from app.recognition.matcher import Recognition, recognize
+from app.recognition.ocr import Reader, Word, load_reader
+from app.recognition.params import PROFILES
+from tests.synthetic import CARD_H, CARD_W, draw_collector_line, make_card, make_reprint, photograph
+
+PARAMS = PROFILES["default"]
+BOTH = ["nonfoil", "foil"]
+
+# card id -> (seed of the art, set, collector number, lang, finishes, footer twin?)
+PRINTINGS: dict[str, tuple[int, str, str, str, list[str], bool]] = {
+    **{f"card-{s}": (s, "syn", str(s - 80), "en", BOTH, False) for s in range(110, 122)},
+    "card-101": (101, "syn", "21", "en", BOTH, False),
+    "card-101-twin": (101, "rpt", "145", "en", BOTH, True),
+    "card-102": (102, "syn", "22", "en", BOTH, False),
+    "card-102-de": (102, "syn", "22", "de", BOTH, False),
+    "card-103": (103, "syn", "23", "en", BOTH, False),
+    "card-104": (104, "syn", "24", "en", BOTH, False),
+    "card-104-twin": (104, "pls", "7", "en", ["nonfoil"], True),
+}
+
+
+def card_image(card_id: str, *, lang: str | None = None, foil: bool = False,
+               set_code: str | None = None, number: str | None = None) -> np.ndarray:
+    seed, set_, collector_number, own_lang, _, twin = PRINTINGS[card_id]
+    base = make_reprint(seed, "footer") if twin else make_card(seed)
+    return draw_collector_line(base, number or collector_number, set_code or set_,
+                               lang=(lang or own_lang).upper(), foil=foil)
+
+
+def _ref(card_id: str) -> ReferenceImage:
+    seed, set_, collector_number, lang, finishes, _ = PRINTINGS[card_id]
+    return ReferenceImage(
+        card_id=card_id, face=0, name=f"Card {seed}", set=set_,
+        collector_number=collector_number, illustration_id=f"art-{seed}",
+        load=lambda: card_image(card_id),
+        extra={"frame": "2015", "lang": lang, "finishes": finishes, "rarity": "common"},
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
+    configure_threads(2)
+    out = tmp_path_factory.mktemp("lines") / "run"
+    build_bundle([_ref(card_id) for card_id in PRINTINGS], out, PARAMS, progress=False,
+                 workers=2)
+    opened = Bundle.open(out, expected_params=PARAMS)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(scope="module")
+def reader() -> Iterator[Reader]:
+    loaded, detail = load_reader()
+    if loaded is None:
+        pytest.fail(f"the OCR engine must be installed for these tests (make install): {detail}")
+    yield loaded
+    loaded.close()
+
+
+def _photo_bytes(card: np.ndarray, *, seed: int = 5, card_height: float = 0.8,
+                 size: tuple[int, int] = (1200, 1600), **kwargs: Any) -> tuple[bytes, np.ndarray]:
+    photo, corners = photograph(card, seed=seed, size=size, card_height=card_height,
+                                rotation=4.0, tilt=0.04, **kwargs)
+    ok, data = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    return data.tobytes(), corners
+
+
+def _recognise(bundle: Bundle, data: bytes, reader: Reader | None) -> tuple[Recognition, Any]:
+    decoded = decode(data, max_side=PARAMS.query_max_side)
+    result = recognize(bundle, decoded.image, quad_scale=decoded.reduction)
+    evidence = settle(bundle, result, Photo(data, decoded, 50_000_000), reader)
+    return result, evidence
+
+
+# -- the line decides twins ------------------------------------------------------------------
+@pytest.mark.parametrize("card_id", ["card-101", "card-101-twin"])
+def test_a_twin_is_decided_by_its_collector_line(
+    bundle: Bundle, reader: Reader, card_id: str
+) -> None:
+    data, _ = _photo_bytes(card_image(card_id))
+    without, _ = _recognise(bundle, data, None)
+    assert without.ambiguous_printing, "from appearance alone the twins cannot be told apart"
+    result, evidence = _recognise(bundle, data, reader)
+    assert result.match is not None and result.match.card["id"] == card_id
+    assert not result.ambiguous_printing
+    assert evidence.source == "collector_line"
+    _, set_, number, *_ = PRINTINGS[card_id]
+    assert (evidence.set, evidence.collector_number, evidence.lang) == (set_, number, "en")
+    assert evidence.foil_mark is False
+    assert result.match.confidence >= PARAMS.accept
+    twin = next(c for c in result.alternatives if c.same_art)
+    assert twin.confidence == 0.0
+
+
+def test_an_unreadable_line_leaves_the_flag(bundle: Bundle, reader: Reader) -> None:
+    """A thumb over the collector line: the card is found, its printing stays flagged."""
+    data, corners = _photo_bytes(card_image("card-101-twin"))
+    photo = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    to_photo = cv2.getPerspectiveTransform(
+        np.array([[0, 0], [CARD_W, 0], [CARD_W, CARD_H], [0, CARD_H]], np.float32), corners)
+    thumb = np.array([[0.0, 0.90 * CARD_H], [0.6 * CARD_W, 0.90 * CARD_H],
+                      [0.6 * CARD_W, CARD_H], [0.0, CARD_H]], np.float32)
+    covered = cv2.perspectiveTransform(thumb[None], to_photo)[0].astype(np.int32)
+    cv2.fillPoly(photo, [covered], (120, 150, 200))
+    ok, encoded = cv2.imencode(".jpg", photo)
+    assert ok
+    result, evidence = _recognise(bundle, encoded.tobytes(), reader)
+    assert result.match is not None and result.match.card["name"] == "Card 101"
+    assert result.ambiguous_printing
+    assert evidence.source == "appearance" and evidence.collector_number is None
+
+
+def test_a_line_on_a_small_card_is_not_read(bundle: Bundle, reader: Reader) -> None:
+    data, _ = _photo_bytes(card_image("card-101-twin"), size=(720, 960), card_height=0.55)
+    result, evidence = _recognise(bundle, data, reader)
+    assert result.quad is not None
+    assert np.ptp(np.array(result.quad)[:, 1]) < MIN_CARD_HEIGHT * 1.1
+    assert result.ambiguous_printing and evidence.text is None
+
+
+def test_a_reading_that_names_no_candidate_changes_nothing(
+    bundle: Bundle, reader: Reader
+) -> None:
+    """A printing the catalogue does not hold (set ZZZ): the line is read, names none of the
+    card's printings, and the visual answer and its flag stand."""
+    data, _ = _photo_bytes(card_image("card-101-twin", set_code="zzz", number="999"))
+    plain, _ = _recognise(bundle, data, None)
+    result, evidence = _recognise(bundle, data, reader)
+    assert evidence.text is not None and "999" in evidence.text
+    assert evidence.source == "appearance" and evidence.collector_number is None
+    assert result.ambiguous_printing
+    assert result.match is not None and plain.match is not None
+    assert result.match.card["id"] == plain.match.card["id"]
+
+
+def test_decoding_names_only_catalogued_printings() -> None:
+    printings = [Printing(0, "SYN", "21", "en", "2015", ("nonfoil",)),
+                 Printing(1, "RPT", "145", "en", "2015", ("nonfoil",))]
+
+    def words(*texts: str) -> list[Word]:
+        return [Word(t, 90.0, (i * 50, 0, i * 50 + 40, 20)) for i, t in enumerate(texts)]
+
+    assert decode_line(words("C", "0145", "RPT", "•", "EN"), printings).slot == 1
+    assert decode_line(words("C", "0021", "0YN", "EN"), printings).slot is None  # no set
+    assert decode_line(words("C", "0021", "SYN", "EN"), printings).slot == 0
+    assert decode_line(words("C", "0145", "SYN", "EN"), printings).slot is None  # crossed
+    assert decode_line(words("C", "0999", "ZZZ", "EN"), printings).slot is None
+    assert decode_line(words("M", "0145", "OSK"), [
+        Printing(2, "DSK", "145", "en", "2015", ())]).slot == 2  # OCR's D for O
+
+
+# -- finish and language ---------------------------------------------------------------------
+def test_a_star_gives_foil_only_for_a_printing_with_that_finish(
+    bundle: Bundle, reader: Reader
+) -> None:
+    data, _ = _photo_bytes(card_image("card-104", foil=True))
+    result, evidence = _recognise(bundle, data, reader)
+    assert result.match is not None and result.match.card["id"] == "card-104"
+    assert evidence.foil_mark is True
+    assert answer_finish(evidence, result.match.card["finishes"]) == "foil"
+    # the twin has no foil finish: a star read on it gives no finish
+    data, _ = _photo_bytes(card_image("card-104-twin", foil=True))
+    result, evidence = _recognise(bundle, data, reader)
+    assert result.match is not None and result.match.card["id"] == "card-104-twin"
+    assert evidence.foil_mark is True
+    assert answer_finish(evidence, result.match.card["finishes"]) is None
+    data, _ = _photo_bytes(card_image("card-104"))
+    result, evidence = _recognise(bundle, data, reader)
+    assert evidence.foil_mark is False
+    assert answer_finish(evidence, BOTH) == "nonfoil"
+
+
+def test_a_german_card_is_answered_in_german_when_catalogued(
+    bundle: Bundle, reader: Reader
+) -> None:
+    data, _ = _photo_bytes(card_image("card-102", lang="de"))
+    result, evidence = _recognise(bundle, data, reader)
+    assert result.match is not None and result.match.card["id"] == "card-102-de"
+    assert evidence.lang == "de" and not result.ambiguous_printing
+
+
+def test_a_german_card_is_never_a_confident_english_answer(
+    bundle: Bundle, reader: Reader
+) -> None:
+    data, _ = _photo_bytes(card_image("card-103", lang="de"))
+    plain, _ = _recognise(bundle, data, None)
+    assert plain.match is not None and not plain.ambiguous_printing  # one printing: sure
+    result, evidence = _recognise(bundle, data, reader)
+    assert result.match is not None and result.match.card["id"] == "card-103"
+    assert evidence.lang == "de"
+    assert result.ambiguous_printing
