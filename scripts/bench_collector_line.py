@@ -60,7 +60,7 @@ def _star(center: tuple[float, float], radius: float) -> np.ndarray:
 def edit_line(card: np.ndarray, kind: str, reader: Any) -> np.ndarray | None:
     """The reference with its • drawn as a ★ ("foil") or `EN` written `DE` ("lang"), found
     with the service's own reading of the flat reference; None when the line is not found."""
-    from app.recognition.collector_line import _MODERN, RECTIFIED_HEIGHT, CARD_ASPECT, rectify
+    from app.recognition.collector_line import _MODERN, CARD_ASPECT, RECTIFIED_HEIGHT, rectify
 
     h, w = card.shape[:2]
     quad = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
@@ -135,7 +135,9 @@ def render(card: np.ndarray, height: int, rng: np.random.Generator) -> np.ndarra
     photo8 = np.clip(photo, 0, 255).astype(np.uint8)
     ok, jpeg = cv2.imencode(".jpg", photo8, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(75, 93))])
     assert ok
-    return cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+    decoded = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+    assert decoded is not None
+    return np.asarray(decoded)
 
 
 # -- catalogue -------------------------------------------------------------------------------
@@ -261,7 +263,7 @@ def report(results: list[dict[str, Any]]) -> dict[str, Any]:
         table[str(height)] = {"renders": len(rows), **counts, "reading": fields,
                               "read_ms_p50": p50, "read_ms_p95": p95}
 
-        def cell(f: str) -> str:
+        def cell(f: str, fields: dict[str, dict[str, int]] = fields) -> str:
             v = fields[f]
             total = sum(v.values())
             return f"{v['right']}/{total} {v['wrong']}w" if total else "-"
@@ -287,8 +289,7 @@ def report(results: list[dict[str, Any]]) -> dict[str, Any]:
         right = sum(r["finish"] == "foil" for r in foils)
         print(f"\nfoil renders >= 800 px: finish 'foil' {right}/{len(foils)}")
         table["foil_finish_800_up"] = [right, len(foils)]
-    wrong = [r for r in results if outcome(r) == "WRONG"]
-    for r in wrong:
+    for r in (r for r in results if outcome(r) == "WRONG"):
         print(f"WRONG: {r['name']} {r['variant']} {r['height']} px -> {r['answer_name']} "
               f"{r['answer_set']} (read {r['evidence']['text']!r})")
     return table
@@ -338,9 +339,10 @@ def main(argv: list[str]) -> int:
             for k, height in enumerate(HEIGHTS):
                 variant = ("plain", "foil", "lang")[(n + k) % 3] if card["set"] == "dsk" else (
                     "plain")
-                image = scan if variant == "plain" else edit_line(scan, variant, reader)
-                if image is None:
-                    variant, image = "plain", scan
+                edited = None if variant == "plain" else edit_line(scan, variant, reader)
+                if edited is None:
+                    variant = "plain"
+                image = scan if edited is None else edited
                 expect = {"set": card["set"], "collector_number": card["collector_number"],
                           "lang": "de" if variant == "lang" else "en",
                           "foil_mark": variant == "foil"}
@@ -354,10 +356,11 @@ def main(argv: list[str]) -> int:
             twin = twins.get(card["id"])
             if twin is None:
                 continue
-            image = cv2.imread(str(work / twin["image_uris"]["large"]))
+            twin_scan = cv2.imread(str(work / twin["image_uris"]["large"]))
+            assert twin_scan is not None
             for height in TWIN_HEIGHTS:
                 path = work / "renders" / f"{twin['id']}-{height}-twin.jpg"
-                cv2.imwrite(str(path), render(image, height, rng),
+                cv2.imwrite(str(path), render(twin_scan, height, rng),
                             [cv2.IMWRITE_JPEG_QUALITY, 95])
                 plan.append({"path": str(path), "truth": twin["id"], "name": twin["name"],
                              "height": height, "variant": "twin",

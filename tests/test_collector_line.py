@@ -121,6 +121,7 @@ def test_an_unreadable_line_leaves_the_flag(bundle: Bundle, reader: Reader) -> N
     """A thumb over the collector line: the card is found, its printing stays flagged."""
     data, corners = _photo_bytes(card_image("card-101-twin"))
     photo = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert photo is not None
     to_photo = cv2.getPerspectiveTransform(
         np.array([[0, 0], [CARD_W, 0], [CARD_W, CARD_H], [0, CARD_H]], np.float32), corners)
     thumb = np.array([[0.0, 0.90 * CARD_H], [0.6 * CARD_W, 0.90 * CARD_H],

@@ -172,7 +172,8 @@ def rectify(
     flat = np.clip((flat.astype(np.float32) - low) * (255.0 / max(high - low, 1.0)), 0, 255)
     if float(np.median(flat)) < 128:  # light text on a dark bar, as on most frames
         flat = 255 - flat
-    return flat.astype(np.uint8)
+    rectified: np.ndarray = flat.astype(np.uint8)
+    return rectified
 
 
 # -- decoding ------------------------------------------------------------------------------
