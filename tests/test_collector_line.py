@@ -9,12 +9,14 @@ only. Card 104's twin has no foil finish.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+import requests
 
 from app.recognition.builder import ReferenceImage, build_bundle
 from app.recognition.bundle import Bundle
@@ -215,3 +217,80 @@ def test_a_german_card_is_never_a_confident_english_answer(
     assert result.match is not None and result.match.card["id"] == "card-103"
     assert evidence.lang == "de"
     assert result.ambiguous_printing
+
+
+# -- over HTTP -------------------------------------------------------------------------------
+def _record(card_id: str) -> dict[str, Any]:
+    seed, set_, collector_number, lang, finishes, _ = PRINTINGS[card_id]
+    return {
+        "object": "card", "id": card_id, "oracle_id": f"oracle-{seed}",
+        "illustration_id": f"art-{seed}", "name": f"Card {seed}", "lang": lang,
+        "layout": "normal", "set": set_, "set_name": f"Set {set_.upper()}",
+        "collector_number": collector_number, "finishes": finishes,
+        "prices": {"usd": "1.00", "usd_foil": "4.50", "eur": "0.90", "eur_foil": None,
+                   "tix": None},
+        "image_uris": {"normal": f"https://img.invalid/{card_id}.jpg"}, "games": ["paper"],
+        "digital": False, "released_at": "2026-01-01",
+    }
+
+
+def _metric(url: str, source: str) -> float:
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    line = next((row for row in text.splitlines()
+                 if row.startswith(f'mtgscan_printing_evidence_total{{source="{source}"}}')), None)
+    return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+
+def test_infer_answers_the_printing_its_line_names_with_its_finish(
+    bundle: Bundle, base_config: dict[str, str]
+) -> None:
+    from app.catalog.store import card_row
+    from tests.conftest import LiveServer, serve_bundle, shutdown
+
+    application = serve_bundle({**base_config, "INFER_AUTH": "disabled"}, bundle.directory)
+    application.extensions["catalog"].upsert_cards(card_row(_record(c)) for c in PRINTINGS)
+    try:
+        with LiveServer(application) as live:
+            before = _metric(live.url, "collector_line")
+            data, _ = _photo_bytes(card_image("card-101-twin", foil=True))
+            response = requests.post(f"{live.url}/infer", files={"roi_image": ("p.jpg", data)},
+                                     timeout=60)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["predicted_card_id"] == "card-101-twin"
+            assert body["ambiguous_printing"] is False
+            evidence = body["printing_evidence"]
+            assert evidence["source"] == "collector_line" and evidence["foil_mark"] is True
+            assert (evidence["set"], evidence["collector_number"]) == ("rpt", "145")
+            assert body["finish"] == "foil"
+            assert body["finish_prices"] == {"usd": "4.50", "eur": None}
+            assert body["timings_ms"]["read_line"] > 0
+            assert _metric(live.url, "collector_line") == before + 1
+    finally:
+        shutdown(application)
+
+
+def test_without_the_engine_the_service_says_so_and_answers_by_appearance(
+    bundle: Bundle, base_config: dict[str, str], tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No eng.traineddata anywhere: one start-up line says so, requests do not fail."""
+    from app.recognition import ocr
+    from tests.conftest import serve_bundle, shutdown
+
+    monkeypatch.setattr(ocr, "TESSDATA_DIRS", ())
+    monkeypatch.setenv("TESSDATA_PREFIX", str(tmp_path))
+    with caplog.at_level("WARNING", logger="app.api.infer"):
+        application = serve_bundle({**base_config, "INFER_AUTH": "disabled"},
+                                   bundle.directory)
+    try:
+        assert any("eng.traineddata is missing" in r.getMessage() for r in caplog.records)
+        data, _ = _photo_bytes(card_image("card-101-twin"))
+        response = application.test_client().post(
+            "/infer", data={"roi_image": (io.BytesIO(data), "p.jpg")})
+        assert response.status_code == 200
+        body = response.get_json()
+        assert body["printing_evidence"]["source"] == "appearance"
+        assert body["ambiguous_printing"] is True and body["finish"] is None
+    finally:
+        shutdown(application)

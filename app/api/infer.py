@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
+from flasgger import swag_from
 from flask import Blueprint, Flask, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
@@ -28,6 +30,7 @@ from app.settings import Settings
 bp = Blueprint("infer", __name__)
 log = logging.getLogger(__name__)
 
+SPECS = Path(__file__).parent / "specs"
 IMAGE_FIELDS = ("roi_image", "image")
 NO_MATCH = "No matching card found."
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -206,192 +209,9 @@ def _answer(
 
 @bp.post("/infer")
 @require_token
+@swag_from(str(SPECS / "infer.yml"))
 def infer() -> ResponseReturnValue:
-    """Recognise the card printing shown in a photo.
-    ---
-    tags: [recognition]
-    summary: Recognise a Magic card printing from a photo
-    description: >
-      Send the photo as multipart field `roi_image` (as the core API does; `image` is also
-      accepted) or as a raw `image/*` body. JPEG (incl. CMYK and EXIF-rotated), PNG (incl.
-      16-bit and alpha), WebP, BMP and TIFF are decoded. The answer is the best printing with a
-      calibrated `confidence`, or 404 when no printing clears the decision rule.
-
-
-      **Printings that share the art.** When several printings of the card share its art,
-      they are compared where their references differ (frame, border, set symbol,
-      collector line). When the photo cannot separate them -- typically printings that
-      differ only by set symbol and collector number -- the answer is the most likely one
-      with `ambiguous_printing: true`, and the other candidate printings come first in
-      `alternatives` (`same_art: true`) with their own confidences; `confidence` is then the
-      probability of this exact printing (the card itself is certain).
-
-
-      **Several cards** (`multi=true`, as a form field or in the query string): every
-      catalogued card in the photo, each once, strongest first, as
-      `{"cards": [...], "count": n}`; each item has the single answer's fields, with its
-      `quad`. Send the whole photo (up to 20 cards; `INFER_MULTI_TIME_BUDGET_MS` bounds the
-      search). 404 when there is none.
-    consumes: [multipart/form-data, image/jpeg, image/png, image/webp, image/bmp, image/tiff]
-    produces: [application/json]
-    security: [{bearer: []}]
-    parameters:
-      - name: roi_image
-        in: formData
-        type: file
-        required: false
-        description: The photo (the core API's field name).
-      - name: image
-        in: formData
-        type: file
-        required: false
-        description: The photo, alternative field name.
-      - name: multi
-        in: formData
-        type: boolean
-        required: false
-        default: false
-        description: Find every card in the photo (answer `MultiRecognition`).
-      - name: multi
-        in: query
-        type: boolean
-        required: false
-        default: false
-        description: Same as the form field, for raw image bodies.
-    responses:
-      200:
-        description: The recognised printing (with `multi=true`, a `MultiRecognition`).
-        schema: {$ref: '#/definitions/Recognition'}
-        examples:
-          application/json:
-            predicted_card_id: 7931b4a0-5a42-5556-b7ea-18512bd9af6c
-            predicted_card_name: Overlord of the Hauntwoods
-            finishes: [nonfoil, foil]
-            set: dsk
-            set_name: Duskmourn House of Horror
-            prices: {usd: "21.02", usd_foil: "23.10", eur: null, tix: null}
-            image_uris: {normal: "https://cards.scryfall.io/normal/front/7/9/7931b4a0.jpg"}
-            collector_number: "194"
-            face: 0
-            confidence: 0.97
-            ambiguous_printing: false
-            inliers: 143
-            alternatives:
-              - {card_id: 0c6148f7-01cb-4789-87a6-53d741f44ec2, name: Overlord of the
-                 Hauntwoods, set: dsk, collector_number: "383", face: 0, confidence: 0.0,
-                 inliers: 0, score: 1.21, same_art: true}
-            quad: [[412.0, 388.5], [1630.2, 402.1], [1601.7, 2110.0], [395.3, 2096.4]]
-            index_version: 20261126T020000000000Z-3fa1b2c4
-            metadata: complete
-            timings_ms: {decode: 31.2, recognize: 120.4, total: 155.0}
-      400:
-        description: No image, an empty or undecodable image, an image too small to read, or
-          a `multi` value that is not true/false.
-        schema: {$ref: '#/definitions/Error'}
-        examples:
-          application/json: {error: "No image: send the photo in the multipart field 'roi_image'
-            (or 'image'); got fields none."}
-      401: {$ref: '#/responses/Unauthorized'}
-      403: {$ref: '#/responses/Forbidden'}
-      404:
-        description: No printing clears the decision rule.
-        schema: {$ref: '#/definitions/Error'}
-        examples:
-          application/json: {error: No matching card found.}
-      413:
-        description: Body over MAX_CONTENT_LENGTH, or more pixels than MAX_IMAGE_PIXELS.
-        schema: {$ref: '#/definitions/Error'}
-      415:
-        description: The body is not an image format the service decodes.
-        schema: {$ref: '#/definitions/Error'}
-      503:
-        description: No bundle loaded yet, or all recognition slots busy (see Retry-After).
-        schema: {$ref: '#/definitions/Error'}
-        headers:
-          Retry-After: {type: integer, description: Seconds to wait before retrying.}
-    definitions:
-      Error:
-        type: object
-        required: [error]
-        properties:
-          error: {type: string}
-      Alternative:
-        type: object
-        properties:
-          card_id: {type: string}
-          name: {type: string, x-nullable: true}
-          set: {type: string, x-nullable: true}
-          collector_number: {type: string, x-nullable: true}
-          face: {type: integer}
-          confidence: {type: number}
-          inliers: {type: integer}
-          score: {type: number}
-          same_art:
-            type: boolean
-            description: Another printing of the answer's art (true) or another card.
-      MultiRecognition:
-        type: object
-        required: [cards, count, index_version]
-        properties:
-          cards:
-            type: array
-            description: Every card found, strongest first, each with its quad.
-            items: {$ref: '#/definitions/Card'}
-          count: {type: integer}
-          index_version: {type: string}
-          metadata: {type: string, enum: [complete, partial]}
-          timings_ms: {type: object, additionalProperties: {type: number}}
-      Recognition:
-        description: One card (the Card fields) and the bundle that recognised it.
-        allOf:
-          - {$ref: '#/definitions/Card'}
-          - type: object
-            required: [index_version]
-            properties:
-              index_version: {type: string}
-              metadata:
-                type: string
-                enum: [complete, partial]
-                description: partial when the catalogue database did not answer; card
-                  fields then come from the bundle alone.
-              timings_ms: {type: object, additionalProperties: {type: number}}
-      Card:
-        type: object
-        required: [predicted_card_id, predicted_card_name, confidence, ambiguous_printing]
-        properties:
-          predicted_card_id: {type: string, description: Scryfall id of the printing.}
-          predicted_card_name: {type: string}
-          finishes: {type: array, items: {type: string}, x-nullable: true}
-          set: {type: string, x-nullable: true}
-          set_name: {type: string, x-nullable: true}
-          prices: {type: object, x-nullable: true, additionalProperties: {type: string,
-                   x-nullable: true}}
-          image_uris: {type: object, x-nullable: true, additionalProperties: {type: string}}
-          collector_number: {type: string, x-nullable: true}
-          face: {type: integer, description: Face index for double-faced cards (0 = front).}
-          confidence:
-            type: number
-            description: >
-              0-1, calibrated on real photos: among answers with confidence >= c, about a
-              fraction c is right. With `ambiguous_printing`, the probability of this exact
-              printing (the card is certain).
-          ambiguous_printing:
-            type: boolean
-            description: The photo shows this card but cannot tell which of the printings
-              sharing its art it is (e.g. they differ only by set symbol and collector
-              number); the other candidate printings lead `alternatives`.
-          inliers: {type: integer, description: RANSAC inliers supporting the match.}
-          alternatives:
-            type: array
-            description: Next candidates, best first; printings sharing the art come first.
-            items: {$ref: '#/definitions/Alternative'}
-          quad:
-            type: array
-            x-nullable: true
-            description: The card's four corners in the query image (x, y), clockwise from
-              its top-left.
-            items: {type: array, items: {type: number}}
-    """
+    """Recognise the card printing shown in a photo (spec: specs/infer.yml)."""
     started = time.perf_counter()
     settings: Settings = current_app.config["SETTINGS"]
     upload = _read_upload()
