@@ -9,9 +9,14 @@ PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python3.13 python3.1
 	&& { command -v "$$p"; break; }; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck services bench clean
+.PHONY: install ocr-model run test lint typecheck services bench clean
 
-install: $(STAMP)
+install: $(STAMP) ocr-model
+
+# Tesseract's English model for reading collector lines (Debian's tesseract-ocr-eng, with
+# apt-get when missing and running as root; the engine comes with the tesserocr wheel).
+ocr-model:
+	@bash scripts/install-ocr-model.sh
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
