@@ -8,7 +8,7 @@ and the ratio ours/legacy, and writes the numbers as JSON.
     python scripts/bench.py [--eval-dir ../shared/eval] [--out bench-results/bench.json]
                             [--profiles default,legacy] [--set default.knn=8 ...]
     python scripts/bench.py --scale 10000 [--scale 100000 ...]   (see bench_scale.py)
-    python scripts/bench.py --reprints 2                          (see bench_printings.py)
+    python scripts/bench.py --reprints 4                          (see bench_printings.py)
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ each single-card photo is classified:
   the right printing is not offered;
 - WRONG, unflagged: another printing claimed without the flag (the error to avoid).
 
-    python scripts/bench.py --reprints 2 [--seed S] [--work DIR]
+    python scripts/bench.py --reprints 4 [--seed S] [--work DIR]
 """
 
 from __future__ import annotations
@@ -107,14 +107,16 @@ def main(argv: list[str]) -> int:
     outcomes: dict[str, int] = {}
     print(f"\nPrintings: {len(reprint)} reprints of the photographed cards added "
           f"(seed {args.seed})\n")
-    print(f"{'photo':20} {'truth':30} {'answer':34} outcome")
+    print(f"{'photo':20} {'truth':30} {'answer':34} {'by':15} outcome (line read)")
     for p in single:
         outcome = classify(p, reprint)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         p["outcome"] = outcome
         flag = " (ambiguous)" if p["ambiguous"] else ""
+        evidence = p.get("printing_evidence") or {}
         print(f"{Path(p['photo']).name:20} {p['truth_label'][:30]:30} "
-              f"{(p['answer_label'] + flag)[:34]:34} {outcome}")
+              f"{(p['answer_label'] + flag)[:34]:34} {evidence.get('source', '-'):15} "
+              f"{outcome} ({evidence.get('text')!r})")
     hard = [p for p in single if p["truth_label"].startswith(HARD_PAIRS)]
     multi = [p for p in photos if p["kind"] == "multi"]
     out_of_catalogue = [p for p in photos if p["kind"] == "out"]
@@ -129,6 +131,15 @@ def main(argv: list[str]) -> int:
         "false_accepts_of": len(out_of_catalogue),
         "multi_found": sum(len(set(p["truth"]) & set(p.get("multi_ids", []))) for p in multi),
         "multi_reported": sum(len(p.get("multi_ids", [])) for p in multi),
+        # found with the photographed printing and not flagged
+        "multi_decided": sum(
+            answer in p["truth"] and not flagged
+            for p in multi
+            for answer, flagged in zip(p.get("multi_ids", []), p.get("multi_ambiguous", []),
+                                       strict=False)
+        ),
+        "read_line_ms_p50": sorted(p.get("read_line_ms") or 0.0 for p in single)[
+            len(single) // 2] if single else None,
         "multi_of": sum(len(p["truth"]) for p in multi),
         "ms_p50": sorted(p["ms"] for p in single)[len(single) // 2] if single else None,
     }
@@ -141,8 +152,11 @@ def main(argv: list[str]) -> int:
     print(f"{'out-of-catalogue accepted':28} {summary['false_accepts']}/"
           f"{summary['false_accepts_of']}")
     print(f"{'IMG_5981 multi=true':28} {summary['multi_found']}/{summary['multi_of']} found, "
-          f"{summary['multi_reported']} reported")
-    print(f"{'single-card p50 ms':28} {summary['ms_p50']}")
+          f"{summary['multi_decided']} decided unflagged, {summary['multi_reported']} reported")
+    for p in multi:
+        print(f"{'':28} {' + '.join(p.get('multi_labels', []))}")
+    print(f"{'single-card p50 ms':28} {summary['ms_p50']} (reading the line: p50 "
+          f"{summary['read_line_ms_p50']} ms)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "photos": photos}, indent=1))
