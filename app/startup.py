@@ -118,6 +118,9 @@ def prepare(app: Flask) -> None:
     settings: Settings = app.config["SETTINGS"]
     holder: ModelHolder[Bundle] = app.extensions["model"]
     store = app.extensions["catalog"]
+    line_reader = app.extensions.get("line_reader")
+    if line_reader is not None:  # load the OCR model now, not in the first request's slot
+        line_reader.get()
     try:
         store.migrate()
     except Exception as exc:  # the bundle can serve without the database
