@@ -250,6 +250,7 @@ def draw_collector_line(
         ]
         cv2.fillPoly(out, [np.array(points, np.int32)], ink, cv2.LINE_AA)
     else:
-        cv2.circle(out, (cx, cy), 3, ink, -1, cv2.LINE_AA)
+        # a disc under half the letters' height, as printed (radius 1.25 px: shift=2)
+        cv2.circle(out, (cx * 4, cy * 4), 5, ink, -1, cv2.LINE_AA, shift=2)
     cv2.putText(out, lang.upper(), (cx + 8, second), font, scale, ink, 1, cv2.LINE_AA)
     return out

@@ -38,14 +38,20 @@ MIN_CARD_HEIGHT = 600
 SOURCE_CARD_HEIGHT = 1000
 RECTIFIED_HEIGHT = 2600
 CARD_ASPECT = 63 / 88  # width / height of a Magic card
-STAR_SOLIDITY = 0.9  # area / convex hull: a bullet 0.93+, a star 0.55-0.85 (thick when blurred)
+# The foil mark's shape (collector_line.mark_shape; measured on rendered photos by
+# scripts/bench_collector_line.py): height relative to the letters, and area / convex hull
+# (bullets 0.27-0.50 of the letters' height, stars 0.79-1.0; solidity of a small disc counts
+# over 1: its pixels outnumber its contour's area, a star's arms keep it under)
+STAR_MIN_HEIGHT = 0.65
+STAR_SOLIDITY = 1.0
+BULLET_MAX_HEIGHT = 0.52
 
 # Where each `frame` prints its collector line, as fractions of the card (x0, y0, x1, y1).
 _MODERN = (0.03, 0.925, 0.36, 0.99)  # two lines bottom left, left of the artist's name
 _LINE_REGIONS: dict[str | None, tuple[float, float, float, float] | None] = {
     "2015": _MODERN,
     "future": _MODERN,
-    "2003": (0.03, 0.93, 0.75, 0.99),  # "™ & © 2012 Wizards of the Coast 141/274"
+    "2003": (0.05, 0.962, 0.62, 0.997),  # "™ & © 2012 Wizards of the Coast 141/274"
     "1997": None,  # no collector number worth reading
     "1993": None,
     None: _MODERN,  # frame unknown: the place of today's frames
@@ -215,9 +221,8 @@ def decode_line(words: list[Word], printings: list[Printing]) -> Evidence:
     set_word: int | None = None
     for printing in printings:
         code = _confusable(printing.set)
-        at = next((i for i, token in enumerate(tokens) if code and token.startswith(code)),
-                  None)
-        if at is not None and (set_word is None or len(code) > len(tokens[set_word])):
+        at = next((i for i, token in enumerate(tokens) if code and code in token), None)
+        if at is not None and (set_word is None or len(code) > len(_squeezed(evidence.set or ""))):
             set_word = at
             evidence.set = printing.set.lower()
         has_number = printing.number is not None and printing.number in numbers
@@ -225,7 +230,7 @@ def decode_line(words: list[Word], printings: list[Printing]) -> Evidence:
         if has_number and (at is not None or not needs_set):
             named.append(printing)
     if set_word is not None:
-        evidence.lang = _language_after(words, set_word, len(_squeezed(evidence.set or "")))
+        evidence.lang = _language_after(words, set_word, _confusable(evidence.set or ""))
         evidence.foil_word = set_word
     # the same set and number in several languages is one printing until the language says
     if len({(p.set, p.number) for p in named}) != 1:
@@ -239,18 +244,23 @@ def decode_line(words: list[Word], printings: list[Printing]) -> Evidence:
     return evidence
 
 
-def _language_after(words: list[Word], at: int, code_length: int) -> str | None:
-    """The Scryfall `lang` of the printed language code after the set code: the rest of the
-    set code's word when OCR joined them ("DSKEN"), else the next word of two letters or
-    more (the foil mark between them is a word of its own or dropped)."""
-    rest = [_squeezed(words[at].text)[code_length:]]
-    rest += [_squeezed(w.text) for w in words[at + 1: at + 3]]
+_PRINTED_CONFUSABLE = {_confusable(code): lang for code, lang in PRINTED_LANGS.items()}
+
+
+def _language_after(words: list[Word], at: int, code: str) -> str | None:
+    """The Scryfall `lang` of the printed language code after the set code `code` (in its
+    confusable form) in word `at`: the rest of that word when OCR joined them ("DSKEN"),
+    else the next word of two letters or more (the foil mark between them is a word of its
+    own or dropped). Compared up to OCR's confusions ("OE" is "DE")."""
+    word = _confusable(words[at].text)
+    rest = [word[word.find(code) + len(code):]]
+    rest += [_confusable(w.text) for w in words[at + 1: at + 3]]
     for chunk in rest:
         if len(chunk) < 2:
             continue
-        for printed in sorted(PRINTED_LANGS, key=len, reverse=True):
+        for printed in sorted(_PRINTED_CONFUSABLE, key=len, reverse=True):
             if chunk.startswith(printed):
-                return PRINTED_LANGS[printed]
+                return _PRINTED_CONFUSABLE[printed]
         return None
     return None
 
@@ -264,10 +274,24 @@ def _glyph_span(word: Word, first: int, last: int) -> tuple[float, float]:
 
 
 def foil_mark(image: np.ndarray, words: list[Word], at: int) -> bool | None:
-    """True for a ★ after the set code (word `at`), False for a •, None when not found.
-    Told by shape, not by OCR (which reads a bullet as "©", "¢", "@" or "e", joined to the
-    code or the language or on its own): a bullet fills its convex hull (solidity ~0.9 and
-    more), a five-pointed star about half of it (`STAR_SOLIDITY`)."""
+    """True for a ★ after the set code (word `at`), False for a •, None when not found or
+    not clear. Told by shape, not by OCR (which reads either as "©", "®", "*" or "+",
+    joined to the code or the language or on its own): the bullet is a small disc, about
+    half the letters' height; the star is about as tall as the letters, and not convex."""
+    shape = mark_shape(image, words, at)
+    if shape is None:
+        return None
+    relative_height, solidity = shape
+    if relative_height >= STAR_MIN_HEIGHT and solidity < STAR_SOLIDITY:
+        return True
+    if relative_height <= BULLET_MAX_HEIGHT:
+        return False
+    return None
+
+
+def mark_shape(image: np.ndarray, words: list[Word], at: int) -> tuple[float, float] | None:
+    """(height / the set code's letter height, area / convex hull area) of the mark after
+    the set code in word `at` of `image` (the rectified line), or None when none is found."""
     word = words[at]
     height = max(word.box[3] - word.box[1], 1)
     code = re.match(r"[A-Za-z0-9]+", word.text)
@@ -282,22 +306,24 @@ def foil_mark(image: np.ndarray, words: list[Word], at: int) -> bool | None:
         tail = re.search(r"[A-Za-z0-9]+$", word.text[code.end():])
         if tail is not None:
             stop = _glyph_span(word, code.end() + tail.start(), len(word.text))[0]
+        start, stop = start - 0.3 * height, stop + 0.3 * height
     elif after is not None and lead:  # "@EN": the mark leads the language's word
         start, stop = _glyph_span(after, 0, lead)
-        start = min(start, float(word.box[2]))
+        start, stop = min(start, float(word.box[2])), stop + 0.3 * height
     else:  # dropped: between the code and the language
         stop = float(after.box[0]) if after is not None else word.box[2] + 2.0 * height
         start = min(float(word.box[2]), stop - 0.3 * height)
-    y0 = max(0, word.box[1] - height // 4)
-    band = image[y0: word.box[3] + height // 4, max(0, int(start)): int(stop)]
-    if band.shape[1] < 0.25 * height or band.size == 0:
+    y0 = max(0, word.box[1] - height // 2)
+    band = image[y0: word.box[3] + height // 2, max(0, int(start)): max(0, int(stop))]
+    if band.size == 0 or band.shape[1] < 0.25 * height:
         return None
     _, ink = cv2.threshold(band, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(ink)
     left, width = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_WIDTH]
+    tall = stats[:, cv2.CC_STAT_HEIGHT]
     marks = [label for label in range(1, count)
-             if 0.2 * height <= stats[label, cv2.CC_STAT_HEIGHT] <= 1.3 * height
-             and 0.5 <= width[label] / stats[label, cv2.CC_STAT_HEIGHT] <= 2
+             if 0.2 * height <= tall[label] <= 1.3 * height
+             and 0.5 <= width[label] / tall[label] <= 2
              and left[label] > 0 and left[label] + width[label] < band.shape[1]]  # not a
     # letter cut by the band's edge
     if not marks:
@@ -307,7 +333,7 @@ def foil_mark(image: np.ndarray, words: list[Word], at: int) -> bool | None:
                                    cv2.CHAIN_APPROX_SIMPLE)
     hull = cv2.contourArea(cv2.convexHull(max(contours, key=cv2.contourArea)))
     solidity = float(stats[label, cv2.CC_STAT_AREA]) / max(hull, 1.0)
-    return solidity < STAR_SOLIDITY
+    return float(tall[label]) / height, solidity
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -330,7 +356,7 @@ def read_line(
         found = decode_line(words, printings)
         if found.text:
             texts.append(found.text)
-        if found.foil_word is not None:
+        if found.foil_word is not None and found.lang is not None:  # the layout is known
             found.foil_mark = foil_mark(flat, words, found.foil_word)
         if found.slot is not None or found.set is not None or evidence.set is None:
             evidence = found
