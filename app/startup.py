@@ -138,6 +138,7 @@ def prepare(app: Flask) -> None:
 
     run = settings.run_dir
     if _try_load(holder, run):
+        _refresh_if_reselected(app)
         return
     if not settings.bootstrap_missing_bundle:
         refused = (run / "manifest.json").exists()  # why is in the state, from the load
@@ -185,6 +186,30 @@ def prepare(app: Flask) -> None:
                 return
             if time.monotonic() >= deadline:
                 break
+
+
+def _refresh_if_reselected(app: Flask) -> None:
+    """REFRESH_SETS (or REFRESH_LANGS, REFRESH_EXCLUDED_LAYOUTS) changed since the served
+    release was built: refresh now, while that release serves, instead of at the next
+    scheduled run. Replicas restarted together race for the update lock: one refreshes, the
+    others skip and load its promotion."""
+    settings: Settings = app.config["SETTINGS"]
+    if not settings.refresh_enabled:
+        return
+    from app.pipeline.refresh import reselected_release, run_refresh
+
+    release = reselected_release(settings)
+    if release is None:
+        return
+    log.info("the printings policy (REFRESH_SETS, REFRESH_LANGS, REFRESH_EXCLUDED_LAYOUTS) "
+             "changed since release %s was built: refreshing now; it serves meanwhile", release)
+    holder: ModelHolder[Bundle] = app.extensions["model"]
+
+    def serve(path: Path) -> None:
+        holder.load(path)
+
+    result = run_refresh(settings, app.extensions["catalog"], on_promoted=serve)
+    log.info("start-up %s", result.summary())
 
 
 def _migrate(app: Flask) -> bool:

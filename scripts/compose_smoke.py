@@ -157,8 +157,8 @@ class Stack:
                      "'http://127.0.0.1:5001/readyz', timeout=4)"], check=False, timeout=30)
         return probe.returncode == 0
 
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        return requests.get(self.base + path, timeout=30, **kwargs)
+    def get(self, path: str, timeout: float = 30.0, **kwargs: Any) -> requests.Response:
+        return requests.get(self.base + path, timeout=timeout, **kwargs)
 
     def infer(self, token: str | None, request_id: str | None = None,
               timeout: float = 60.0) -> requests.Response:
@@ -198,7 +198,13 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
 def start_mirror(workdir: Path) -> tuple[subprocess.Popen[str], str]:
     """The Scryfall stand-in on the Docker bridge's gateway address (what host-gateway is)."""
     gateway = run(["docker", "network", "inspect", "bridge", "--format",
-                   "{{(index .IPAM.Config 0).Gateway}}"], timeout=30).stdout.strip()
+                   "{{range .IPAM.Config}}{{.Gateway}}{{end}}"], timeout=30).stdout.strip()
+    if not gateway:  # older engines leave it out: the docker0 bridge's own address
+        shown = run(["ip", "-4", "-o", "addr", "show", "docker0"], timeout=30).stdout
+        found = re.search(r"inet (\d+\.\d+\.\d+\.\d+)/", shown)
+        if not found:
+            raise RuntimeError("cannot tell the Docker bridge's address (docker0)")
+        gateway = found[1]
     log = (workdir / "mirror.log").open("w")
     process = subprocess.Popen(
         [sys.executable, str(MIRROR), "--catalog", str(CATALOGUE), "--host", gateway,
