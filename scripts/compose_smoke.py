@@ -385,7 +385,8 @@ def check_rollout(stack: Stack, checks: Checks) -> None:
                  f"{len(before)} replaced by {len(after)} new in {took:.0f} s")
     checks.check(lost == 0, "no request lost while the replicas were recreated",
                  f"{len(results)} POSTs at 4/s, answers {dict(statuses)}, slowest "
-                 f"{slowest:.2f} s; the new replicas logged {sum(seen.values())} of them")
+                 f"{slowest:.2f} s; {sum(seen.values())} answered by the new replicas, the "
+                 "others by the old ones before they stopped")
     response = stack.infer(stack.new_token)
     checks.check(response.status_code == 200, "the new token is accepted after the rollout",
                  f"{response.status_code}")

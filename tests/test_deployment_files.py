@@ -733,8 +733,7 @@ def test_logs_go_to_docker_with_rotation_not_to_files_per_container() -> None:
     """Item 6: files named after the container piled up with every recreate. The image and
     compose log to stdout only, and Docker rotates what it keeps."""
     assert dockerfile_env()["LOG_FILE_PATH"] == ""
-    for name in (INFER, ENTRY):
-        service = services()[name]
+    for name, service in services().items():
         if name == INFER:
             assert environment_of(service)["LOG_FILE_PATH"] == ""
             assert "/app/logs" not in named_volume_mounts(service)
