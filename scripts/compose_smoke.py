@@ -390,6 +390,9 @@ def check_rollout(stack: Stack, checks: Checks) -> None:
     response = stack.infer(stack.new_token)
     checks.check(response.status_code == 200, "the new token is accepted after the rollout",
                  f"{response.status_code}")
+    stack.compose("up", "-d", timeout=600)
+    checks.check(set(stack.replicas()) == after, "a later `up -d` leaves the rolled replicas",
+                 f"{len(after)} replicas kept")
 
 
 def check_answer(stack: Stack, checks: Checks) -> None:
