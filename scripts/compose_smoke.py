@@ -247,7 +247,7 @@ def wait_ready(stack: Stack, checks: Checks, label: str) -> tuple[float, float]:
     started = time.monotonic()
     replicas_at: float | None = None
     entry_at: float | None = None
-    last_reason = None
+    seen: set[str] = set()  # each reason once (the replicas answer in turn)
     while time.monotonic() - started < READY_TIMEOUT_S:
         if entry_at is None:
             try:
@@ -255,15 +255,18 @@ def wait_ready(stack: Stack, checks: Checks, label: str) -> tuple[float, float]:
                 if response.status_code == 200:
                     entry_at = time.monotonic() - started
                 else:
-                    reason = _reason(response)
-                    if reason != last_reason:
-                        say(f"  entry point /readyz {response.status_code}: {reason}")
-                        last_reason = reason
+                    reason = f"{response.status_code}: {_reason(response)}"
+                    if not seen:
+                        say(f"  the entry point answers, {time.monotonic() - started:.1f} s "
+                            "after `up -d` returned")
+                    if reason not in seen:
+                        say(f"  entry point /readyz {reason}")
+                        seen.add(reason)
             except requests.RequestException as exc:
                 reason = f"no answer ({type(exc).__name__})"
-                if reason != last_reason:
+                if reason not in seen:
                     say(f"  entry point /readyz: {reason}")
-                    last_reason = reason
+                    seen.add(reason)
         if replicas_at is None:
             ids = stack.replicas()
             if ids and all(stack.replica_ready(c) for c in ids):
@@ -346,6 +349,7 @@ def check_rollout(stack: Stack, checks: Checks) -> None:
     """Token rotation step 1 (old,new) applied by the rolling script under a request stream."""
     results: list[tuple[float, int | str, float]] = []
     stop = threading.Event()
+    # one request at a time, at most 4 per second: bounded in count and time
 
     def stream() -> None:
         n = 0
@@ -384,7 +388,8 @@ def check_rollout(stack: Stack, checks: Checks) -> None:
                  "scripts/compose-rollout.sh recreated every replica",
                  f"{len(before)} replaced by {len(after)} new in {took:.0f} s")
     checks.check(lost == 0, "no request lost while the replicas were recreated",
-                 f"{len(results)} POSTs at 4/s, answers {dict(statuses)}, slowest "
+                 f"{len(results)} POSTs in {took + 5:.0f} s (one at a time, at most 4/s), "
+                 f"answers {dict(statuses)}, slowest "
                  f"{slowest:.2f} s; {sum(seen.values())} answered by the new replicas, the "
                  "others by the old ones before they stopped")
     response = stack.infer(stack.new_token)
