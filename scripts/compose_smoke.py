@@ -248,17 +248,19 @@ def wait_ready(stack: Stack, checks: Checks, label: str) -> tuple[float, float]:
     replicas_at: float | None = None
     entry_at: float | None = None
     seen: set[str] = set()  # each reason once (the replicas answer in turn)
+    answered = False
     while time.monotonic() - started < READY_TIMEOUT_S:
         if entry_at is None:
             try:
                 response = stack.get("/readyz", timeout=5)
+                if not answered:
+                    answered = True
+                    say(f"  the entry point answers ({response.status_code}), "
+                        f"{time.monotonic() - started:.1f} s after `up -d` returned")
                 if response.status_code == 200:
                     entry_at = time.monotonic() - started
                 else:
                     reason = f"{response.status_code}: {_reason(response)}"
-                    if not seen:
-                        say(f"  the entry point answers, {time.monotonic() - started:.1f} s "
-                            "after `up -d` returned")
                     if reason not in seen:
                         say(f"  entry point /readyz {reason}")
                         seen.add(reason)
