@@ -20,13 +20,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     FLASK_ENV=production \
     RESOURCES_DIR=/app/resources \
     SCRYFALL_DATA_DIR=/app/data \
-    LOG_FILE_PATH=/app/logs/service-{hostname}.log \
+    LOG_FILE_PATH= \
+    TESSDATA_PREFIX=/usr/share/tesseract-ocr/5/tessdata \
     PORT=5001
 
 # The wheels of opencv-python-headless, faiss-cpu, h5py and psycopg2-binary bundle their
 # own libraries; libgomp1 is the OpenMP runtime FAISS falls back on where it does not.
+# tesseract-ocr-eng is the English trained model (eng.traineddata, at TESSDATA_PREFIX) the
+# collector-line reader (tesserocr) loads.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libgomp1 \
+    && apt-get install -y --no-install-recommends libgomp1 tesseract-ocr-eng \
     && rm -rf /var/lib/apt/lists/*
 
 RUN groupadd --system --gid 10001 app \
@@ -62,5 +65,13 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
 # 32 threads: waiting requests must reach the app's admission gate (MAX_CONCURRENT_INFER
 # recognitions run, the rest wait INFER_QUEUE_TIMEOUT then get 503 + Retry-After).
 # No --access-logfile: the app logs one line per request itself, with its request id.
+# --no-control-socket: gunicorn 27 would put its control socket in the user's home, the
+# root-owned /app, and log a permission error at every start (nothing here uses it).
+# --keep-alive 75: longer than the entry point's idle upstream connections (nginx's
+# keepalive_timeout 60s, deploy/nginx.conf), so nginx, not gunicorn, closes an idle one and
+# never sends a request on a connection gunicorn is closing. --graceful-timeout 30: requests
+# in flight at SIGTERM get 30 s (compose's stop_grace_period and Kubernetes'
+# terminationGracePeriodSeconds are longer).
 CMD exec gunicorn --bind 0.0.0.0:${PORT} --worker-class gthread --workers 1 --threads 32 \
-    --timeout 120 --graceful-timeout 30 "app:create_serving_app()"
+    --timeout 120 --graceful-timeout 30 --keep-alive 75 --no-control-socket \
+    "app:create_serving_app()"

@@ -9,7 +9,7 @@ PYTHON ?= $(shell for p in $$HOME/.pyenv/versions/3.13*/bin/python3.13 python3.1
 	&& { command -v "$$p"; break; }; done)
 STAMP := $(VENV)/.installed
 
-.PHONY: install ocr-model run test lint typecheck services bench clean
+.PHONY: install ocr-model run test lint typecheck services bench clean compose-smoke
 
 install: $(STAMP) ocr-model
 
@@ -55,6 +55,12 @@ bench: install
 	$(PY) scripts/bench.py $(foreach n,$(SCALE),--scale $(n))
 	$(PY) scripts/bench_service.py
 	@source scripts/test-services.sh && $(PY) scripts/bench_ingest.py
+
+# Starts the real compose deployment (build, up, checks, down -v): not part of `make test`.
+# Needs Docker with Compose v2 (here: ../shared/tools/compose-standins.sh) and ../shared;
+# skips with a message without them. See scripts/compose_smoke.py.
+compose-smoke: install
+	$(PY) scripts/compose_smoke.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

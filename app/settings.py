@@ -206,6 +206,9 @@ class Settings:
     # Only whether a *missing* bundle is obtained at start (release archive or one refresh):
     # an existing bundle is always loaded and promotions always watched.
     bootstrap_missing_bundle: bool = True
+    # A first-start bootstrap that failed (database not up yet, Scryfall or the release host
+    # down) is tried again after 5 s, doubling up to this many seconds; 0: never again.
+    bootstrap_retry_max_delay: float = 300.0
     watch_polling: bool = False
 
     postgres_user: str = "postgres"
@@ -288,6 +291,7 @@ class Settings:
             "refresh_excluded_layouts": _layouts("REFRESH_EXCLUDED_LAYOUTS"),
             "refresh_min_hit_rate": _float("REFRESH_MIN_HIT_RATE", 0.0, 1.0),
             "bootstrap_missing_bundle": _bool("BOOTSTRAP_MISSING_BUNDLE"),
+            "bootstrap_retry_max_delay": _float("BOOTSTRAP_RETRY_MAX_DELAY", 0.0, 86400.0),
             "watch_polling": _bool("WATCH_POLLING"),
             "postgres_user": _text,
             "postgres_password": lambda raw: raw,

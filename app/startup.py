@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,6 +98,7 @@ def shutdown(app: Flask) -> None:
     watcher = app.extensions.get("watcher")
     if watcher is not None:
         watcher.stop()
+    app.extensions.setdefault("prepare_stop", threading.Event()).set()  # ends a retry wait
     thread = app.extensions.get("prepare_thread")
     if thread is not None:
         thread.join(timeout=30)
@@ -112,22 +114,37 @@ def bootstrap_lock(settings: Settings) -> FileLock:
     return FileLock(settings.resources_dir / ".bootstrap.lock", name="bootstrap")
 
 
+BOOTSTRAP_FIRST_RETRY_S = 5.0
+"""Seconds before the second bootstrap attempt; each later wait doubles, up to
+BOOTSTRAP_RETRY_MAX_DELAY."""
+
+
+def retry_delay(attempt: int, max_delay: float) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1, 2, ...): 5, 10, 20 ... capped
+    at `max_delay`."""
+    return min(max_delay, BOOTSTRAP_FIRST_RETRY_S * 2.0 ** min(attempt - 1, 30))
+
+
 def prepare(app: Flask) -> None:
     """Make the service ready: migrate the catalogue, then load the bundle in run, or obtain
-    one first when it is missing and BOOTSTRAP_MISSING_BUNDLE allows."""
+    one first when it is missing and BOOTSTRAP_MISSING_BUNDLE allows.
+
+    A bootstrap that fails (the database not up yet, Scryfall or the release host down) is
+    tried again with a doubling delay (BOOTSTRAP_RETRY_MAX_DELAY; 0: never), the catalogue
+    migration too while it has not succeeded; meanwhile /readyz says which attempt failed,
+    why, and when the next one is. Waiting ends early when a bundle appears (another replica
+    promoted one: the watcher loaded it) or the service shuts down."""
     settings: Settings = app.config["SETTINGS"]
     holder: ModelHolder[Bundle] = app.extensions["model"]
-    store = app.extensions["catalog"]
     line_reader = app.extensions.get("line_reader")
     if line_reader is not None:  # load the OCR model now, not in the first request's slot
         line_reader.get()
-    try:
-        store.migrate()
-    except Exception as exc:  # the bundle can serve without the database
-        log.error("catalogue %s unavailable at start-up: %s", store.backend, exc)
+    stop: threading.Event = app.extensions.setdefault("prepare_stop", threading.Event())
+    migrated = _migrate(app)
 
     run = settings.run_dir
     if _try_load(holder, run):
+        _refresh_if_reselected(app)
         return
     if not settings.bootstrap_missing_bundle:
         refused = (run / "manifest.json").exists()  # why is in the state, from the load
@@ -143,21 +160,90 @@ def prepare(app: Flask) -> None:
         log.warning("%s and BOOTSTRAP_MISSING_BUNDLE=false; waiting for a bundle to be "
                     "promoted", found)
         return
-    holder.set_status("preparing", "no bundle in RESOURCES_DIR/run; waiting for bootstrap lock")
+    # nothing could ever succeed on a later try: no archive to fetch and no refresh allowed
+    retry = settings.bootstrap_retry_max_delay > 0 and bool(
+        settings.resource_bundle_url or settings.refresh_enabled)
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        if not migrated:
+            migrated = _migrate(app)
+        outcome = _bootstrap_attempt(app, holder, attempt)
+        if outcome is None:
+            return
+        fix = ("build one with `flask --app app build-index --catalog FILE` or `flask --app "
+               "app refresh`")
+        if not retry:
+            holder.set_status("failed", f"no descriptor bundle in {run} (bootstrap: "
+                                        f"{outcome}); {fix}")
+            log.warning("no descriptor bundle in %s; the service is not ready", run)
+            return
+        delay = retry_delay(attempt, settings.bootstrap_retry_max_delay)
+        holder.set_status(
+            "failed",
+            f"no descriptor bundle in {run} (bootstrap: {outcome}; attempt {attempt}, next "
+            f"in {delay:.0f} s); it is retried by itself, or {fix}",
+        )
+        log.warning("bootstrap attempt %d failed (%s); retrying in %.0f s", attempt, outcome,
+                    delay)
+        deadline = time.monotonic() + delay
+        while not stop.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+            if holder.state.status == "loaded":  # the watcher loaded a promoted release
+                return
+            if time.monotonic() >= deadline:
+                break
+
+
+def _refresh_if_reselected(app: Flask) -> None:
+    """REFRESH_SETS (or REFRESH_LANGS, REFRESH_EXCLUDED_LAYOUTS) changed since the served
+    release was built: refresh now, while that release serves, instead of at the next
+    scheduled run. Replicas restarted together race for the update lock: one refreshes, the
+    others skip and load its promotion."""
+    settings: Settings = app.config["SETTINGS"]
+    if not settings.refresh_enabled:
+        return
+    from app.pipeline.refresh import reselected_release, run_refresh
+
+    release = reselected_release(settings)
+    if release is None:
+        return
+    log.info("the printings policy (REFRESH_SETS, REFRESH_LANGS, REFRESH_EXCLUDED_LAYOUTS) "
+             "changed since release %s was built: refreshing now; it serves meanwhile", release)
+    holder: ModelHolder[Bundle] = app.extensions["model"]
+
+    def serve(path: Path) -> None:
+        holder.load(path)
+
+    result = run_refresh(settings, app.extensions["catalog"], on_promoted=serve)
+    log.info("start-up %s", result.summary())
+
+
+def _migrate(app: Flask) -> bool:
+    store = app.extensions["catalog"]
+    try:
+        store.migrate()
+    except Exception as exc:  # the bundle can serve without the database
+        log.error("catalogue %s unavailable at start-up: %s", store.backend, exc)
+        return False
+    return True
+
+
+def _bootstrap_attempt(app: Flask, holder: ModelHolder[Bundle], attempt: int) -> str | None:
+    """One attempt under the bootstrap file lock: None once a bundle is served, else what
+    went wrong."""
+    settings: Settings = app.config["SETTINGS"]
+    run = settings.run_dir
+    holder.set_status("preparing", "no bundle in RESOURCES_DIR/run; waiting for bootstrap lock"
+                      + (f" (attempt {attempt})" if attempt > 1 else ""))
     lock = bootstrap_lock(settings)
     lock.acquire(blocking=True)
     try:
         if _try_load(holder, run):  # another process prepared it while we waited
-            return
+            return None
         outcome = _bootstrap(app, holder)
         if _try_load(holder, run):
-            return
-        holder.set_status(
-            "failed",
-            f"no descriptor bundle in {run} (bootstrap: {outcome}); build one with "
-            "`flask --app app build-index --catalog FILE` or `flask --app app refresh`",
-        )
-        log.warning("no descriptor bundle in %s; the service is not ready", run)
+            return None
+        return outcome
     finally:
         lock.release()
 

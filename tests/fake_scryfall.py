@@ -7,7 +7,8 @@ JPEG at `/img/<id>-<face>.jpg?<version stamp>` like Scryfall's versioned image U
 
 Fault injection: `queue_failures(path_prefix, [429, 500, ...])` answers the next requests
 to a path with those statuses (429 with Retry-After), `truncate_bulk`, `missing_images`,
-`bulk_format` ("jsonl", "legacy", "both", "none"), `delay` per path prefix.
+`bulk_format` ("jsonl", "legacy", "both", "none"), `delay` per path prefix. `files` serves
+other files at `/file/<name>` (a release archive, standing in for its host).
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class FakeScryfall:
         self.delays: dict[str, float] = {}
         self.retry_after = "1"
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.files: dict[str, bytes] = {}  # /file/<name>: e.g. a release archive to serve
         self._guard = threading.Lock()
         self._jpeg_cache: dict[int, bytes] = {}
         self.server = _QuietServer(("127.0.0.1", 0), _make_handler(self))
@@ -292,6 +294,8 @@ def _make_handler(fake: FakeScryfall) -> type[BaseHTTPRequestHandler]:
                         bulk = bulk[: len(bulk) // 2]
                     return self._send(200, bulk, "application/json",
                                       {"Content-Encoding": "gzip"})
+                if path[len("/file/"):] in fake.files:
+                    return self._send(200, fake.files[path[len("/file/"):]], "application/gzip")
                 return self._error(404, "no such file")
             if path.startswith("/img/"):
                 key = path[len("/img/"):].removesuffix(".jpg")

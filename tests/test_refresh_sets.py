@@ -86,3 +86,31 @@ def test_refresh_sets_setting() -> None:
     with pytest.raises(SettingsError, match="REFRESH_SETS must be a comma-separated list of "
                                             "Scryfall set codes"):
         Settings.from_env({"REFRESH_SETS": "rtr;dsk"})
+
+
+@pytest.mark.slow
+def test_a_changed_refresh_sets_is_applied_at_the_next_start(
+    base_config: dict[str, str]
+) -> None:
+    """Widening REFRESH_SETS then restarting rebuilds at start (the old release serving
+    meanwhile), not at the next scheduled run; a restart with the same list refreshes
+    nothing (Scryfall is not even asked)."""
+    with FakeScryfall() as fake:
+        for seed in CHOSEN:
+            fake.add_card(seed, set_code="tst")
+        for seed in OTHER:
+            fake.add_card(seed, set_code="tdf")
+        config = {**base_config, "SCRYFALL_API_URL": fake.url,
+                  "BOOTSTRAP_MISSING_BUNDLE": "true", "REFRESH_ENABLED": "true"}
+        starts = (("tst", ["tst"], 1), ("tst,tdf", ["tdf", "tst"], 1),
+                  ("tst,tdf", ["tdf", "tst"], 0))
+        for sets, indexed, asked in starts:
+            before = fake.count("/bulk-data")
+            app = create_serving_app({**config, "REFRESH_SETS": sets})
+            try:
+                app.extensions["prepare_thread"].join(timeout=600)
+                assert app.test_client().get("/readyz").status_code == 200
+                assert sorted(set(_sets_indexed(app))) == indexed, sets
+            finally:
+                shutdown(app)
+            assert fake.count("/bulk-data") - before == asked, sets

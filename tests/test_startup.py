@@ -188,3 +188,51 @@ def test_with_bootstrap_off_a_refused_bundle_in_run_is_reported_as_such(
         assert "BOOTSTRAP_MISSING_BUNDLE=false" in body["reason"]
     finally:
         shutdown(app)
+
+
+@pytest.mark.parametrize("max_delay", ["1", "0"])
+def test_a_failed_bootstrap_is_retried_and_shown_in_readyz(
+    base_config: dict[str, str], synthetic_bundles: dict[str, Path], tmp_path: Path,
+    max_delay: str,
+) -> None:
+    """The release host answers 503 once, then the archive: the service says in /readyz
+    which attempt failed and when the next one is, and gets ready without a restart.
+    BOOTSTRAP_RETRY_MAX_DELAY=0 (the control) tries once and stays unready."""
+    import hashlib
+
+    from app.pipeline.bootstrap import make_release_archive
+
+    archive = make_release_archive(synthetic_bundles["A"], tmp_path / "release.tar.gz")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    with FakeScryfall() as fake:
+        fake.files["release.tar.gz"] = archive.read_bytes()
+        fake.queue_failures("/file/release.tar.gz", [503])
+        config = {**base_config, "BOOTSTRAP_MISSING_BUNDLE": "true",
+                  "RESOURCE_BUNDLE_URL": f"{fake.url}/file/release.tar.gz#sha256={digest}",
+                  "BOOTSTRAP_RETRY_MAX_DELAY": max_delay}
+        app = create_serving_app(config)
+        try:
+            with LiveServer(app) as server:
+                reasons: list[str] = []
+
+                def settled() -> bool:
+                    ready = requests.get(f"{server.url}/readyz", timeout=5)
+                    reasons.append(str(ready.json()["reason"]))
+                    status = ready.json()["model"]["status"]
+                    return ready.status_code == 200 or (max_delay == "0" and status == "failed")
+
+                _wait(settled, 30, "ready again after the failed attempt")
+                failed = [reason for reason in reasons if "HTTP 503" in reason]
+                assert failed, reasons
+                if max_delay == "0":
+                    time.sleep(2)  # no second attempt comes
+                    assert fake.count("/file/release.tar.gz") == 1
+                    ready = requests.get(f"{server.url}/readyz", timeout=5)
+                    assert ready.status_code == 503 and "retried" not in ready.json()["reason"]
+                    return
+                assert "attempt 1, next in 1 s" in failed[0]
+                assert "retried by itself" in failed[0]
+                assert fake.count("/file/release.tar.gz") == 2
+                assert _infer(server.url, 100) == (200, synthetic_card_record(100)["id"])
+        finally:
+            shutdown(app)

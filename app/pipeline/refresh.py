@@ -219,6 +219,18 @@ def load_state(data_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def reselected_release(settings: Settings) -> str | None:
+    """The served release's name when it was built under another printings policy than
+    REFRESH_SETS, REFRESH_LANGS and REFRESH_EXCLUDED_LAYOUTS now say (the settings were
+    changed, then the service restarted), else None (same policy, or not built here)."""
+    state = load_state(settings.scryfall_data_dir)
+    current = releases.current_release(settings.resources_dir)
+    if current is None or state.get("release") != current.name or "selection" not in state:
+        return None
+    selection = RefreshOptions.from_settings(settings).selection_digest()
+    return current.name if state["selection"] != selection else None
+
+
 def save_state(data_dir: Path, state: dict[str, Any]) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
