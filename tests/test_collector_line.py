@@ -42,13 +42,17 @@ PRINTINGS: dict[str, tuple[int, str, str, str, list[str], bool]] = {
     "card-103": (103, "syn", "23", "en", BOTH, False),
     "card-104": (104, "syn", "24", "en", BOTH, False),
     "card-104-twin": (104, "pls", "7", "en", ["nonfoil"], True),
+    "card-105": (105, "syn", "25", "en", BOTH, False),
+    "card-105-frame": (105, "old", "9", "en", BOTH, False),  # in an older frame
 }
+FRAMES = {"card-105-frame": "2003"}
 
 
 def card_image(card_id: str, *, lang: str | None = None, foil: bool = False,
                set_code: str | None = None, number: str | None = None) -> np.ndarray:
     seed, set_, collector_number, own_lang, _, twin = PRINTINGS[card_id]
-    base = make_reprint(seed, "footer") if twin else make_card(seed)
+    base = make_reprint(seed, "footer") if twin else (
+        make_reprint(seed, "frame") if card_id in FRAMES else make_card(seed))
     return draw_collector_line(base, number or collector_number, set_code or set_,
                                lang=(lang or own_lang).upper(), foil=foil)
 
@@ -59,7 +63,8 @@ def _ref(card_id: str) -> ReferenceImage:
         card_id=card_id, face=0, name=f"Card {seed}", set=set_,
         collector_number=collector_number, illustration_id=f"art-{seed}",
         load=lambda: card_image(card_id),
-        extra={"frame": "2015", "lang": lang, "finishes": finishes, "rarity": "common"},
+        extra={"frame": FRAMES.get(card_id, "2015"), "lang": lang, "finishes": finishes,
+               "rarity": "common"},
     )
 
 
@@ -159,6 +164,18 @@ def test_a_reading_that_names_no_candidate_changes_nothing(
     assert result.ambiguous_printing
     assert result.match is not None and plain.match is not None
     assert result.match.card["id"] == plain.match.card["id"]
+
+
+def test_a_line_that_contradicts_the_frame_shown_changes_nothing(
+    bundle: Bundle, reader: Reader
+) -> None:
+    """The photo shows card 105 in today's frame, its line names the printing in the older
+    frame (a misprint, a sticker, a misreading): the frame shown wins."""
+    data, _ = _photo_bytes(card_image("card-105", set_code="old", number="9"))
+    result, evidence = _recognise(bundle, data, reader)
+    assert evidence.slot is not None  # the line did name the other printing
+    assert result.match is not None and result.match.card["id"] == "card-105"
+    assert not result.ambiguous_printing and evidence.source == "appearance"
 
 
 def test_decoding_names_only_catalogued_printings() -> None:

@@ -170,13 +170,16 @@ def face_images(record: dict[str, Any], base_dir: Path) -> list[FaceImage]:
     ]
 
 
-PRINTING_FIELDS = ("frame", "lang", "rarity", "finishes", "released_at")
+PRINTING_FIELDS = (
+    "frame", "border_color", "frame_effects", "lang", "rarity", "finishes", "released_at"
+)
 
 
 def printing_facts(record: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     """The record's fields that tell printings of one art apart on the card itself (the
     collector line's place follows `frame`; it prints `rarity`'s letter, `lang` and a foil
-    mark among `finishes`), as a hashable tuple of (field, value) for the fields present."""
+    mark among `finishes`; `frame`, `border_color` and `frame_effects` say whether two
+    printings look alike), as a hashable tuple of (field, value) for the fields present."""
     return tuple(
         (name, tuple(record[name]) if isinstance(record[name], list) else record[name])
         for name in PRINTING_FIELDS

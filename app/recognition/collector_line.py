@@ -97,13 +97,15 @@ class Printing:
     lang: str | None
     frame: str | None
     finishes: tuple[str, ...]
+    looks: tuple[Any, ...] = ()  # (frame, border_color, frame_effects): what a photo shows
 
     @classmethod
     def of(cls, slot: int, entry: dict[str, Any]) -> Printing:
         frame = entry.get("frame") or frame_of_date(entry.get("released_at"))
+        looks = (frame, entry.get("border_color"), tuple(sorted(entry.get("frame_effects") or ())))
         return cls(slot, str(entry.get("set") or "").upper(),
                    str(entry.get("collector_number") or ""), entry.get("lang"),
-                   frame, tuple(entry.get("finishes") or ()))
+                   frame, tuple(entry.get("finishes") or ()), looks)
 
     @property
     def number(self) -> int | None:

@@ -7,7 +7,10 @@ answer `ambiguous_printing`. `settle` reads the line (`collector_line.read_line`
 - the line names exactly one printing of the art (any of the catalogue's, not only the ones
   verified): it becomes the answer, unflagged, `printing_evidence.source: "collector_line"`;
 - unless the photo's appearance had already told the printings apart (not ambiguous) and
-  named another one: a line that contradicts the photo changes nothing;
+  named one that looks otherwise (another `frame`, `border_color` or `frame_effects`): a
+  line that contradicts what the photo shows changes nothing. Between printings that look
+  alike (the same frame, differing by set symbol and collector line), the line is the
+  better evidence, whatever the pixels said;
 - the line names none or several: the visual decision and its flag stand;
 - the language read is not the answer's: that printing in the language read when the
   catalogue holds it, else the answer flagged `ambiguous_printing` (a German card is never a
@@ -73,8 +76,10 @@ def settle(
     match = result.match
     chosen = evidence.slot
     if chosen is not None and chosen != match.row and not match.ambiguous:
-        same_place = {c.row for c in result.alternatives if c.same_art}
-        if chosen in same_place:  # the photo told these apart, and not as the line does
+        looks = {p.slot: p.looks for p in printings}
+        if looks.get(chosen) != looks.get(match.row):
+            # the photo shows another frame, border or frame effect than the printing the
+            # line names, and told them apart: a misreading, most likely
             chosen = None
     if chosen is not None:
         _answer_printing(bundle, result, chosen)
