@@ -51,7 +51,7 @@ _MODERN = (0.03, 0.925, 0.36, 0.99)  # two lines bottom left, left of the artist
 _LINE_REGIONS: dict[str | None, tuple[float, float, float, float] | None] = {
     "2015": _MODERN,
     "future": _MODERN,
-    "2003": (0.05, 0.962, 0.62, 0.997),  # "™ & © 2012 Wizards of the Coast 141/274"
+    "2003": (0.04, 0.936, 0.64, 0.968),  # "™ & © 2012 Wizards of the Coast 141/274"
     "1997": None,  # no collector number worth reading
     "1993": None,
     None: _MODERN,  # frame unknown: the place of today's frames
@@ -67,6 +67,7 @@ PRINTED_LANGS = {
 # What OCR confuses in a field that must be digits
 _AS_DIGIT = str.maketrans({"O": "0", "D": "0", "Q": "0", "I": "1", "L": "1", "Z": "2",
                            "S": "5", "B": "8", "G": "6", "T": "7"})
+_DIGIT_SLIPS = frozenset("ODQILZSBGT")
 # Glyphs OCR takes for one another in set codes ("DSK" read "OSK"): each class -> one letter
 _CONFUSABLE = str.maketrans({"0": "O", "D": "O", "Q": "O", "U": "O", "1": "I", "L": "I",
                              "J": "I", "T": "I", "5": "S", "8": "B", "2": "Z", "6": "G",
@@ -178,25 +179,29 @@ def rectify(
                                borderMode=cv2.BORDER_REPLICATE)
     low, high = np.percentile(flat, (2, 98))
     flat = np.clip((flat.astype(np.float32) - low) * (255.0 / max(high - low, 1.0)), 0, 255)
-    if float(np.median(flat)) < 128:  # light text on a dark bar, as on most frames
-        flat = 255 - flat
     rectified: np.ndarray = flat.astype(np.uint8)
+    # text is the smaller of the two tones: light text on a dark bar (most frames) or on a
+    # mid-grey one is turned dark on light, as Tesseract reads best
+    threshold, _ = cv2.threshold(rectified, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    if float(np.mean(rectified > threshold)) < 0.5:
+        rectified = 255 - rectified
     return rectified
 
 
 # -- decoding ------------------------------------------------------------------------------
 def _digit_runs(text: str) -> set[int]:
-    """Collector numbers a reading may show: digit runs (OCR's letter-for-digit slips fixed
-    in tokens that are mostly digits), leaving out the set size after a "/"."""
+    """Collector numbers a reading may show: digit runs, and tokens that are digits up to
+    OCR's letter-for-digit slips ("OL26" is 0126; a rarity letter may lead: "M0194"),
+    leaving out the set size after a "/"."""
     numbers: set[int] = set()
     for token in re.findall(r"[A-Z0-9/]+", text.upper()):
-        for index, part in enumerate(token.split("/")):
-            if index > 0 or not part:
-                continue  # "141/274": 274 is the set's size
-            digits = sum(ch.isdigit() for ch in part)
-            if digits and digits >= len(part) - 1:
-                part = part.translate(_AS_DIGIT)
-            numbers.update(int(run) for run in re.findall(r"\d+", part))
+        part = token.split("/")[0]  # "141/274": 274 is the set's size
+        numbers.update(int(run) for run in re.findall(r"\d+", part))
+        for core in (part, part[1:]):
+            if core and any(ch.isdigit() for ch in core) and all(
+                ch.isdigit() or ch in _DIGIT_SLIPS for ch in core
+            ):
+                numbers.add(int(core.translate(_AS_DIGIT)))
     return numbers
 
 
