@@ -99,6 +99,21 @@ def edit_line(card: np.ndarray, kind: str, reader: Any) -> np.ndarray | None:
     return out
 
 
+def printed_mark(card: np.ndarray, reader: Any) -> bool | None:
+    """The foil mark the clean scan itself shows (some of Scryfall's scans are of foils: a ★
+    on a printing sold in both finishes), read flat at full resolution: the truth a photo of
+    it is scored against."""
+    from app.recognition.collector_line import _MODERN, foil_mark, rectify
+
+    h, w = card.shape[:2]
+    quad = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    flat = rectify(cv2.cvtColor(card, cv2.COLOR_BGR2GRAY), quad, _MODERN)
+    words = reader.read(flat)
+    at = next((i for i, word in enumerate(words) if word.text.upper().startswith(
+        ("DSK", "OSK"))), None)
+    return foil_mark(flat, words, at) if at is not None else None
+
+
 def render(card: np.ndarray, height: int, rng: np.random.Generator) -> np.ndarray:
     """A photo of `card` `height` px tall on a textured table (see the module doc)."""
     ch, cw = card.shape[:2]
@@ -345,7 +360,7 @@ def main(argv: list[str]) -> int:
                 image = scan if edited is None else edited
                 expect = {"set": card["set"], "collector_number": card["collector_number"],
                           "lang": "de" if variant == "lang" else "en",
-                          "foil_mark": variant == "foil"}
+                          "foil_mark": True if variant == "foil" else printed_mark(scan, reader)}
                 if card["set"] == "rtr":
                     expect = {"collector_number": card["collector_number"]}
                 path = work / "renders" / f"{card['id']}-{height}-{variant}.jpg"
