@@ -189,8 +189,9 @@ def infer() -> ResponseReturnValue:
     description: >
       Send the photo as multipart field `roi_image` (as the core API does; `image` is also
       accepted) or as a raw `image/*` body. JPEG (incl. CMYK and EXIF-rotated), PNG (incl.
-      16-bit and alpha), WebP, BMP and TIFF are decoded. The answer is the best printing with a
-      calibrated `confidence`, or 404 when no printing clears the decision rule.
+      16-bit and alpha), WebP, BMP, TIFF, HEIF (HEIC) and AVIF are decoded, the format read
+      from the bytes (a raw body may be `application/octet-stream`). The answer is the best
+      printing with a calibrated `confidence`, or 404 when no printing clears the decision rule.
 
 
       **Printings that share the art.** When several printings of the card share its art,
@@ -207,7 +208,8 @@ def infer() -> ResponseReturnValue:
       `{"cards": [...], "count": n}`; each item has the single answer's fields, with its
       `quad`. Send the whole photo (up to 20 cards; `INFER_MULTI_TIME_BUDGET_MS` bounds the
       search). 404 when there is none.
-    consumes: [multipart/form-data, image/jpeg, image/png, image/webp, image/bmp, image/tiff]
+    consumes: [multipart/form-data, image/jpeg, image/png, image/webp, image/bmp, image/tiff,
+               image/heic, image/heif, image/avif, application/octet-stream]
     produces: [application/json]
     security: [{bearer: []}]
     parameters:
