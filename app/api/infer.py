@@ -175,6 +175,7 @@ def _answer(result: Recognition, record: dict[str, Any] | None) -> dict[str, Any
         inliers=int(result.match.inliers),
         alternatives=[_alternative(c) for c in result.alternatives],
         quad=result.quad,
+        mirrored=result.mirrored,
     )
     return body
 
@@ -368,6 +369,8 @@ def infer() -> ResponseReturnValue:
             description: The card's four corners in the query image (x, y), clockwise from
               its top-left.
             items: {type: array, items: {type: number}}
+          mirrored: {type: boolean, description: "The photo shows the card mirrored
+              left-right (front camera, webcam preview); `quad` is in the photo's pixels."}
     """
     started = time.perf_counter()
     settings: Settings = current_app.config["SETTINGS"]
