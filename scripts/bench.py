@@ -333,7 +333,8 @@ def _copy_summary(photos: list[dict[str, Any]], copies: dict[str, list[dict[str,
     def like_jpeg(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {**_outcomes(rows), "photos": len(rows),
                 "same_as_jpeg": sum(r["answer"] == jpeg[r["photo"]]["answer"]
-                                    and r.get("multi_ids") == jpeg[r["photo"]].get("multi_ids")
+                                    and set(r.get("multi_ids", []))
+                                    == set(jpeg[r["photo"]].get("multi_ids", []))
                                     for r in rows),
                 "ms": [r["ms"] for r in rows], "jpeg_ms": [jpeg[r["photo"]]["ms"] for r in rows]}
 

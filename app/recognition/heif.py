@@ -20,6 +20,7 @@ import struct
 from collections.abc import Iterator
 
 import numpy as np
+from PIL import Image
 
 # Brands (ISO/IEC 23008-12, AV1 Image File Format) in the `ftyp` box: major or compatible.
 AVIF_BRANDS = frozenset({b"avif", b"avis"})
@@ -148,12 +149,14 @@ class TooLarge(Exception):
     checked before; this catches an image whose `ispe` this reader did not find)."""
 
 
-def decode(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
-    """The primary image as RGB uint8 (height x width x 3), orientation applied; DecodeError
-    when the library cannot decode it, TooLarge when opening (headers only) finds more than
-    `max_pixels`. The plugin classes are opened directly, without Pillow's own (global)
-    decompression-bomb limit: the limit is the service's MAX_IMAGE_PIXELS."""
-    from PIL import Image, ImageFile, ImageOps
+def decode(data: bytes, fmt: str, max_pixels: int, reduction: int = 1) -> np.ndarray:
+    """The primary image as RGB uint8 (height x width x 3), orientation applied, shrunk by
+    `reduction` (box filter); DecodeError when the library cannot decode it, TooLarge when
+    opening (headers only) finds more than `max_pixels`. The plugin classes are opened
+    directly, without Pillow's own (global) decompression-bomb limit: the limit is the
+    service's MAX_IMAGE_PIXELS. Shrunk before any conversion, so that the full-size image
+    exists once (a 18 MP HEIC: 55 MB), not once per step."""
+    from PIL import ImageFile, ImageOps
     from PIL.AvifImagePlugin import AvifImageFile
     from pillow_heif.as_plugin import HeifImageFile
 
@@ -164,7 +167,13 @@ def decode(data: bytes, fmt: str, max_pixels: int) -> np.ndarray:
             if width * height > max_pixels:
                 raise TooLarge(f"{width}x{height}")
             image.load()
-            shown: Image.Image = ImageOps.exif_transpose(image)
-            return np.asarray(shown.convert("RGB"))
+            shown: Image.Image = image.reduce(reduction) if reduction > 1 else image
+            shown = ImageOps.exif_transpose(shown, in_place=False) if _oriented(shown) else shown
+            return np.asarray(shown if shown.mode == "RGB" else shown.convert("RGB"))
     except (OSError, ValueError, RuntimeError, SyntaxError, EOFError, struct.error) as exc:
         raise DecodeError(str(exc) or type(exc).__name__) from exc
+
+
+def _oriented(image: Image.Image) -> bool:
+    """Whether an EXIF orientation other than 1 remains to be applied (AVIF's irot/imir)."""
+    return bool(image.getexif().get(0x0112, 1) != 1)

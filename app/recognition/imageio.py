@@ -239,20 +239,15 @@ def _decode_opencv(data: bytes, fmt: str, reduction: int) -> np.ndarray:
 
 
 def _decode_container(data: bytes, fmt: str, reduction: int, max_pixels: int) -> np.ndarray:
-    """A HEIF or AVIF image as BGR, resized down by `reduction` (their codecs have no reduced
+    """A HEIF or AVIF image as BGR, shrunk by `reduction` (their codecs have no reduced
     decoding like libjpeg's: decoded whole, then shrunk, so quads scale back the same way)."""
     try:
-        rgb = heif.decode(data, fmt, max_pixels)
+        rgb = heif.decode(data, fmt, max_pixels, reduction)
     except heif.TooLarge as exc:
         raise ImageTooLarge(f"the image is {exc} pixels; the limit is {max_pixels}") from None
     except heif.DecodeError as exc:
         raise UndecodableImage(f"the {fmt.upper()} data could not be decoded: {exc}") from None
-    image = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if reduction > 1:
-        height, width = image.shape[:2]
-        size = (max(1, width // reduction), max(1, height // reduction))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    return image
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
 def _to_bgr8(image: np.ndarray) -> np.ndarray:
