@@ -140,7 +140,6 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int, heic_cach
             "cpu_ms": round(cpu_ms, 1),  # both threads: shows contention on a shared machine
             "timings_ms": rec.timings_ms,
         })
-    copies = _copies(bundle, eval_dir, measure, heic_cache)
     peak_sequential = _peak_rss_kb()
     # then 2 requests at a time (the machine has 2 cores): throughput and the memory of
     # two recognitions in flight
@@ -155,9 +154,13 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int, heic_cach
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(one, blobs))
     concurrent_ms = (time.perf_counter() - start) * 1000 / len(blobs)
-    bundle.close()
+    peak_concurrent = _peak_rss_kb()
+    configure_threads(threads)
+    copies = _copies(bundle, eval_dir, measure, heic_cache)  # decoding HEIC costs memory:
+    bundle.close()  #                                          its peak is reported apart
     return {"open_ms": round(open_ms, 1), "peak_rss_mb": round(peak_sequential / 1024, 1),
-            "peak_rss_2_concurrent_mb": round(_peak_rss_kb() / 1024, 1),
+            "peak_rss_2_concurrent_mb": round(peak_concurrent / 1024, 1),
+            "peak_rss_with_copies_mb": round(_peak_rss_kb() / 1024, 1),
             "ms_per_photo_2_concurrent": round(concurrent_ms, 1), "photos": results,
             "copies": copies}
 
@@ -202,10 +205,10 @@ def phone_copy(data: bytes, cache: Path, fmt: str) -> bytes:
 
 def _copies(bundle: Any, eval_dir: Path, measure: Callable[[bytes], tuple[float, float, Any]],
             heic_cache: Path) -> dict[str, list[dict[str, Any]]]:
-    """Per copy kind, one row per photo: its answer and time. `mirrored`: every single-card
-    and out-of-catalogue photo mirrored; `direct`: the same photos as they are, recognised
-    without the mirrored search (what the mirrored search costs a photo without a match,
-    measured next to the normal run); `heic`, `avif`: every phone photo in that format."""
+    """Per copy kind, one row per photo: its answer and time. For every single-card and
+    out-of-catalogue photo: `as_is`, the photo; `direct`, the photo without the mirrored
+    search (the difference is what that search costs a photo without a match); `mirrored`,
+    the photo mirrored. `heic`, `avif`: every phone photo in that format."""
     from app.recognition.imageio import decode
     from app.recognition.scene import recognize_all
 
@@ -214,30 +217,37 @@ def _copies(bundle: Any, eval_dir: Path, measure: Callable[[bytes], tuple[float,
                 "answer": rec.match.card["id"] if rec.match else None,
                 "mirrored": rec.mirrored, "ms": round(ms, 1)}
 
-    copies: dict[str, list[dict[str, Any]]] = {"mirrored": [], "direct": [], "heic": [],
-                                               "avif": []}
+    copies: dict[str, list[dict[str, Any]]] = {
+        "as_is": [], "direct": [], "mirrored": [], "heic": [], "avif": []}
     entries = load_labels(eval_dir)
-    singles = [e for e in entries if e["kind"] in ("catalogued", "out")]
-    for entry in singles:
-        ms, _, rec = measure(mirrored_copy((eval_dir / entry["photo"]).read_bytes()))
-        copies["mirrored"].append(row(entry, ms, rec))
     with_mirror = bundle.params
-    bundle.params = dataclasses.replace(with_mirror, mirror_search=False)
-    try:
-        for entry in singles:
-            ms, _, rec = measure((eval_dir / entry["photo"]).read_bytes())
-            copies["direct"].append(row(entry, ms, rec))
-    finally:
-        bundle.params = with_mirror
-    for entry, fmt in ((e, f) for e in entries if e["group"] == "phone" for f in ("heic", "avif")):
-        data = phone_copy((eval_dir / entry["photo"]).read_bytes(), heic_cache, fmt)
+    without = dataclasses.replace(with_mirror, mirror_search=False)
+    # one photo at a time, the three back to back: on a shared machine the load changes
+    # within minutes, and the cost of the mirrored search is the difference of two of them
+    for entry in (e for e in entries if e["kind"] in ("catalogued", "out")):
+        data = (eval_dir / entry["photo"]).read_bytes()
         ms, _, rec = measure(data)
-        result = row(entry, ms, rec)
-        if entry["kind"] == "multi":
-            wide = decode(data, max_side=bundle.params.multi_max_side)
-            scene = recognize_all(bundle, wide.image, quad_scale=wide.reduction)
-            result["multi_ids"] = [r.match.card["id"] for r in scene.cards if r.match]
-        copies[fmt].append(result)
+        copies["as_is"].append(row(entry, ms, rec))
+        bundle.params = without
+        try:
+            ms, _, rec = measure(data)
+        finally:
+            bundle.params = with_mirror
+        copies["direct"].append(row(entry, ms, rec))
+        ms, _, rec = measure(mirrored_copy(data))
+        copies["mirrored"].append(row(entry, ms, rec))
+    for entry in (e for e in entries if e["group"] == "phone"):
+        jpeg = (eval_dir / entry["photo"]).read_bytes()
+        jpeg_ms = measure(jpeg)[0]  # again, next to its copies
+        for fmt in ("heic", "avif"):
+            data = phone_copy(jpeg, heic_cache, fmt)
+            ms, _, rec = measure(data)
+            result = {**row(entry, ms, rec), "jpeg_ms": round(jpeg_ms, 1)}
+            if entry["kind"] == "multi":
+                wide = decode(data, max_side=bundle.params.multi_max_side)
+                scene = recognize_all(bundle, wide.image, quad_scale=wide.reduction)
+                result["multi_ids"] = [r.match.card["id"] for r in scene.cards if r.match]
+            copies[fmt].append(result)
     return copies
 
 
@@ -275,7 +285,7 @@ def summarise(served: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
         latency[group] = {"p50": _percentile(ms, 0.5), "p95": _percentile(ms, 0.95),
                           "cpu_p50": _percentile(cpu, 0.5), "n": len(ms)}
     return {
-        "copies": _copy_summary(photos, served.get("copies", {})),
+        "copies": _copy_summary(served),
         "top1": sum(p["answer"] == p["truth"][0] for p in cat),
         "top1_of": len(cat),
         "false_accepts": sum(p["answer"] is not None for p in out),
@@ -322,10 +332,10 @@ def _outcomes(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _copy_summary(photos: list[dict[str, Any]], copies: dict[str, list[dict[str, Any]]]
-                  ) -> dict[str, Any]:
+def _copy_summary(served: dict[str, Any]) -> dict[str, Any]:
     """The normal photos, their mirrored copies, the same photos without the mirrored search,
     and the HEIC copies of the phone photos (answered like their JPEG?)."""
+    photos, copies = served["photos"], served.get("copies", {})
     if not copies:
         return {}
     jpeg = {p["photo"]: p for p in photos}
@@ -336,10 +346,11 @@ def _copy_summary(photos: list[dict[str, Any]], copies: dict[str, list[dict[str,
                                     and set(r.get("multi_ids", []))
                                     == set(jpeg[r["photo"]].get("multi_ids", []))
                                     for r in rows),
-                "ms": [r["ms"] for r in rows], "jpeg_ms": [jpeg[r["photo"]]["ms"] for r in rows]}
+                "ms": [r["ms"] for r in rows], "jpeg_ms": [r["jpeg_ms"] for r in rows]}
 
     return {
-        "normal": _outcomes(photos),
+        "peak_rss_mb": served.get("peak_rss_with_copies_mb"),
+        "normal": _outcomes(copies["as_is"]),
         "mirrored": {**_outcomes(copies["mirrored"]),
                      "flagged": sum(r["mirrored"] for r in copies["mirrored"])},
         "no_mirror_search": _outcomes(copies["direct"]),
@@ -365,7 +376,8 @@ def print_copies(profile: str, summary: dict[str, Any]) -> None:
         print(f"{label:34} {s['right']:>3}/{s['of']:<3} {s['wrong']:>6} "
               f"{s['false_accepts']:>4}/{s['out_of']:<6} {s['p50']!s:>7} {s['p95']!s:>7} "
               f"{s['out_p50']!s:>8} {s['out_p95']!s:>8}")
-    print(f"  mirrored copies answered with mirrored: true: {summary['mirrored']['flagged']}")
+    print(f"  mirrored copies answered with mirrored: true: {summary['mirrored']['flagged']}; "
+          f"serving peak RSS after the copies: {summary['peak_rss_mb']} MB")
     for fmt in ("heic", "avif"):
         c = summary[fmt]
         print(f"{fmt.upper()} copies of the phone photos: {c['same_as_jpeg']}/{c['photos']} "
