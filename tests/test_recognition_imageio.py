@@ -165,6 +165,10 @@ def test_heif_and_avif_decode_with_orientation_and_reduction(fmt: str) -> None:
     assert shown.shape == (160, 96, 3)
     red = np.argwhere((shown[..., 2] > 200) & (shown[..., 1] < 80))
     assert red[:, 0].max() < 30 and red[:, 1].min() > 96 - 30  # "rotate 90 CW to display"
+    small = decode(data, max_side=40)  # reduced, and still turned
+    assert small.reduction == 4 and small.image.shape == (40, 24, 3)
+    red = np.argwhere((small.image[..., 2] > 150) & (small.image[..., 1] < 100))
+    assert len(red) and red[:, 0].max() < 8 and red[:, 1].min() > 24 - 8
     big = cv2.resize(_photo(64, 48), (1280, 960), interpolation=cv2.INTER_NEAREST)
     reduced = decode(_container(big, fmt), max_side=300)
     assert reduced.reduction == 4 and reduced.image.shape == (240, 320, 3)
