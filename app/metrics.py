@@ -38,12 +38,14 @@ HTTP_IN_FLIGHT = Gauge(
 
 # -- recognition ---------------------------------------------------------------------------
 # The stages of app.recognition.matcher's timings_ms (summed over passes) plus decoding.
-STAGES = ("decode", "features", "search", "vote", "verify", "decide", "read_line", "total")
+STAGES = (
+    "decode", "features", "search", "vote", "verify", "decide", "mirror", "read_line", "total"
+)
 RECOGNITION_STAGE = Histogram(
     "mtgscan_recognition_stage_seconds",
     "Time spent per recognition stage (decode, features, search, vote, verify, decide, "
-    "read_line: reading the collector lines of the cards found, total of the recognition "
-    "proper).",
+    "mirror: the search of a photo without a match as a mirrored one, read_line: reading "
+    "the collector lines of the cards found, total of the recognition proper).",
     ["stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0),
 )

@@ -3,7 +3,12 @@
 For each profile: build a bundle from the eval catalogue, then -- in a separate serving process,
 so that build memory does not count -- open it and recognise every photo of labels.csv
 (decode + recognize, median of --repeat runs per photo). Prints one table with both profiles
-and the ratio ours/legacy, and writes the numbers as JSON.
+and the ratio ours/legacy, and writes the numbers as JSON. Then the photos as users also send
+them: every single-card photo (and out-of-catalogue one) mirrored left-right, as a front
+camera or a webcam preview takes it (JPEG), and every phone photo as a HEIC copy (512 px grid
+tiles, like an iPhone's) and an AVIF copy (encoded once into --cache-dir or
+bench-results/heic, x265 being slow);
+with the cost of the mirrored search on photos without a match, measured side by side.
 
     python scripts/bench.py [--eval-dir ../shared/eval] [--out bench-results/bench.json]
                             [--profiles default,legacy] [--set default.knn=8 ...]
@@ -69,7 +74,8 @@ def load_labels(eval_dir: Path) -> list[dict[str, Any]]:
 
 
 # -- serving process -------------------------------------------------------------------------
-def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int) -> dict[str, Any]:
+def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int, heic_cache: Path
+          ) -> dict[str, Any]:
     """Open the bundle and recognise every photo; runs in its own process (clean RSS)."""
     from app.recognition.bundle import Bundle
     from app.recognition.exact_printing import settle
@@ -86,8 +92,10 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int) -> dict[s
     bundle = Bundle.open(bundle_dir)
     open_ms = (time.perf_counter() - t0) * 1000
     results = []
-    for entry in load_labels(eval_dir):
-        data = (eval_dir / entry["photo"]).read_bytes()
+
+    def measure(data: bytes) -> tuple[float, float, Any, Any]:
+        """decode + recognize + the collector line, as POST /infer does, the median of
+        `repeat` runs: (ms, CPU ms, Recognition, collector-line Evidence)."""
         runs = []
         for _ in range(repeat):
             start, cpu = time.perf_counter(), time.process_time()
@@ -97,7 +105,11 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int) -> dict[s
             runs.append(((time.perf_counter() - start) * 1000,
                          (time.process_time() - cpu) * 1000, rec, evidence))
         runs.sort(key=lambda r: r[0])
-        ms, cpu_ms, rec, evidence = runs[len(runs) // 2]
+        return runs[len(runs) // 2]
+
+    for entry in load_labels(eval_dir):
+        data = (eval_dir / entry["photo"]).read_bytes()
+        ms, cpu_ms, rec, evidence = measure(data)
         accepted = [c for c in ([rec.match] if rec.match else []) + rec.alternatives
                     if c.confidence >= bundle.params.accept]
         multi: dict[str, Any] = {}
@@ -154,10 +166,102 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int) -> dict[s
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(one, blobs))
     concurrent_ms = (time.perf_counter() - start) * 1000 / len(blobs)
-    bundle.close()
+    peak_concurrent = _peak_rss_kb()
+    configure_threads(threads)
+    copies = _copies(bundle, eval_dir, measure, heic_cache)  # decoding HEIC costs memory:
+    bundle.close()  #                                          its peak is reported apart
     return {"open_ms": round(open_ms, 1), "peak_rss_mb": round(peak_sequential / 1024, 1),
-            "peak_rss_2_concurrent_mb": round(_peak_rss_kb() / 1024, 1),
-            "ms_per_photo_2_concurrent": round(concurrent_ms, 1), "photos": results}
+            "peak_rss_2_concurrent_mb": round(peak_concurrent / 1024, 1),
+            "peak_rss_with_copies_mb": round(_peak_rss_kb() / 1024, 1),
+            "ms_per_photo_2_concurrent": round(concurrent_ms, 1), "photos": results,
+            "copies": copies}
+
+
+# -- the photos as users also send them --------------------------------------------------
+def mirrored_copy(data: bytes) -> bytes:
+    """The photo mirrored left-right, as a front camera or a webcam preview takes it (JPEG
+    quality 95 of the decoded photo, EXIF orientation applied)."""
+    import cv2
+
+    from app.recognition.imageio import decode_image
+
+    image = decode_image(data, max_pixels=1 << 30)
+    ok, out = cv2.imencode(".jpg", cv2.flip(image, 1), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return bytes(out.tobytes())
+
+
+def phone_copy(data: bytes, cache: Path, fmt: str) -> bytes:
+    """The photo as phones save it, encoded once into `cache` (x265 takes a minute or more
+    for a 12-18 MP photo): "heic", HEIC in 512 px grid tiles like an iPhone's (pillow-heif,
+    quality 80); "avif", AVIF (Pillow, quality 80, libaom speed 8)."""
+    import cv2
+    import pillow_heif
+    from PIL import Image
+
+    from app.recognition.imageio import decode_image
+
+    path = cache / f"{hashlib.sha256(data).hexdigest()[:16]}.{fmt}"
+    if not path.exists():
+        image = decode_image(data, max_pixels=1 << 30)
+        rgb = Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        cache.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".part")
+        if fmt == "heic":
+            pillow_heif.from_pillow(rgb).save(partial, format="HEIF", quality=80, tile_size=512)
+        else:
+            rgb.save(partial, format="AVIF", quality=80, speed=8)
+        partial.rename(path)
+    return path.read_bytes()
+
+
+def _copies(bundle: Any, eval_dir: Path,
+            measure: Callable[[bytes], tuple[float, float, Any, Any]],
+            heic_cache: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per copy kind, one row per photo: its answer and time. For every single-card and
+    out-of-catalogue photo: `as_is`, the photo; `direct`, the photo without the mirrored
+    search (the difference is what that search costs a photo without a match); `mirrored`,
+    the photo mirrored. `heic`, `avif`: every phone photo in that format."""
+    from app.recognition.imageio import decode
+    from app.recognition.scene import recognize_all
+
+    def row(entry: dict[str, Any], ms: float, rec: Any) -> dict[str, Any]:
+        return {"photo": entry["photo"], "kind": entry["kind"], "truth": entry["truth"],
+                "answer": rec.match.card["id"] if rec.match else None,
+                "mirrored": rec.mirrored, "ms": round(ms, 1)}
+
+    copies: dict[str, list[dict[str, Any]]] = {
+        "as_is": [], "direct": [], "mirrored": [], "heic": [], "avif": []}
+    entries = load_labels(eval_dir)
+    with_mirror = bundle.params
+    without = dataclasses.replace(with_mirror, mirror_search=False)
+    # one photo at a time, the three back to back: on a shared machine the load changes
+    # within minutes, and the cost of the mirrored search is the difference of two of them
+    for entry in (e for e in entries if e["kind"] in ("catalogued", "out")):
+        data = (eval_dir / entry["photo"]).read_bytes()
+        ms, _, rec, _ = measure(data)
+        copies["as_is"].append(row(entry, ms, rec))
+        bundle.params = without
+        try:
+            ms, _, rec, _ = measure(data)
+        finally:
+            bundle.params = with_mirror
+        copies["direct"].append(row(entry, ms, rec))
+        ms, _, rec, _ = measure(mirrored_copy(data))
+        copies["mirrored"].append(row(entry, ms, rec))
+    for entry in (e for e in entries if e["group"] == "phone"):
+        jpeg = (eval_dir / entry["photo"]).read_bytes()
+        jpeg_ms = measure(jpeg)[0]  # again, next to its copies
+        for fmt in ("heic", "avif"):
+            data = phone_copy(jpeg, heic_cache, fmt)
+            ms, _, rec, _ = measure(data)
+            result = {**row(entry, ms, rec), "jpeg_ms": round(jpeg_ms, 1)}
+            if entry["kind"] == "multi":
+                wide = decode(data, max_side=bundle.params.multi_max_side)
+                scene = recognize_all(bundle, wide.image, quad_scale=wide.reduction)
+                result["multi_ids"] = [r.match.card["id"] for r in scene.cards if r.match]
+            copies[fmt].append(result)
+    return copies
 
 
 def _peak_rss_kb() -> int:
@@ -194,6 +298,7 @@ def summarise(served: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
         latency[group] = {"p50": _percentile(ms, 0.5), "p95": _percentile(ms, 0.95),
                           "cpu_p50": _percentile(cpu, 0.5), "n": len(ms)}
     return {
+        "copies": _copy_summary(served),
         "top1": sum(p["answer"] == p["truth"][0] for p in cat),
         "top1_of": len(cat),
         "false_accepts": sum(p["answer"] is not None for p in out),
@@ -219,6 +324,78 @@ def summarise(served: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
         "bundle_open_ms": served["open_ms"],
         **build,
     }
+
+
+def _outcomes(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """right / wrong among catalogued single-card photos, false accepts among the others,
+    and the latency of all of them."""
+    cat = [r for r in rows if r["kind"] == "catalogued"]
+    out = [r for r in rows if r["kind"] == "out"]
+    ms = [r["ms"] for r in rows if r["kind"] in ("catalogued", "out")]
+    return {
+        "right": sum(r["answer"] == r["truth"][0] for r in cat),
+        "wrong": sum(r["answer"] not in (None, r["truth"][0]) for r in cat),
+        "of": len(cat),
+        "false_accepts": sum(r["answer"] is not None for r in out),
+        "out_of": len(out),
+        "p50": _percentile(ms, 0.5),
+        "p95": _percentile(ms, 0.95),
+        "out_p50": _percentile([r["ms"] for r in out], 0.5),
+        "out_p95": _percentile([r["ms"] for r in out], 0.95),
+    }
+
+
+def _copy_summary(served: dict[str, Any]) -> dict[str, Any]:
+    """The normal photos, their mirrored copies, the same photos without the mirrored search,
+    and the HEIC copies of the phone photos (answered like their JPEG?)."""
+    photos, copies = served["photos"], served.get("copies", {})
+    if not copies:
+        return {}
+    jpeg = {p["photo"]: p for p in photos}
+
+    def like_jpeg(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {**_outcomes(rows), "photos": len(rows),
+                "same_as_jpeg": sum(r["answer"] == jpeg[r["photo"]]["answer"]
+                                    and set(r.get("multi_ids", []))
+                                    == set(jpeg[r["photo"]].get("multi_ids", []))
+                                    for r in rows),
+                "ms": [r["ms"] for r in rows], "jpeg_ms": [r["jpeg_ms"] for r in rows]}
+
+    return {
+        "peak_rss_mb": served.get("peak_rss_with_copies_mb"),
+        "normal": _outcomes(copies["as_is"]),
+        "mirrored": {**_outcomes(copies["mirrored"]),
+                     "flagged": sum(r["mirrored"] for r in copies["mirrored"])},
+        "no_mirror_search": _outcomes(copies["direct"]),
+        "heic": like_jpeg(copies["heic"]),
+        "avif": like_jpeg(copies.get("avif", [])),
+    }
+
+
+def print_copies(profile: str, summary: dict[str, Any]) -> None:
+    """The table of the photos as users also send them (one profile)."""
+    if not summary:
+        return
+    print(f"\nPhotos as users also send them ({profile}): right / wrong / false accepts, ms")
+    header = (f"{'photos':34} {'right':>7} {'wrong':>6} {'false acc.':>11} {'p50':>7} "
+              f"{'p95':>7} {'out p50':>8} {'out p95':>8}")
+    print(header)
+    print("-" * len(header))
+    labels = {"normal": "eval photos (as they are)",
+              "mirrored": "mirrored copies",
+              "no_mirror_search": "as they are, no mirrored search"}
+    for key, label in labels.items():
+        s = summary[key]
+        print(f"{label:34} {s['right']:>3}/{s['of']:<3} {s['wrong']:>6} "
+              f"{s['false_accepts']:>4}/{s['out_of']:<6} {s['p50']!s:>7} {s['p95']!s:>7} "
+              f"{s['out_p50']!s:>8} {s['out_p95']!s:>8}")
+    print(f"  mirrored copies answered with mirrored: true: {summary['mirrored']['flagged']}; "
+          f"serving peak RSS after the copies: {summary['peak_rss_mb']} MB")
+    for fmt in ("heic", "avif"):
+        c = summary[fmt]
+        print(f"{fmt.upper()} copies of the phone photos: {c['same_as_jpeg']}/{c['photos']} "
+              f"answered like their JPEG (single and multi=true); right {c['right']}/{c['of']}, "
+              f"wrong {c['wrong']}; ms {c['ms']} (JPEG {c['jpeg_ms']})")
 
 
 def print_table(profiles: list[str], runs: dict[str, dict[str, Any]]) -> None:
@@ -334,7 +511,8 @@ def run_profile(name: str, params: Any, eval_dir: Path, work: Path, args: argpar
     print(f"[{name}] recognising photos in a serving process ...", flush=True)
     proc = subprocess.run(
         ["nice", sys.executable, __file__, "--serve", str(bundle_dir), "--eval-dir",
-         str(eval_dir), "--repeat", str(args.repeat), "--threads", str(args.threads)],
+         str(eval_dir), "--repeat", str(args.repeat), "--threads", str(args.threads),
+         "--heic-cache", str(Path(args.cache_dir or ROOT / "bench-results") / "heic")],
         check=True, capture_output=True, text=True,
     )
     served = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -374,12 +552,14 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per photo (median kept)")
     parser.add_argument("--cache-dir", help="keep built bundles here, reused per parameter hash")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--heic-cache", help=argparse.SUPPRESS)
     args = parser.parse_args()
     _threads_env(args.threads)
     eval_dir = Path(args.eval_dir).resolve()
 
     if args.serve:
-        print(json.dumps(serve(Path(args.serve), eval_dir, args.repeat, args.threads)))
+        print(json.dumps(serve(Path(args.serve), eval_dir, args.repeat, args.threads,
+                               Path(args.heic_cache))))
         return 0
     if not (eval_dir / "labels.csv").is_file() or not (eval_dir / "cards.jsonl.gz").is_file():
         print(f"bench skipped: no evaluation set at {eval_dir} (labels.csv, cards.jsonl.gz)")
@@ -396,6 +576,8 @@ def main() -> int:
             params = _override(PROFILES[name], args.set, name)
             runs[name] = run_profile(name, params, eval_dir, Path(tmp), args)
     print_table(profiles, runs)
+    for name in profiles:
+        print_copies(name, runs[name]["summary"]["copies"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"profiles": runs, "threads": args.threads,

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app, create_serving_app
 from app import startup as lifecycle
+from app.settings import Settings
 
 PG_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_POSTGRES_PORT", "5432"))
@@ -31,17 +32,44 @@ PG_PASSWORD = os.environ.get("TEST_POSTGRES_PASSWORD", "")
 REDIS_HOST = os.environ.get("TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TEST_REDIS_PORT", "6379"))
 
-# Variables of the developer's shell or .env must not leak into tests.
-for _name in list(os.environ):
-    if _name.startswith(("POSTGRES_", "REDIS_", "INFER_")) or _name in {
-        "RESOURCES_DIR",
-        "SCRYFALL_DATA_DIR",
-        "LOG_FILE_PATH",
-        "FLASK_ENV",
-        "PORT",
-        "RECOGNITION_PROFILE",
-    }:
-        del os.environ[_name]
+class _LookupRecorder(Mapping[str, str]):
+    """An empty environment that remembers every name looked up in it."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.names.add(key)
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def settings_variables() -> frozenset[str]:
+    """Every variable `Settings.from_env` reads, current and old names: found by letting it
+    read an empty environment that records the lookups, so a variable or old name added to
+    app/settings.py is scrubbed without anyone updating a list here."""
+    recorder = _LookupRecorder()
+    Settings.from_env(recorder)
+    return frozenset(recorder.names)
+
+
+def scrub_settings_environment(environ: MutableMapping[str, str]) -> list[str]:
+    """Remove from `environ` every variable the settings read; the names removed, sorted."""
+    removed = sorted(settings_variables() & set(environ))
+    for name in removed:
+        del environ[name]
+    return removed
+
+
+# Variables of the developer's shell must not reach the tests: each app of a test reads the
+# process environment under its overrides (PREPARE_ON_START=true exported once made every
+# test fail: it disagreed with the isolated BOOTSTRAP_MISSING_BUNDLE=false).
+scrub_settings_environment(os.environ)
 
 
 def isolated_config(base: Path) -> dict[str, str]:

@@ -11,6 +11,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -77,6 +78,41 @@ def exif_rotated_jpeg() -> bytes:
     return _pil_bytes(stored, "JPEG", quality=92, exif=exif)
 
 
+def heic_rotated() -> bytes:
+    """An iPhone-like HEIC: pixels stored rotated 90 degrees, the container's `irot` (written
+    from EXIF orientation 6 by pillow-heif) saying how to show them."""
+    rgb = cv2.cvtColor(_card_photo(rotation=0), cv2.COLOR_BGR2RGB)
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(rgb, k=1)))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _heif_bytes(stored, exif=exif.tobytes())
+
+
+def _heif_bytes(image: Image.Image, **save: Any) -> bytes:
+    import pillow_heif
+
+    out = io.BytesIO()
+    pillow_heif.from_pillow(image).save(out, quality=90, **save)
+    return out.getvalue()
+
+
+def heic() -> bytes:
+    return _heif_bytes(Image.fromarray(cv2.cvtColor(_card_photo(), cv2.COLOR_BGR2RGB)))
+
+
+def avif() -> bytes:
+    rgb = Image.fromarray(cv2.cvtColor(_card_photo(), cv2.COLOR_BGR2RGB))
+    return _pil_bytes(rgb, "AVIF", quality=90)
+
+
+def heic_declaring(width: int, height: int) -> bytes:
+    """A real HEIC whose primary image's `ispe` box declares width x height."""
+    data = bytearray(heic())
+    at = data.index(b"ispe") + 8  # after the box type: version and flags, then the extents
+    data[at : at + 8] = struct.pack(">II", width, height)
+    return bytes(data)
+
+
 def png16_alpha() -> bytes:
     bgr = _card_photo().astype(np.uint16) * 257
     alpha = np.full(bgr.shape[:2] + (1,), 65535, np.uint16)
@@ -90,7 +126,7 @@ def zip_bytes() -> bytes:
     return out.getvalue()
 
 
-NOT_AN_IMAGE = "is not a jpeg, png, webp, bmp or tiff"
+NOT_AN_IMAGE = "is not a jpeg, png, webp, bmp, tiff, heif (heic) or avif"
 # name -> (body, content type or None for multipart, expected status, words in the error)
 CORPUS: dict[str, tuple[bytes, str | None, int, str]] = {
     "truncated_jpeg": (_encode(_card_photo(), ".jpg")[:3000], None, 400, "truncated"),
@@ -101,6 +137,9 @@ CORPUS: dict[str, tuple[bytes, str | None, int, str]] = {
     "ten_pixels": (_encode(np.zeros((10, 10, 3), np.uint8), ".jpg"), None, 400, "10x10"),
     "empty_raw_body": (b"", "image/jpeg", 400, "Empty request body"),
     "octet_stream_text": (b"hello" * 100, "application/octet-stream", 415, NOT_AN_IMAGE),
+    "truncated_heic": (heic()[:3000], "image/heic", 400, "heif data is truncated"),
+    "corrupt_heic": (heic()[:40] + bytes(range(256)) * 20, "image/heic", 400, "heif"),
+    "heic_bomb_50000x50000": (heic_declaring(50_000, 50_000), None, 413, "50000x50000"),
 }
 # Valid images of the card in the bundle, in formats and encodings phones and scanners make.
 VALID: dict[str, Callable[[], bytes]] = {
@@ -111,6 +150,8 @@ VALID: dict[str, Callable[[], bytes]] = {
     "webp": lambda: _encode(_card_photo(), ".webp"),
     "bmp": lambda: _encode(_card_photo(), ".bmp"),
     "tiff": lambda: _encode(_card_photo(), ".tiff"),
+    "heic_rotated": heic_rotated,
+    "avif": avif,
 }
 
 
@@ -154,6 +195,21 @@ def test_valid_encodings_are_recognised(server: LiveServer, name: str) -> None:
     response = _post(server, VALID[name](), None)
     assert response.status_code == 200, f"{name}: {response.text}"
     assert response.json()["predicted_card_id"] == synthetic_card_record(CARD)["id"]
+
+
+@pytest.mark.parametrize("content_type", ["image/heic", "application/octet-stream", None])
+def test_heic_and_avif_are_answered_like_their_jpeg(
+    server: LiveServer, content_type: str | None
+) -> None:
+    """The format is sniffed from the bytes, whatever the declared type; the same card and
+    the same corners (in the upload's pixels) as the JPEG of the same photo."""
+    jpeg = _post(server, _encode(_card_photo(), ".jpg"), None).json()
+    for body in (heic(), avif()):
+        answer = _post(server, body, content_type)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["predicted_card_id"] == jpeg["predicted_card_id"]
+        corners = np.array(answer.json()["quad"]) - np.array(jpeg["quad"])
+        assert np.abs(corners).max() < 6, (answer.json()["quad"], jpeg["quad"])
 
 
 def test_100_mb_body_is_refused_without_reading_it(server: LiveServer) -> None:

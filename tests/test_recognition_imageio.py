@@ -133,3 +133,52 @@ def test_reduced_decode_keeps_exif_orientation() -> None:
     result = decode(data, max_side=700)
     assert result.reduction == 4
     assert result.image.shape[:2] == (800, 600)
+
+
+def _container(image: np.ndarray, fmt: str, orientation: int = 1) -> bytes:
+    """HEIF (pillow-heif) or AVIF (Pillow) bytes of a BGR image, with an EXIF orientation the
+    encoder turns into the container's `irot`."""
+    import pillow_heif
+    from PIL import Image
+
+    rgb = Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    if fmt == "heif":
+        pillow_heif.from_pillow(rgb).save(out, quality=90, exif=exif.tobytes())
+    else:
+        rgb.save(out, "AVIF", quality=90, exif=exif.tobytes())
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["heif", "avif"])
+def test_heif_and_avif_decode_with_orientation_and_reduction(fmt: str) -> None:
+    """Sniffed from the bytes; size declared by the container; orientation applied (a quarter
+    turn, and the top-left mark ends top-right); a big image reduced like a JPEG."""
+    image = np.full((96, 160, 3), 90, np.uint8)
+    image[:16, :24] = (0, 0, 255)  # a red mark at the stored image's top-left
+    data = _container(image, fmt, orientation=6)
+    assert decode(data).format == fmt
+    assert declared_size(data, fmt) == (96, 160)  # as displayed
+    shown = decode(data).image
+    assert shown.shape == (160, 96, 3)
+    red = np.argwhere((shown[..., 2] > 200) & (shown[..., 1] < 80))
+    assert red[:, 0].max() < 30 and red[:, 1].min() > 96 - 30  # "rotate 90 CW to display"
+    small = decode(data, max_side=40)  # reduced, and still turned
+    assert small.reduction == 4 and small.image.shape == (40, 24, 3)
+    red = np.argwhere((small.image[..., 2] > 150) & (small.image[..., 1] < 100))
+    assert len(red) and red[:, 0].max() < 8 and red[:, 1].min() > 24 - 8
+    big = cv2.resize(_photo(64, 48), (1280, 960), interpolation=cv2.INTER_NEAREST)
+    reduced = decode(_container(big, fmt), max_side=300)
+    assert reduced.reduction == 4 and reduced.image.shape == (240, 320, 3)
+    with pytest.raises(ImageTooLarge):
+        decode(_container(big, fmt), max_pixels=1_000_000)
+
+
+def test_damaged_heif_is_undecodable() -> None:
+    data = _container(_photo(160, 120), "heif")
+    with pytest.raises(UndecodableImage, match="truncated"):
+        decode(data[: len(data) - 100])
+    with pytest.raises(UndecodableImage, match="HEIF"):
+        decode(data[:32] + b"\x00\x00\x00\x10meta" + b"\xff" * 400)

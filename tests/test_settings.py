@@ -139,23 +139,61 @@ def test_a_developers_dotenv_does_not_leak_into_apps_made_with_overrides(
             os.environ.pop(name, None)
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_probe(tmp_path: Path, source: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run pytest in a child process on a one-file test `source`, with this suite's conftest
+    and configuration and the environment `env`, as `make test` would in that shell."""
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(source)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"),
+               "--confcutdir", str(ROOT / "tests"), "-p", "tests.conftest", str(probe)]
+    return subprocess.run(command, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=120, cwd=ROOT, check=False)
+
+
 def test_ci_fails_instead_of_skipping_when_a_service_is_missing(tmp_path: Path) -> None:
     """Under TEST_REQUIRE_SERVICES=1 (CI) an unreachable PostgreSQL fails the PostgreSQL
     tests; without it (a developer's machine) they are skipped with the reason."""
     import os
 
-    probe = tmp_path / "test_probe.py"
-    probe.write_text("def test_needs_postgres(pg_database):\n    pass\n")
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "TEST_POSTGRES_PORT": "1", "PYTHONPATH": str(root)}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-               "--rootdir", str(root), "-c", str(root / "pyproject.toml"),
-               "--confcutdir", str(root / "tests"), "-p", "tests.conftest", str(probe)]
-    required = subprocess.run(command, env={**env, "TEST_REQUIRE_SERVICES": "1"},
-                              capture_output=True, text=True, timeout=120, cwd=root)
+    source = "def test_needs_postgres(pg_database):\n    pass\n"
+    env = {**os.environ, "TEST_POSTGRES_PORT": "1"}
+    required = run_probe(tmp_path, source, {**env, "TEST_REQUIRE_SERVICES": "1"})
     assert required.returncode != 0 and "1 error" in required.stdout, required.stdout
     assert "TEST_REQUIRE_SERVICES=1" in required.stdout
-    optional = subprocess.run(command, env={k: v for k, v in env.items()
-                                            if k != "TEST_REQUIRE_SERVICES"},
-                              capture_output=True, text=True, timeout=120, cwd=root)
+    optional = run_probe(tmp_path, source, {k: v for k, v in env.items()
+                                            if k != "TEST_REQUIRE_SERVICES"})
     assert optional.returncode == 0 and "1 skipped" in optional.stdout, optional.stdout
+
+
+def test_the_settings_variables_of_the_shell_do_not_reach_the_tests(tmp_path: Path) -> None:
+    """A developer's shell exporting what the settings read, under an old name too
+    (PREPARE_ON_START=true disagreed with the tests' BOOTSTRAP_MISSING_BUNDLE=false and failed
+    every test), leaves a test's app as its overrides make it."""
+    import os
+
+    shell = {"PREPARE_ON_START": "true", "PORT": "not-a-port", "INFER_AUTH": "maybe",
+             "POSTGRES_HOST": "db.invalid", "RECOGNITION_PROFILE": "nonsense"}
+    source = (
+        "import os\n"
+        "def test_app(app):\n"
+        f"    assert not set(os.environ) & set({sorted(shell)!r})\n"
+        "    settings = app.config['SETTINGS']\n"
+        "    assert not settings.bootstrap_missing_bundle and not settings.uses_postgres\n"
+    )
+    result = run_probe(tmp_path, source, {**os.environ, **shell})
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-3000:]
+
+
+def test_every_variable_the_settings_read_is_scrubbed() -> None:
+    """The scrub list is what Settings.from_env looks up: every current and old name."""
+    from app.settings import ENV_VARIABLES, RENAMED_VARIABLES
+    from tests.conftest import scrub_settings_environment, settings_variables
+
+    assert {*ENV_VARIABLES, *RENAMED_VARIABLES} <= settings_variables()
+    environ = {"PREPARE_ON_START": "true", "PORT": "1", "TEST_POSTGRES_PORT": "5432"}
+    assert scrub_settings_environment(environ) == ["PORT", "PREPARE_ON_START"]
+    assert environ == {"TEST_POSTGRES_PORT": "5432"}

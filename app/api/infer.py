@@ -211,6 +211,7 @@ def _answer(
         inliers=int(result.match.inliers),
         alternatives=[_alternative(c) for c in result.alternatives],
         quad=result.quad,
+        mirrored=result.mirrored,
     )
     return body
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import cv2
@@ -41,6 +41,7 @@ class Features:
     gray: np.ndarray  # uint8 (h, w)
     sizes: np.ndarray | None = None  # float32 (N,): keypoint diameter (reference selection)
     responses: np.ndarray | None = None  # float32 (N,): DoG contrast
+    mirrored: bool = False  # the features of the image mirrored left-right (see `mirror`)
 
 
 def configure_threads(n: int) -> None:
@@ -206,6 +207,44 @@ def extract_features(
     scale = (gray.shape[1] / width, gray.shape[0] / height)
     return Features(keypoints=xy, descriptors=descriptors, scale=scale, gray=gray,
                     sizes=sizes, responses=responses)
+
+
+def _mirror_permutation() -> np.ndarray:
+    """The columns `p` such that `descriptors[:, p]` describes each patch mirrored left-right.
+
+    OpenCV's SIFT descriptor is 4x4 spatial cells (row-major) x 8 orientation bins, in the
+    keypoint's frame: its columns run along the keypoint's orientation, its rows across it.
+    A mirror turns that orientation into its mirror image, so the columns stay, the rows
+    swap sides, and every gradient angle relative to the keypoint changes sign (bin o ->
+    (8 - o) mod 8). Checked on the eval photos: descriptors extracted from cv2.flip(image, 1)
+    and permuted descriptors of the image, at mirrored keypoints, lie a median squared
+    RootSIFT distance of 0.002 apart (0.35 unpermuted); tests/test_mirror.py checks it too.
+    """
+    rows, cols, bins = np.meshgrid(np.arange(4), np.arange(4), np.arange(8), indexing="ij")
+    source = (rows * 4 + cols) * 8 + bins
+    target = ((3 - rows) * 4 + cols) * 8 + (8 - bins) % 8
+    permutation = np.empty(128, np.intp)
+    permutation[target.ravel()] = source.ravel()
+    return permutation
+
+
+MIRROR_PERMUTATION = _mirror_permutation()
+
+
+def mirror(features: Features) -> Features:
+    """The features of the image mirrored left-right, without extracting them again: SIFT is
+    not mirror-invariant, but a mirrored patch's descriptor is a fixed permutation of its
+    bins, and its keypoint lies at x' = width - 1 - x. `mirrored` says which way coordinates
+    are (`matcher.card_quad` maps them back to the uploaded image's)."""
+    keypoints = features.keypoints.copy()
+    keypoints[:, 0] = (features.gray.shape[1] - 1) - keypoints[:, 0]
+    return replace(
+        features,
+        keypoints=keypoints,
+        descriptors=np.ascontiguousarray(features.descriptors[:, MIRROR_PERMUTATION]),
+        gray=cv2.flip(features.gray, 1),
+        mirrored=not features.mirrored,
+    )
 
 
 def rootsift(desc_u8: np.ndarray) -> np.ndarray:

@@ -3,7 +3,8 @@
 The container format is sniffed from its magic bytes and the declared dimensions are read from
 the header, so that a 50000x50000 PNG bomb is refused (413) before a single pixel is decoded.
 Big JPEGs are decoded at 1/2, 1/4 or 1/8 size by libjpeg's DCT scaling (IMREAD_REDUCED_*),
-which is several times faster than decoding in full and resizing.
+which is several times faster than decoding in full and resizing. HEIF (HEIC) and AVIF, the
+formats phones save, are read by app/recognition/heif.py, with the same checks and contract.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from app.recognition import heif
 
 MIN_SIDE = 32  # smaller than this cannot show a recognisable card
 
@@ -65,7 +68,10 @@ def sniff_format(data: bytes) -> str:
         return "bmp"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
-    raise NotAnImage("the upload is not a JPEG, PNG, WebP, BMP or TIFF image")
+    container = heif.sniff(data)
+    if container is not None:
+        return container
+    raise NotAnImage("the upload is not a JPEG, PNG, WebP, BMP, TIFF, HEIF (HEIC) or AVIF image")
 
 
 def declared_size(data: bytes, fmt: str) -> tuple[int, int]:
@@ -163,7 +169,11 @@ _HEADER_READERS = {
     "webp": _webp_size,
     "bmp": _bmp_size,
     "tiff": _tiff_size,
+    "heif": heif.declared_size,
+    "avif": heif.declared_size,
 }
+# Formats decoded by app/recognition/heif.py (whole, then reduced by resizing).
+_CONTAINERS = frozenset({"heif", "avif"})
 
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -189,17 +199,13 @@ def decode(
     if _truncated(data, fmt):
         raise UndecodableImage(f"the {fmt.upper()} data is truncated")
     reduction = 1
-    if fmt == "jpeg" and max_side:
+    if (fmt == "jpeg" or fmt in _CONTAINERS) and max_side:
         while reduction < 8 and max(width, height) // (reduction * 2) >= max_side:
             reduction *= 2
-    buffer = np.frombuffer(data, dtype=np.uint8)
-    try:
-        image = cv2.imdecode(buffer, _REDUCED[reduction])
-    except cv2.error:
-        image = None
-    if image is None or image.size == 0:
-        raise UndecodableImage(f"the {fmt.upper()} data could not be decoded")
-    image = _to_bgr8(image)
+    if fmt in _CONTAINERS:
+        image = _decode_container(data, fmt, reduction, max_pixels)
+    else:
+        image = _decode_opencv(data, fmt, reduction)
     if min(image.shape[:2]) * reduction < MIN_SIDE:
         raise ImageTooSmall("the decoded image is too small to show a card")
     return DecodedImage(image=image, reduction=reduction, format=fmt)
@@ -215,7 +221,33 @@ def _truncated(data: bytes, fmt: str) -> bool:
         return scan is None or data.find(b"\xff\xd9", scan) == -1
     if fmt == "png":
         return b"IEND" not in data[-64:]
+    if fmt in _CONTAINERS:
+        return heif.truncated(data)
     return False
+
+
+def _decode_opencv(data: bytes, fmt: str, reduction: int) -> np.ndarray:
+    """JPEG (reduced by libjpeg when `reduction` > 1), PNG, WebP, BMP, TIFF as 8-bit BGR."""
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    try:
+        image = cv2.imdecode(buffer, _REDUCED[reduction])
+    except cv2.error:
+        image = None
+    if image is None or image.size == 0:
+        raise UndecodableImage(f"the {fmt.upper()} data could not be decoded")
+    return _to_bgr8(image)
+
+
+def _decode_container(data: bytes, fmt: str, reduction: int, max_pixels: int) -> np.ndarray:
+    """A HEIF or AVIF image as BGR, shrunk by `reduction` (their codecs have no reduced
+    decoding like libjpeg's: decoded whole, then shrunk, so quads scale back the same way)."""
+    try:
+        rgb = heif.decode(data, fmt, max_pixels, reduction)
+    except heif.TooLarge as exc:
+        raise ImageTooLarge(f"the image is {exc} pixels; the limit is {max_pixels}") from None
+    except heif.DecodeError as exc:
+        raise UndecodableImage(f"the {fmt.upper()} data could not be decoded: {exc}") from None
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
 def _to_bgr8(image: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 
 from app.recognition.bundle import Bundle
-from app.recognition.features import Features, extract_features, rootsift, target_size
+from app.recognition.features import Features, extract_features, mirror, rootsift, target_size
 from app.recognition.params import FeatureParams
 from app.recognition.printing import View, printing_odds
 
@@ -56,6 +57,7 @@ class Recognition:
     alternatives: list[Candidate]
     quad: list[list[float]] | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    mirrored: bool = False  # the photo shows the card mirrored left-right (front camera)
 
     @property
     def ambiguous_printing(self) -> bool:
@@ -377,8 +379,12 @@ def _candidate(v: _Verified, bundle: Bundle, score: float, confidence: float) ->
 def card_quad(
     v: _Verified, bundle: Bundle, query: Features, quad_scale: float
 ) -> list[list[float]]:
-    """The card's corners in the uploaded image's pixels (the answer's `quad`)."""
-    quad = corners(v, bundle) / np.array(query.scale, np.float32)
+    """The card's corners in the uploaded image's pixels (the answer's `quad`); features of
+    the mirrored photo give them back in the photo's own (unmirrored) pixels."""
+    quad = corners(v, bundle)
+    if query.mirrored:
+        quad[:, 0] = (query.gray.shape[1] - 1) - quad[:, 0]
+    quad = quad / np.array(query.scale, np.float32)
     return [[round(float(x) * quad_scale, 1), round(float(y) * quad_scale, 1)] for x, y in quad]
 
 
@@ -510,22 +516,40 @@ def _recognize_once(
         clock = now
 
     query = extract_features(image_bgr, params, role="query", max_pixels=max_pixels)
-    qdesc = rootsift(query.descriptors)
     lap("features")
-    if len(qdesc) < params.min_inliers:
+    if len(query.descriptors) < params.min_inliers:
         return Recognition(None, [], None)
-    dist, ids = bundle.search(qdesc, params.knn)
-    lap("search")
-    votes = vote(bundle, dist, ids, params)
-    order = np.argsort(-votes, kind="stable")[: params.top_candidates]
-    order = order[votes[order] > 0]
-    lap("vote")
-    verified = verify_candidates(bundle, order, votes, query, dist, ids, params)
-    lap("verify")
-    match, alternatives = decide(verified, bundle, params)
+    match, alternatives = _search(bundle, query, lap)
+    if match is None and params.mirror_search:
+        # A front camera or a webcam preview mirrors the photo. Searched only when the photo
+        # as it is matched nothing, so only photos without an answer pay for it; the
+        # mirrored homography is then a plain one (`_sane` still refuses mirrored fits).
+        query = mirror(query)
+        mirrored, mirrored_alternatives = _search(bundle, query, lap, "mirror")
+        if mirrored is not None:
+            match, alternatives = mirrored, mirrored_alternatives
     quad = None
     if match is not None:
         assert match.source is not None
         quad = card_quad(match.source, bundle, query, quad_scale)
-    lap("decide")
-    return Recognition(match, alternatives[:8], quad)
+    return Recognition(match, alternatives[:8], quad, mirrored=match is not None and
+                       query.mirrored)
+
+
+def _search(
+    bundle: Bundle, query: Features, lap: Callable[[str], None], stage: str | None = None
+) -> tuple[Candidate | None, list[Candidate]]:
+    """Index search, votes, verification and decision for one set of query features;
+    `lap` times each step under its name, or all of them under `stage`."""
+    params = bundle.params
+    dist, ids = bundle.search(rootsift(query.descriptors), params.knn)
+    lap(stage or "search")
+    votes = vote(bundle, dist, ids, params)
+    order = np.argsort(-votes, kind="stable")[: params.top_candidates]
+    order = order[votes[order] > 0]
+    lap(stage or "vote")
+    verified = verify_candidates(bundle, order, votes, query, dist, ids, params)
+    lap(stage or "verify")
+    result = decide(verified, bundle, params)
+    lap(stage or "decide")
+    return result

@@ -70,6 +70,8 @@ class FeatureParams:
     # correspondences come from the index neighbours (no reference descriptors are stored)
     ransac_px: float = 6.0  # reprojection threshold, in query-feature pixels
     min_inliers: int = 10
+    mirror_search: bool = True  # no match: search again as a mirrored photo (front cameras
+    #                             and webcam previews mirror; see matcher._recognize_once)
 
     # -- decision -------------------------------------------------------------------------
     decision: str = "photometric"  # "photometric" | "inliers" (the older design)
@@ -185,6 +187,7 @@ LEGACY = replace(
     ransac_px=5.0,
     min_inliers=8,
     decision="inliers",
+    mirror_search=False,
 )
 
 PROFILES: dict[str, FeatureParams] = {"default": DEFAULT, "legacy": LEGACY}

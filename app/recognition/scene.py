@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from app.recognition.bundle import Bundle
-from app.recognition.features import extract_features, rootsift
+from app.recognition.features import Features, extract_features, mirror, rootsift
 from app.recognition.matcher import (
     Recognition,
     candidates,
@@ -80,12 +80,48 @@ def recognize_all(
                              tile_pixels=params.multi_tile_pixels)
     descriptors = rootsift(query.descriptors)
     lap("features")
-    cards: list[Recognition] = []
     if len(descriptors) < params.min_inliers:
-        return Scene(cards, {**timings, "total": timings["features"]})
+        return Scene([], {**timings, "total": timings["features"]})
     dist, ids = bundle.search(descriptors, params.multi_knn)
     lap("search")
-    active = np.ones(len(descriptors), bool)
+    cards = _rounds(bundle, query, dist, ids, quad_scale, deadline, limit, timings)
+    lap("rounds")
+    if not cards and params.mirror_search and not timings.get("budget_stop"):
+        # a mirrored photo (front camera, webcam preview): every card in it is mirrored
+        query = mirror(query)
+        dist, ids = bundle.search(rootsift(query.descriptors), params.multi_knn)
+        lap("mirror")
+        cards = _rounds(bundle, query, dist, ids, quad_scale, deadline, limit, timings)
+        for card in cards:
+            card.mirrored = True
+        lap("mirror")
+    if not cards and not timings.get("budget_stop"):
+        # a photo of one card whose features the wide search drowned in the background's:
+        # the single-card search, at its own sizes, may still see it
+        single = recognize(bundle, image_bgr, quad_scale=quad_scale, deadline=deadline)
+        if single.match is not None:
+            cards.append(single)
+        lap("single_card")
+    timings["total"] = round((time.perf_counter() - start) * 1000, 2)
+    cards.sort(key=lambda r: -(r.match.confidence if r.match else 0.0))
+    return Scene(cards, timings)
+
+
+def _rounds(
+    bundle: Bundle,
+    query: Features,
+    dist: np.ndarray,
+    ids: np.ndarray,
+    quad_scale: float,
+    deadline: float | None,
+    limit: int,
+    timings: dict[str, float],
+) -> list[Recognition]:
+    """The search rounds over one set of query features and their index neighbours (see
+    the module docstring); `timings` gets `budget_stop` when the deadline ended them."""
+    params = bundle.params
+    cards: list[Recognition] = []
+    active = np.ones(len(ids), bool)
     hidden = np.zeros(query.gray.shape, np.uint8)  # areas of the cards already found
     set_aside = np.zeros(bundle.slot_count, bool)
     misses = rounds = 0
@@ -126,15 +162,5 @@ def recognize_all(
             v.row for v in verified
             if v.art_corr >= params.early_stop_corr and overlap(corners(v, bundle), outline) < 0.5
         ]
-    lap("rounds")
-    timings["rounds_count"] = rounds
-    if not cards and not timings.get("budget_stop"):
-        # a photo of one card whose features the wide search drowned in the background's:
-        # the single-card search, at its own sizes, may still see it
-        single = recognize(bundle, image_bgr, quad_scale=quad_scale, deadline=deadline)
-        if single.match is not None:
-            cards.append(single)
-        lap("single_card")
-    timings["total"] = round((time.perf_counter() - start) * 1000, 2)
-    cards.sort(key=lambda r: -(r.match.confidence if r.match else 0.0))
-    return Scene(cards, timings)
+    timings["rounds_count"] = timings.get("rounds_count", 0) + rounds
+    return cards
