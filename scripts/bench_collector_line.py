@@ -383,15 +383,9 @@ def main(argv: list[str]) -> int:
                                         "collector_number": twin["collector_number"],
                                         "lang": "en", "foil_mark": False}})
         plan_path.write_text(json.dumps(plan))
-    bundle_dir = work / "bundle"
-    if not (bundle_dir / "manifest.json").exists():
-        from app.catalog.records import reference_images
-        from app.recognition.builder import build_bundle
-        from app.recognition.params import DEFAULT
+    from bench_printings import ensure_bundle
 
-        _log(f"building {bundle_dir} ...")
-        build_bundle(reference_images(cards_file), bundle_dir, DEFAULT, progress=False,
-                     workers=args.threads)
+    bundle_dir = ensure_bundle(cards_file, work / "bundle", args.threads, _log)
     _log("recognising the renders in a serving process ...")
     proc = subprocess.run([sys.executable, __file__, "--serve", str(bundle_dir),
                            str(plan_path)], check=True, capture_output=True, text=True)

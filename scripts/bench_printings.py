@@ -49,6 +49,20 @@ def catalogue(eval_dir: Path, work: Path, reprints: int, seed: int) -> Path:
     return cards
 
 
+def ensure_bundle(cards: Path, bundle_dir: Path, threads: int, log: Any) -> Path:
+    """`bundle_dir`, built from the catalogue `cards` with the default profile unless a
+    previous run left it there (benchmarks of a catalogue share its bundle)."""
+    if not (bundle_dir / "manifest.json").exists():
+        from app.catalog.records import reference_images
+        from app.recognition.builder import build_bundle
+        from app.recognition.params import DEFAULT
+
+        log(f"building {bundle_dir} ...")
+        build_bundle(reference_images(cards), bundle_dir, DEFAULT, progress=False,
+                     workers=threads)
+    return bundle_dir
+
+
 def classify(photo: dict[str, Any], reprint: dict[str, tuple[str, str]]) -> str:
     """One single-card photo's outcome (see the module docstring)."""
     truth, answer = photo["truth"][0], photo["answer"]
@@ -86,15 +100,7 @@ def main(argv: list[str]) -> int:
             if card.get("reprint_of"):
                 reprint[card["id"]] = (card["reprint_of"], card["synthetic"])
 
-    bundle_dir = work / "bundle"
-    if not (bundle_dir / "manifest.json").exists():
-        from app.catalog.records import reference_images
-        from app.recognition.builder import build_bundle
-        from app.recognition.params import DEFAULT
-
-        _log(f"building {bundle_dir} ...")
-        build_bundle(reference_images(cards), bundle_dir, DEFAULT, progress=True,
-                     workers=args.threads)
+    bundle_dir = ensure_bundle(cards, work / "bundle", args.threads, _log)
     _log("recognising the photos in a serving process ...")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--serve", str(bundle_dir),
