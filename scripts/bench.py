@@ -74,8 +74,8 @@ def load_labels(eval_dir: Path) -> list[dict[str, Any]]:
 
 
 # -- serving process -------------------------------------------------------------------------
-def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int, heic_cache: Path
-          ) -> dict[str, Any]:
+def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int,
+          heic_cache: Path | None) -> dict[str, Any]:
     """Open the bundle and recognise every photo; runs in its own process (clean RSS)."""
     from app.recognition.bundle import Bundle
     from app.recognition.exact_printing import settle
@@ -168,8 +168,9 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int, heic_cach
     concurrent_ms = (time.perf_counter() - start) * 1000 / len(blobs)
     peak_concurrent = _peak_rss_kb()
     configure_threads(threads)
-    copies = _copies(bundle, eval_dir, measure, heic_cache)  # decoding HEIC costs memory:
-    bundle.close()  #                                          its peak is reported apart
+    copies = (  # decoding HEIC costs memory: its peak is reported apart
+        _copies(bundle, eval_dir, measure, heic_cache) if heic_cache is not None else {})
+    bundle.close()
     return {"open_ms": round(open_ms, 1), "peak_rss_mb": round(peak_sequential / 1024, 1),
             "peak_rss_2_concurrent_mb": round(peak_concurrent / 1024, 1),
             "peak_rss_with_copies_mb": round(_peak_rss_kb() / 1024, 1),
@@ -558,8 +559,9 @@ def main() -> int:
     eval_dir = Path(args.eval_dir).resolve()
 
     if args.serve:
+        heic_cache = Path(args.heic_cache) if args.heic_cache else None  # None: no copies
         print(json.dumps(serve(Path(args.serve), eval_dir, args.repeat, args.threads,
-                               Path(args.heic_cache))))
+                               heic_cache)))
         return 0
     if not (eval_dir / "labels.csv").is_file() or not (eval_dir / "cards.jsonl.gz").is_file():
         print(f"bench skipped: no evaluation set at {eval_dir} (labels.csv, cards.jsonl.gz)")
