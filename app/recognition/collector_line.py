@@ -60,6 +60,7 @@ _LINE_REGIONS: dict[str | None, tuple[float, float, float, float] | None] = {
 }
 FRAMES_WITHOUT_SET_CODE = frozenset({"2003", "1997", "1993"})
 
+UNREAD_LANG = "?"  # Evidence.lang of a language code that was seen but not read
 # Language codes as printed on the line -> Scryfall's `lang`
 PRINTED_LANGS = {
     "EN": "en", "DE": "de", "FR": "fr", "IT": "it", "ES": "es", "SP": "es", "PT": "pt",
@@ -135,6 +136,7 @@ class Evidence:
     slot: int | None = None  # the printing the line named, if exactly one
     lang_slot: int | None = None  # that printing in the language read, when catalogued
     lang_mismatch: bool = False  # the language read is not the answer's, nor catalogued
+    lang_unread: bool = False  # letters where the language goes, no language code
     foil_word: int | None = None  # the word the set code was read in (the mark follows it)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -240,6 +242,8 @@ def decode_line(words: list[Word], printings: list[Printing]) -> Evidence:
             named.append(printing)
     if set_word is not None:
         evidence.lang = _language_after(words, set_word, _confusable(evidence.set or ""))
+        if evidence.lang == UNREAD_LANG:
+            evidence.lang, evidence.lang_unread = None, True
         evidence.foil_word = set_word
     # the same set and number in several languages is one printing until the language says
     if len({(p.set, p.number) for p in named}) != 1:
@@ -270,7 +274,9 @@ def _language_after(words: list[Word], at: int, code: str) -> str | None:
         for printed in sorted(_PRINTED_CONFUSABLE, key=len, reverse=True):
             if chunk.startswith(printed):
                 return _PRINTED_CONFUSABLE[printed]
-        return None
+        # two letters in the language's place that are no language code: some language,
+        # maybe not English (a German "DE" read "OC")
+        return UNREAD_LANG if len(chunk) == 2 and chunk.isalpha() else None
     return None
 
 

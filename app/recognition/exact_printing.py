@@ -14,7 +14,8 @@ answer `ambiguous_printing`. `settle` reads the line (`collector_line.read_line`
 - the line names none or several: the visual decision and its flag stand;
 - the language read is not the answer's: that printing in the language read when the
   catalogue holds it, else the answer flagged `ambiguous_printing` (a German card is never a
-  confident English answer).
+  confident English answer); letters in the language's place that are no language code
+  flag it too.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def settle(
     if evidence.lang is not None and lang is not None and evidence.lang != lang:
         answered.ambiguous = True
         evidence.lang_mismatch = True
+    elif evidence.lang_unread and lang is not None:
+        answered.ambiguous = True  # a language was printed there, which one is not known
     return evidence
 
 
