@@ -143,6 +143,25 @@ def test_an_unreadable_line_leaves_the_flag(bundle: Bundle, reader: Reader) -> N
     assert evidence.source == "appearance" and evidence.collector_number is None
 
 
+def test_a_heic_photo_decoded_reduced_is_read(bundle: Bundle, reader: Reader) -> None:
+    """An iPhone photo (HEIF) big enough to be decoded reduced: its line is read from that
+    decode (a HEIF cannot be decoded again cheaply, as a JPEG is), not refused with a 500."""
+    import pillow_heif
+    from PIL import Image
+
+    photo, _ = photograph(card_image("card-101-twin"), seed=5, size=(1600, 2400),
+                          card_height=0.8, rotation=4.0, tilt=0.04)
+    buffer = io.BytesIO()
+    pillow_heif.from_pillow(Image.fromarray(photo[:, :, ::-1])).save(buffer, quality=90)
+    data = buffer.getvalue()
+    decoded = decode(data, max_side=PARAMS.query_max_side)
+    assert decoded.format == "heif" and decoded.reduction == 2
+    result = recognize(bundle, decoded.image, quad_scale=decoded.reduction)
+    evidence = settle(bundle, result, Photo(data, decoded, 50_000_000), reader)
+    assert result.match is not None and result.match.card["id"] == "card-101-twin"
+    assert evidence.source == "collector_line" and not result.ambiguous_printing
+
+
 def test_a_line_on_a_small_card_is_not_read(bundle: Bundle, reader: Reader) -> None:
     data, _ = _photo_bytes(card_image("card-101-twin"), size=(720, 960), card_height=0.55)
     result, evidence = _recognise(bundle, data, reader)

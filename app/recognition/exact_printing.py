@@ -20,6 +20,7 @@ answer `ambiguous_printing`. `settle` reads the line (`collector_line.read_line`
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
@@ -34,9 +35,11 @@ from app.recognition.collector_line import (
     card_height,
     read_line,
 )
-from app.recognition.imageio import Photo
+from app.recognition.imageio import ImageError, Photo
 from app.recognition.matcher import Recognition
 from app.recognition.ocr import Reader
+
+log = logging.getLogger(__name__)
 
 
 def same_art_printings(bundle: Bundle, slot: int) -> list[Printing]:
@@ -71,7 +74,11 @@ def settle(
     height = card_height(quad)
     if not height >= MIN_CARD_HEIGHT:
         return Evidence()
-    image, reduction = photo.gray_at_least(SOURCE_CARD_HEIGHT, height)
+    try:
+        image, reduction = photo.gray_at_least(SOURCE_CARD_HEIGHT, height)
+    except ImageError as exc:  # the answer stands without the line
+        log.warning("collector line not read: %s", exc.message)
+        return Evidence()
     printings = same_art_printings(bundle, result.match.row)
     evidence = read_line(reader, image, quad / reduction, printings, time.perf_counter)
     match = result.match

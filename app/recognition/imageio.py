@@ -280,7 +280,8 @@ class Photo:
     Recognition works on a reduced copy (`decoded`); reading the tiny collector line needs
     more pixels of the card, so `gray_at_least` decodes the upload again in gray, reduced
     only as far as the card stays `card_px` tall (a JPEG at 1/2..1/8 by libjpeg's DCT
-    scaling, several times faster than a colour decode; any other format is already whole).
+    scaling; any other format as recognition decoded it: PNG, WebP, BMP and TIFF whole, HEIF
+    and AVIF reduced as a JPEG would have been).
     Decodes are kept for the request: the cards of one photo share them."""
 
     def __init__(self, data: bytes, decoded: DecodedImage, max_pixels: int) -> None:
@@ -292,8 +293,9 @@ class Photo:
     def gray_at_least(self, card_px: float, upload_card_px: float) -> tuple[np.ndarray, int]:
         """(gray uint8 image, reduction): a decode in which a card `upload_card_px` tall in
         the upload is at least `card_px` tall, or the upload whole when it is smaller."""
-        reduction = 1
-        if self.decoded.format == "jpeg":
+        reduction = self.decoded.reduction  # other formats: the decode recognition used
+        if self.decoded.format == "jpeg":  # (a HEIF is decoded whole, at a second's cost)
+            reduction = 1
             while reduction < 8 and upload_card_px / (reduction * 2) >= card_px:
                 reduction *= 2
         if reduction == self.decoded.reduction:
