@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlparse
 import cv2
 import numpy as np
 
+from app.recognition import layout
 from app.recognition.builder import ReferenceImage
 
 IMAGE_SIZES = ("large", "normal", "png", "border_crop")  # preference order for references
@@ -37,6 +38,7 @@ class FaceImage:
     collector_number: str
     illustration_id: str | None
     uri: str  # absolute local path, or an http(s) URL for the pipeline to download
+    layout_key: str = ""  # what its frame looks like (recognition.layout.layout_key)
 
     def reference(
         self,
@@ -53,7 +55,7 @@ class FaceImage:
             collector_number=self.collector_number,
             illustration_id=self.illustration_id,
             load=load,
-            extra={"set_name": self.set_name},
+            extra={"set_name": self.set_name, "layout_key": self.layout_key},
             precomputed=precomputed,
             key=key,
         )
@@ -161,6 +163,7 @@ def face_images(record: dict[str, Any], base_dir: Path) -> list[FaceImage]:
             collector_number=str(record.get("collector_number", "")),
             illustration_id=source.get("illustration_id") or record.get("illustration_id"),
             uri=resolve_uri(uri, base_dir),
+            layout_key=layout.layout_key({**record, **source}),
         )
         for i, source, uri in faces
     ]

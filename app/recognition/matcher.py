@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from app.recognition import layout
 from app.recognition.bundle import Bundle
 from app.recognition.features import Features, extract_features, rootsift, target_size
 from app.recognition.params import FeatureParams
@@ -231,9 +232,13 @@ def photometric(
     params: FeatureParams,
     hidden: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """(art-box correlation, whole-card correlation) of the photo warped onto the reference;
-    the warp is kept on `cand.view` for the printing decision. `hidden` (query-feature
-    sized, non-zero = covered by a card already found) is left out of the comparison."""
+    """(art correlation, whole-card correlation) of the photo warped onto the reference;
+    the warp is kept on `cand.view` for the printing decision. The art correlation is taken
+    where this printing differs from the others of its layout (`layout.distinct_correlation`:
+    a Room's or a saga's own art and name, not the layout they share); the fixed
+    `params.art_box` only for a bundle without layout keys or a layout too rare to learn.
+    `hidden` (query-feature sized, non-zero = covered by a card already found) is left out of
+    the comparison."""
     thumb = bundle.thumbnail(cand.row)
     th, tw = thumb.shape
     rw, rh = bundle.ref_size[cand.row]
@@ -254,11 +259,14 @@ def photometric(
     warped = cv2.GaussianBlur(warped, (0, 0), 1.0)
     ref = cv2.GaussianBlur(thumb, (0, 0), 1.0)
     cand.view = View(warped.astype(np.float32), valid, ref.astype(np.float32))
-    x0, y0, x1, y1 = params.art_box
-    art = (slice(int(y0 * th), int(y1 * th)), slice(int(x0 * tw), int(x1 * tw)))
-    art_corr = _ncc(warped[art], ref[art], valid[art])
     card_corr = _ncc(warped, ref, valid)
-    return art_corr, card_corr
+    mean = bundle.layout_mean(cand.row)
+    distinct = None if mean is None else layout.distinct_correlation(warped, ref, valid, mean)
+    if distinct is not None:  # where this printing differs from others of its layout
+        return distinct, card_corr
+    x0, y0, x1, y1 = params.art_box  # a bundle without layout keys: the fixed art box
+    art = (slice(int(y0 * th), int(y1 * th)), slice(int(x0 * tw), int(x1 * tw)))
+    return _ncc(warped[art], ref[art], valid[art]), card_corr
 
 
 # -- decision ------------------------------------------------------------------------------
