@@ -59,11 +59,12 @@ def _table(rng: Any, width: int, height: int) -> Any:
     else:
         period = rng.uniform(3, 8)
         tone = 130 + 20 * np.sin(xx / period) * np.sin(yy / period)
-    grain = cv2.GaussianBlur(rng.normal(0, 20, (height, width)).astype(np.float32), (0, 0),
+    grain = cv2.GaussianBlur(20 * rng.standard_normal((height, width), np.float32), (0, 0),
                              rng.uniform(0.8, 2.0))
     tone = tone + grain
-    tint = rng.uniform(0.45, 1.0, 3)
-    return np.clip(np.stack([tone * tint[0], tone * tint[1], tone * tint[2]], -1), 0, 255)
+    tint = rng.uniform(0.45, 1.0, 3).astype(np.float32)
+    table: np.ndarray = np.clip(tone[..., None] * tint, 0, 255)
+    return table
 
 
 def render(card: Any, card_height: int, seed: int) -> bytes:
@@ -87,16 +88,17 @@ def render(card: Any, card_height: int, seed: int) -> bytes:
     matrix = cv2.getPerspectiveTransform(src, corners)
     warped = cv2.warpPerspective(card, matrix, (width, height), flags=cv2.INTER_AREA)
     mask = cv2.warpPerspective(np.full((h, w), 255, np.uint8), matrix, (width, height)) > 127
-    photo[mask] = warped[mask] * rng.uniform(0.8, 1.1)  # exposure
+    photo[mask] = warped[mask] * np.float32(rng.uniform(0.8, 1.1))  # exposure
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, np.pi)  # a glare band across the card
-    offset = (xx - corners[:, 0].mean()) * np.cos(angle) + (yy - corners[:, 1].mean()) * np.sin(
-        angle) - rng.uniform(-0.3, 0.3) * card_height
-    band = rng.uniform(0.25, 0.6) * np.exp(-(offset**2) / (2 * (rng.uniform(0.03, 0.08)
-                                                                 * card_height) ** 2))
+    offset = ((xx - corners[:, 0].mean()) * np.float32(np.cos(angle))
+              + (yy - corners[:, 1].mean()) * np.float32(np.sin(angle))
+              - np.float32(rng.uniform(-0.3, 0.3) * card_height))
+    width_px = np.float32(rng.uniform(0.03, 0.08) * card_height)
+    band = np.float32(rng.uniform(0.25, 0.6)) * np.exp(-(offset**2) / (2 * width_px**2))
     photo = photo * (1 - band[..., None]) + 255 * band[..., None]
-    photo = cv2.GaussianBlur(photo.astype(np.float32), (0, 0), rng.uniform(0.4, 1.3))
-    photo = photo + rng.normal(0, rng.uniform(2, 6), photo.shape)
+    photo = cv2.GaussianBlur(photo, (0, 0), rng.uniform(0.4, 1.3))
+    photo += np.float32(rng.uniform(2, 6)) * rng.standard_normal(photo.shape, np.float32)
     ok, jpeg = cv2.imencode(".jpg", np.clip(photo, 0, 255).astype(np.uint8),
                             [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(70, 93))])
     assert ok
@@ -120,7 +122,7 @@ def printings(eval_dir: Path, min_height: int) -> list[dict[str, Any]]:
 
 # -- serving process --------------------------------------------------------------------------
 def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit: int,
-          min_height: int) -> dict[str, Any]:
+          min_height: int, stride: int) -> dict[str, Any]:
     """Render and recognise every photo in this process; one row per photo."""
     import cv2
 
@@ -131,7 +133,7 @@ def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit
 
     configure_threads(1)
     bundle = Bundle.open(bundle_dir)
-    cards = printings(eval_dir, min_height)
+    cards = printings(eval_dir, min_height)[::stride]
     if limit:
         cards = cards[:limit]
     rows = []
@@ -188,6 +190,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--min-height", type=int, default=600)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--limit", type=int, default=0, help="first N printings only")
+    parser.add_argument("--stride", type=int, default=1,
+                        help="every Nth printing only (a quicker, evenly spread sample)")
     parser.add_argument("--set", action="append", default=[],
                         help="override a parameter of the default profile: name=json-value")
     parser.add_argument("--cache-dir", default=str(ROOT / "data" / "bench-renders"))
@@ -198,7 +202,7 @@ def main(argv: list[str]) -> int:
     heights = [int(h) for h in args.heights.split(",")]
     if args.serve:
         print(json.dumps(serve(Path(args.serve), eval_dir, heights, args.seed, args.limit,
-                               args.min_height)))
+                               args.min_height, args.stride)))
         return 0
     if not (eval_dir / "cards.jsonl.gz").is_file():
         print(f"renders bench skipped: no evaluation catalogue at {eval_dir}")
@@ -223,7 +227,7 @@ def main(argv: list[str]) -> int:
     proc = subprocess.run(
         ["nice", sys.executable, __file__, "--serve", str(bundle_dir), "--eval-dir",
          str(eval_dir), "--heights", args.heights, "--seed", str(args.seed), "--limit",
-         str(args.limit), "--min-height", str(args.min_height),
+         str(args.limit), "--min-height", str(args.min_height), "--stride", str(args.stride),
          *[f"--set={s}" for s in args.set]],
         check=True, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},

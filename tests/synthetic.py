@@ -311,3 +311,44 @@ def make_layout_card(seed: int, layout: str) -> np.ndarray:
                         0.6, (10, 10, 10), 1, cv2.LINE_AA)
             out[b:d, a:c] = np.ascontiguousarray(np.rot90(bar)) if vertical else bar
     return out
+
+
+def _smooth_art(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Dark, smooth art (a night sky, a dim room): a soft gradient and a few blurred shapes,
+    no edges or fine texture. SIFT finds keypoints in it, of lower contrast than the text's."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    art = np.zeros((height, width, 3), np.float32)
+    for c in range(3):
+        a, b = rng.uniform(-1, 1, 2)
+        art[..., c] = 40 + 18 * np.sin(a * xx / 60 + b * yy / 70 + rng.uniform(0, 6))
+    for _ in range(22):
+        centre = tuple(int(v) for v in rng.integers(0, [width, height]))
+        axes = tuple(int(v) for v in rng.integers(6, 28, 2))
+        colour = tuple(float(v) for v in rng.uniform(15, 110, 3))
+        cv2.ellipse(art, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
+    art = cv2.GaussianBlur(art, (0, 0), 2.5)
+    return np.clip(art, 0, 255).astype(np.uint8)
+
+
+SHARED_TEXT_SEED = 777  # rules text every smooth-art card shares (its stop words)
+
+
+def make_smooth_card(seed: int) -> np.ndarray:
+    """A card whose only own features are in dark, smooth art: its name is short and its
+    rules text is the same as other such cards' (a reminder-text card, an enchantment
+    cycle), so the busy text box, which outshines the art, tells it from no other card."""
+    rng = np.random.default_rng(seed)
+    card = _FRAME.copy()
+    x0, y0, x1, y1 = (int(v * s) for v, s in zip(ART_BOX, (CARD_W, CARD_H, CARD_W, CARD_H),
+                                                  strict=True))
+    card[y0:y1, x0:x1] = _smooth_art(rng, x1 - x0, y1 - y0)
+    cv2.putText(card, _words(rng, 1).title(), (int(0.07 * CARD_W), int(0.085 * CARD_H)),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.6, (10, 10, 10), 1, cv2.LINE_AA)
+    shared = np.random.default_rng(SHARED_TEXT_SEED)
+    cv2.putText(card, _words(shared, 3), (int(0.07 * CARD_W), int(0.61 * CARD_H)),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (10, 10, 10), 1, cv2.LINE_AA)
+    for line in range(6):
+        cv2.putText(card, _words(shared, 4), (int(0.09 * CARD_W),
+                                              int((0.69 + 0.04 * line) * CARD_H)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
+    return card

@@ -182,6 +182,9 @@ class Bundle:
         self.card_count = int(manifest["counts"]["cards"])
         self.kp_offsets = [np.asarray(h5["kp_offsets"][:]) for h5 in shards]
         self.thumb_offsets = [np.asarray(h5["thumb_offsets"][:]) for h5 in shards]
+        # indexed descriptors per slot (the votes a card can collect grow with it)
+        self.kept: np.ndarray = np.concatenate(
+            [np.diff(o) for o in self.kp_offsets] or [np.zeros(0, np.int64)])
         self.ref_size: np.ndarray = np.concatenate(
             [h5["ref_size"][:] for h5 in shards] or [np.zeros((0, 2), np.float32)]
         )

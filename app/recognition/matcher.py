@@ -121,6 +121,25 @@ def candidates(bundle: Bundle, votes: np.ndarray, count: int) -> np.ndarray:
     return leaders[top]
 
 
+def dense_candidates(
+    bundle: Bundle, votes: np.ndarray, chosen: np.ndarray, params: FeatureParams
+) -> np.ndarray:
+    """Up to `params.dense_candidates` more cards to verify: the most votes per indexed
+    descriptor, among cards not `chosen` with at least `min_inliers / 2` votes. A reference
+    whose art is dark or smooth keeps few distinctive descriptors (25-60 against a median of
+    160, the rest are stop words), so it collects few votes even when most of them hit, and a
+    card with many descriptors outvotes it on chance matches (measured: Leyline of Resonance
+    was not among the six most voted). Verified after the most voted, and only while no
+    candidate's art has matched (the early stop of `verify_candidates`)."""
+    if params.dense_candidates <= 0:
+        return np.zeros(0, np.int64)
+    density = votes / np.maximum(bundle.kept, params.dense_floor)
+    density[votes < params.min_inliers / 2] = 0
+    density[chosen] = 0
+    extra = np.argsort(-density, kind="stable")[: params.dense_candidates]
+    return extra[density[extra] > 0]
+
+
 # -- geometric verification ----------------------------------------------------------------
 def _sane(homography: np.ndarray, size: tuple[float, float], query: Features) -> bool:
     """Reject homographies that cannot be a photographed card: mirrored, non-convex, tiny."""
@@ -523,6 +542,7 @@ def _recognize_once(
     votes = vote(bundle, dist, ids, params)
     order = np.argsort(-votes, kind="stable")[: params.top_candidates]
     order = order[votes[order] > 0]
+    order = np.concatenate([order, dense_candidates(bundle, votes, order, params)])
     lap("vote")
     verified = verify_candidates(bundle, order, votes, query, dist, ids, params)
     lap("verify")

@@ -62,6 +62,9 @@ class FeatureParams:
     vote_max_dist: float = 0.5  # squared RootSIFT distance beyond which a neighbour is noise
     burst_norm: bool = True  # each query descriptor spreads ONE vote over distinct cards
     top_candidates: int = 6
+    dense_candidates: int = 3  # ... and this many more by votes per indexed descriptor, so a
+    dense_floor: int = 50  #     reference with few descriptors (smooth art) is verified too
+    #                            (matcher.dense_candidates); counts below the floor count as it
     early_stop_corr: float = 0.6  # once a candidate's art correlates this well, candidates
     early_stop_votes: float = 0.5  # with < this fraction of its votes are not verified
     max_printings: int = 12  # other printings of a clearly matched name verified in any case
@@ -181,6 +184,7 @@ LEGACY = replace(
     vote_max_dist=4.0,
     burst_norm=False,
     top_candidates=10,
+    dense_candidates=0,
     early_stop_votes=0.0,
     ransac_px=5.0,
     min_inliers=8,
