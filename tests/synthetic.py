@@ -326,8 +326,8 @@ def _smooth_art(rng: np.random.Generator, width: int, height: int) -> np.ndarray
         axes = tuple(int(v) for v in rng.integers(6, 28, 2))
         colour = tuple(float(v) for v in rng.uniform(15, 110, 3))
         cv2.ellipse(art, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
-    art = cv2.GaussianBlur(art, (0, 0), 2.5)
-    return np.clip(art, 0, 255).astype(np.uint8)
+    smooth = cv2.GaussianBlur(art, (0, 0), 2.5)
+    return np.clip(smooth, 0, 255).astype(np.uint8)
 
 
 SHARED_TEXT_SEED = 777  # rules text every smooth-art card shares (its stop words)

@@ -136,8 +136,8 @@ def dense_candidates(
     density = votes / np.maximum(bundle.kept, params.dense_floor)
     density[votes < params.min_inliers / 2] = 0
     density[chosen] = 0
-    extra = np.argsort(-density, kind="stable")[: params.dense_candidates]
-    return extra[density[extra] > 0]
+    extra: np.ndarray = np.argsort(-density, kind="stable")[: params.dense_candidates]
+    return np.asarray(extra[density[extra] > 0])
 
 
 # -- geometric verification ----------------------------------------------------------------
