@@ -122,17 +122,21 @@ def printings(eval_dir: Path, min_height: int) -> list[dict[str, Any]]:
 
 # -- serving process --------------------------------------------------------------------------
 def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit: int,
-          min_height: int, stride: int) -> dict[str, Any]:
-    """Render and recognise every photo in this process; one row per photo."""
+          min_height: int, stride: int, overrides: list[str]) -> dict[str, Any]:
+    """Render and recognise every photo in this process; one row per photo. `overrides`
+    (name=json) change query-time knobs of the bundle's parameters."""
     import cv2
+    from bench import _override
 
-    from app.recognition.bundle import Bundle
+    from app.recognition.bundle import Bundle, read_manifest
     from app.recognition.features import configure_threads
     from app.recognition.imageio import decode
     from app.recognition.matcher import recognize
+    from app.recognition.params import FeatureParams
 
     configure_threads(1)
-    bundle = Bundle.open(bundle_dir)
+    own = FeatureParams.from_dict(read_manifest(bundle_dir)["params"])
+    bundle = Bundle.open(bundle_dir, expected_params=_override(own, overrides, "default"))
     cards = printings(eval_dir, min_height)[::stride]
     if limit:
         cards = cards[:limit]
@@ -202,7 +206,7 @@ def main(argv: list[str]) -> int:
     heights = [int(h) for h in args.heights.split(",")]
     if args.serve:
         print(json.dumps(serve(Path(args.serve), eval_dir, heights, args.seed, args.limit,
-                               args.min_height, args.stride)))
+                               args.min_height, args.stride, args.set)))
         return 0
     if not (eval_dir / "cards.jsonl.gz").is_file():
         print(f"renders bench skipped: no evaluation catalogue at {eval_dir}")

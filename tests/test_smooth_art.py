@@ -5,6 +5,7 @@ synthetic cards: smooth-art cards sharing their rules text, among ordinary textu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import numpy as np
@@ -57,3 +58,14 @@ def test_a_smooth_art_card_is_found_at_700_px(bundle: Bundle, seed: int) -> None
     result = recognize(bundle, photo)
     assert result.match is not None, [(c.card["id"], c.art_corr) for c in result.alternatives]
     assert result.match.card["id"] == f"card-{seed}"
+
+
+def test_a_bundle_of_another_keypoint_cap_is_served_until_rebuilt(bundle: Bundle) -> None:
+    """The reference keypoint cap shapes only what the build selects from: an upgrade that
+    raises it keeps serving the old bundle (stale) instead of refusing it."""
+    older = dataclasses.replace(PARAMS, ref_nfeatures=800)
+    opened = Bundle.open(bundle.directory, expected_params=older)
+    try:
+        assert opened.stale_fields == ("ref_nfeatures",)
+    finally:
+        opened.close()

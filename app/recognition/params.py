@@ -23,7 +23,9 @@ class FeatureParams:
     #   fine: the next pass runs only when the previous found no confident match. SIFT's time
     #   and memory follow the pixel count (its pyramid starts at 2x the image: ~120 MB of
     #   float32 at 0.52 MP); most photos are settled by the cheap first pass
-    ref_nfeatures: int = 800
+    ref_nfeatures: int = 4000  # SIFT's cap, by contrast: 800 let a busy text box take every
+    #   keypoint of a card with dark or smooth art (Leyline of Resonance: 0 of 800 in the art,
+    #   764 of 3,047 uncapped); selection.py then spreads the candidates over the card
     query_nfeatures: int = 1200  # 2000 -> 1200: search p95 -25%, no answer changed at 10k
     clahe_clip: float = 2.0  # 0 disables CLAHE
     clahe_grid: int = 8
@@ -154,8 +156,10 @@ BUILD_FIELDS = (
 )
 
 # what a query must share with the references, and the coarse quantizer kind (its search
-# parameters are of that kind)
-SERVING_FIELDS = (*EXTRACTION_FIELDS, "coarse")
+# parameters are of that kind); how many keypoints a reference offers the selection is the
+# build's own business (a bundle built with another cap is served until rebuilt)
+REFERENCE_ONLY_FIELDS = ("ref_nfeatures",)
+SERVING_FIELDS = (*(f for f in EXTRACTION_FIELDS if f not in REFERENCE_ONLY_FIELDS), "coarse")
 
 DEFAULT = FeatureParams()
 
