@@ -35,7 +35,8 @@ lint: install
 services:
 	@bash scripts/test-services.sh
 
-# Recognition on ../shared/eval (ours vs legacy), then with 2 synthetic reprints of every
+# Recognition on ../shared/eval (ours vs legacy), then photos rendered from every catalogued
+# scan at 4 card heights, then with 2 synthetic reprints of every
 # photographed card (printing decisions), then the catalogue-scale benchmark (the eval
 # catalogue + SCALE synthetic printings each, legacy at 10,000; `make bench SCALE="10000
 # 100000"` for the whole catalogue, ~2 h more), then the service under load and hot swaps,
@@ -43,6 +44,7 @@ services:
 SCALE ?= 10000
 bench: install
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_renders.py
 	$(PY) scripts/bench.py --reprints 2
 	$(PY) scripts/bench.py $(foreach n,$(SCALE),--scale $(n))
 	$(PY) scripts/bench_service.py
