@@ -40,16 +40,18 @@ lint: install
 services:
 	@bash scripts/test-services.sh
 
-# Recognition on ../shared/eval (ours vs legacy), then with 4 synthetic reprints of every
-# photographed card (printing decisions, collector lines read), then the collector line on
-# photos rendered from the real scans by card height (reading accuracy, exact printing among
-# twins), then the catalogue-scale benchmark (the eval
+# Recognition on ../shared/eval (ours vs legacy), then photos rendered from every catalogued
+# scan at 4 card heights, then with 4 synthetic reprints of every photographed card
+# (printing decisions, collector lines read), then the collector line on photos rendered from
+# the real scans by card height (reading accuracy, exact printing among twins), then the
+# catalogue-scale benchmark (the eval
 # catalogue + SCALE synthetic printings each, legacy at 10,000; `make bench SCALE="10000
 # 100000"` for the whole catalogue, ~2 h more), then the service under load and hot swaps,
 # then catalogue ingest speed. Results also go to bench-results/*.json.
 SCALE ?= 10000
 bench: install
 	$(PY) scripts/bench.py
+	$(PY) scripts/bench_renders.py
 	$(PY) scripts/bench.py --reprints 4
 	$(PY) scripts/bench_collector_line.py
 	$(PY) scripts/bench.py $(foreach n,$(SCALE),--scale $(n))

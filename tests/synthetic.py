@@ -254,3 +254,131 @@ def draw_collector_line(
         cv2.circle(out, (cx * 4, cy * 4), 5, ink, -1, cv2.LINE_AA, shift=2)
     cv2.putText(out, lang.upper(), (cx + 8, second), font, scale, ink, 1, cv2.LINE_AA)
     return out
+
+
+# -- layouts of their own: Rooms, split cards, sagas ------------------------------------------
+# What every card of such a layout shares fills most of the fixed art box: a Room's two
+# sideways halves (name bar, a narrow art strip, reminder text, type line, text box), a split
+# card's halves, a saga's chapter text beside a tall art strip. Cards of one layout differ in
+# their art, their name and their frame's colour.
+LAYOUTS: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {
+    # (kind, box as fractions of the card: x0, y0, x1, y1); "art" and "name" are the card's
+    # own, "text" is shared pseudo-text, "bar" a shared bar
+    "room": [
+        (kind, (x0, y0 + dy, x1, y1 + dy))
+        for dy in (0.0, 0.47)
+        for kind, (x0, y0, x1, y1) in (
+            ("name", (0.04, 0.04, 0.13, 0.49)), ("art", (0.15, 0.04, 0.40, 0.49)),
+            ("text", (0.42, 0.04, 0.53, 0.49)), ("bar", (0.55, 0.04, 0.62, 0.49)),
+            ("text", (0.64, 0.04, 0.96, 0.49)),
+        )
+    ],
+    "split": [
+        (kind, (x0, y0 + dy, x1, y1 + dy))
+        for dy in (0.0, 0.47)
+        for kind, (x0, y0, x1, y1) in (
+            ("name", (0.04, 0.04, 0.12, 0.49)), ("art", (0.14, 0.04, 0.46, 0.49)),
+            ("bar", (0.48, 0.04, 0.55, 0.49)), ("text", (0.57, 0.04, 0.96, 0.49)),
+        )
+    ],
+    "saga": [
+        ("name", (0.05, 0.03, 0.95, 0.09)), ("text", (0.05, 0.11, 0.52, 0.86)),
+        ("art", (0.55, 0.11, 0.95, 0.86)), ("bar", (0.05, 0.87, 0.95, 0.93)),
+    ],
+}
+
+
+def _pseudo_text(rng: np.random.Generator, width: int, height: int, vertical: bool) -> np.ndarray:
+    """Dark lines of random words on a light box (rotated for a sideways half)."""
+    w, h = (height, width) if vertical else (width, height)
+    box = np.full((h, w, 3), (222, 228, 232), np.uint8)
+    for line in range(max(1, (h - 8) // 18)):
+        cv2.putText(box, _words(rng, 5), (6, 16 + 18 * line), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                    (20, 20, 20), 1, cv2.LINE_AA)
+    return np.ascontiguousarray(np.rot90(box)) if vertical else box
+
+
+def _layout_frame(layout: str) -> np.ndarray:
+    """The part of a layout every card of it shares (fixed seed per layout)."""
+    rng = np.random.default_rng(sum(map(ord, layout)))
+    card = _frame()
+    vertical = layout != "saga"
+    for kind, (x0, y0, x1, y1) in LAYOUTS[layout]:
+        a, b, c, d = int(x0 * CARD_W), int(y0 * CARD_H), int(x1 * CARD_W), int(y1 * CARD_H)
+        if kind == "text":
+            card[b:d, a:c] = _pseudo_text(rng, c - a, d - b, vertical)
+        elif kind == "bar":
+            card[b:d, a:c] = (200, 210, 215)
+            cv2.rectangle(card, (a, b), (c - 1, d - 1), (30, 30, 30), 2)
+            text = _pseudo_text(rng, c - a - 6, d - b - 6, vertical)
+            card[b + 3 : d - 3, a + 3 : c - 3] = text
+    return card
+
+
+def make_layout_card(seed: int, layout: str) -> np.ndarray:
+    """A 488x680 BGR card of `layout` ("room", "split", "saga"): the layout's shared frame,
+    tinted in this seed's colour (a red Room, a blue Room), with this seed's art and name
+    where the layout puts them."""
+    rng = np.random.default_rng(seed)
+    card = _layout_frame(layout).astype(np.float32)
+    tint = np.array([(0.35, 0.35, 1.3), (1.3, 0.6, 0.35), (0.4, 1.2, 0.5), (1.1, 1.1, 1.1),
+                     (0.8, 0.4, 1.1)][seed % 5], np.float32)
+    border = np.ones(card.shape[:2], bool)
+    vertical = layout != "saga"
+    for _kind, (x0, y0, x1, y1) in LAYOUTS[layout]:
+        a, b, c, d = int(x0 * CARD_W), int(y0 * CARD_H), int(x1 * CARD_W), int(y1 * CARD_H)
+        border[b:d, a:c] = False
+    card[border] *= tint  # the frame's colour
+    out = np.clip(card, 0, 255).astype(np.uint8)
+    for kind, (x0, y0, x1, y1) in LAYOUTS[layout]:
+        a, b, c, d = int(x0 * CARD_W), int(y0 * CARD_H), int(x1 * CARD_W), int(y1 * CARD_H)
+        if kind == "art":
+            out[b:d, a:c] = _art(rng, c - a, d - b)
+        elif kind == "name":
+            w, h = (d - b, c - a) if vertical else (c - a, d - b)
+            bar = np.full((h, w, 3), (200, 210, 215), np.uint8)
+            cv2.putText(bar, _words(rng, 2).title(), (6, h - 10), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.6, (10, 10, 10), 1, cv2.LINE_AA)
+            out[b:d, a:c] = np.ascontiguousarray(np.rot90(bar)) if vertical else bar
+    return out
+
+
+def _smooth_art(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Dark, smooth art (a night sky, a dim room): a soft gradient and a few blurred shapes,
+    no edges or fine texture. SIFT finds keypoints in it, of lower contrast than the text's."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    art = np.zeros((height, width, 3), np.float32)
+    for c in range(3):
+        a, b = rng.uniform(-1, 1, 2)
+        art[..., c] = 40 + 18 * np.sin(a * xx / 60 + b * yy / 70 + rng.uniform(0, 6))
+    for _ in range(22):
+        centre = tuple(int(v) for v in rng.integers(0, [width, height]))
+        axes = tuple(int(v) for v in rng.integers(6, 28, 2))
+        colour = tuple(float(v) for v in rng.uniform(15, 110, 3))
+        cv2.ellipse(art, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
+    smooth = cv2.GaussianBlur(art, (0, 0), 2.5)
+    return np.clip(smooth, 0, 255).astype(np.uint8)
+
+
+SHARED_TEXT_SEED = 777  # rules text every smooth-art card shares (its stop words)
+
+
+def make_smooth_card(seed: int) -> np.ndarray:
+    """A card whose only own features are in dark, smooth art: its name is short and its
+    rules text is the same as other such cards' (a reminder-text card, an enchantment
+    cycle), so the busy text box, which outshines the art, tells it from no other card."""
+    rng = np.random.default_rng(seed)
+    card = _FRAME.copy()
+    x0, y0, x1, y1 = (int(v * s) for v, s in zip(ART_BOX, (CARD_W, CARD_H, CARD_W, CARD_H),
+                                                  strict=True))
+    card[y0:y1, x0:x1] = _smooth_art(rng, x1 - x0, y1 - y0)
+    cv2.putText(card, _words(rng, 1).title(), (int(0.07 * CARD_W), int(0.085 * CARD_H)),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.6, (10, 10, 10), 1, cv2.LINE_AA)
+    shared = np.random.default_rng(SHARED_TEXT_SEED)
+    cv2.putText(card, _words(shared, 3), (int(0.07 * CARD_W), int(0.61 * CARD_H)),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (10, 10, 10), 1, cv2.LINE_AA)
+    for line in range(6):
+        cv2.putText(card, _words(shared, 4), (int(0.09 * CARD_W),
+                                              int((0.69 + 0.04 * line) * CARD_H)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
+    return card

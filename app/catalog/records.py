@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlparse
 import cv2
 import numpy as np
 
+from app.recognition import layout
 from app.recognition.builder import ReferenceImage
 
 IMAGE_SIZES = ("large", "normal", "png", "border_crop")  # preference order for references
@@ -40,6 +41,7 @@ class FaceImage:
     # what the collector line shows and the answer's finish needs (frame, lang, rarity,
     # finishes), copied into the bundle's id map with `set_name`
     printing: tuple[tuple[str, Any], ...] = ()
+    layout_key: str = ""  # what its frame looks like (recognition.layout.layout_key)
 
     def reference(
         self,
@@ -56,7 +58,8 @@ class FaceImage:
             collector_number=self.collector_number,
             illustration_id=self.illustration_id,
             load=load,
-            extra={"set_name": self.set_name, **dict(self.printing)},
+            extra={"set_name": self.set_name, "layout_key": self.layout_key,
+                   **dict(self.printing)},
             precomputed=precomputed,
             key=key,
         )
@@ -165,6 +168,7 @@ def face_images(record: dict[str, Any], base_dir: Path) -> list[FaceImage]:
             illustration_id=source.get("illustration_id") or record.get("illustration_id"),
             uri=resolve_uri(uri, base_dir),
             printing=printing_facts(record),
+            layout_key=layout.layout_key({**record, **source}),
         )
         for i, source, uri in faces
     ]

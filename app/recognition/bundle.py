@@ -40,6 +40,7 @@ import faiss
 import h5py
 import numpy as np
 
+from app.recognition import layout
 from app.recognition.params import BUILD_FIELDS, FeatureParams
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,16 @@ class IdMap:
     def __iter__(self) -> Any:
         return (self[i] for i in range(len(self)))
 
+    def strings(self, name: str) -> list[str]:
+        """One string field of every slot ("" where absent, or for an empty slot), found in
+        the buffer without parsing every entry (a JSON string value of `name`)."""
+        values = [""] * len(self)
+        pattern = re.compile(b'"' + re.escape(name.encode()) + rb'":\s*"((?:[^"\\]|\\.)*)"')
+        for found in pattern.finditer(self._data):
+            slot = int(np.searchsorted(self._ends, found.start()))
+            values[slot] = json.loads(b'"' + found.group(1) + b'"')
+        return values
+
 
 VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,79}")
 
@@ -171,6 +182,9 @@ class Bundle:
         self.card_count = int(manifest["counts"]["cards"])
         self.kp_offsets = [np.asarray(h5["kp_offsets"][:]) for h5 in shards]
         self.thumb_offsets = [np.asarray(h5["thumb_offsets"][:]) for h5 in shards]
+        # indexed descriptors per slot (the votes a card can collect grow with it)
+        self.kept: np.ndarray = np.concatenate(
+            [np.diff(o) for o in self.kp_offsets] or [np.zeros(0, np.int64)])
         self.ref_size: np.ndarray = np.concatenate(
             [h5["ref_size"][:] for h5 in shards] or [np.zeros((0, 2), np.float32)]
         )
@@ -182,6 +196,8 @@ class Bundle:
         self.name_group: np.ndarray = np.unique(self.names, return_inverse=True)[1].ravel()
         self._search_params = ivf_search_params(params)
         self.stale_fields: tuple[str, ...] = ()  # build fields the service would set otherwise
+        self._layout_keys: list[str] | None = None
+        self._layout_means: dict[str, np.ndarray | None] = {}
 
     @classmethod
     def open(cls, directory: Path, *, expected_params: FeatureParams | None = None) -> Bundle:
@@ -292,6 +308,29 @@ class Bundle:
         if thumb is None:
             raise BundleError(f"{self.directory}: thumbnail of slot {slot} is unreadable")
         return thumb
+
+    def layout_mean(self, slot: int) -> np.ndarray | None:
+        """What `slot`'s layout looks like: the mean normalised thumbnail of up to
+        `layout.SAMPLE` printings with its layout key (evenly spaced over the slots, so every
+        process computes the same), cached per key. None for a bundle built without layout
+        keys or a layout with fewer than `layout.MIN_PRINTINGS` printings."""
+        with self._lock:
+            if self._layout_keys is None:
+                self._layout_keys = self._id_map.strings("layout_key")
+            key = self._layout_keys[slot]
+            if not key:
+                return None
+            if key in self._layout_means:
+                return self._layout_means[key]
+            keys = self._layout_keys
+        group = [s for s, k in enumerate(keys) if k == key and self.alive[s]]
+        mean = None
+        if len(group) >= layout.MIN_PRINTINGS:
+            picks = np.linspace(0, len(group) - 1, min(layout.SAMPLE, len(group)))
+            mean = layout.mean_of([self.thumbnail(group[int(round(i))]) for i in picks])
+        with self._lock:
+            self._layout_means[key] = mean
+        return mean
 
     # -- search ------------------------------------------------------------------------------
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from app.recognition import layout
 from app.recognition.bundle import Bundle
 from app.recognition.features import Features, extract_features, mirror, rootsift, target_size
 from app.recognition.params import FeatureParams
@@ -121,6 +122,25 @@ def candidates(bundle: Bundle, votes: np.ndarray, count: int) -> np.ndarray:
     leaders = ranked[first]  # one printing per voted name
     top = np.argsort(-by_name[bundle.name_group[leaders]], kind="stable")[:count]
     return leaders[top]
+
+
+def dense_candidates(
+    bundle: Bundle, votes: np.ndarray, chosen: np.ndarray, params: FeatureParams
+) -> np.ndarray:
+    """Up to `params.dense_candidates` more cards to verify: the most votes per indexed
+    descriptor, among cards not `chosen` with at least `min_inliers / 2` votes. A reference
+    whose art is dark or smooth keeps few distinctive descriptors (25-60 against a median of
+    160, the rest are stop words), so it collects few votes even when most of them hit, and a
+    card with many descriptors outvotes it on chance matches (measured: Leyline of Resonance
+    was not among the six most voted). Verified after the most voted, and only while no
+    candidate's art has matched (the early stop of `verify_candidates`)."""
+    if params.dense_candidates <= 0:
+        return np.zeros(0, np.int64)
+    density = votes / np.maximum(bundle.kept, params.dense_floor)
+    density[votes < params.min_inliers / 2] = 0
+    density[chosen] = 0
+    extra: np.ndarray = np.argsort(-density, kind="stable")[: params.dense_candidates]
+    return np.asarray(extra[density[extra] > 0])
 
 
 # -- geometric verification ----------------------------------------------------------------
@@ -234,9 +254,13 @@ def photometric(
     params: FeatureParams,
     hidden: np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """(art-box correlation, whole-card correlation) of the photo warped onto the reference;
-    the warp is kept on `cand.view` for the printing decision. `hidden` (query-feature
-    sized, non-zero = covered by a card already found) is left out of the comparison."""
+    """(art correlation, whole-card correlation) of the photo warped onto the reference;
+    the warp is kept on `cand.view` for the printing decision. The art correlation is taken
+    where this printing differs from the others of its layout (`layout.distinct_correlation`:
+    a Room's or a saga's own art and name, not the layout they share); the fixed
+    `params.art_box` only for a bundle without layout keys or a layout too rare to learn.
+    `hidden` (query-feature sized, non-zero = covered by a card already found) is left out of
+    the comparison."""
     thumb = bundle.thumbnail(cand.row)
     th, tw = thumb.shape
     rw, rh = bundle.ref_size[cand.row]
@@ -257,11 +281,14 @@ def photometric(
     warped = cv2.GaussianBlur(warped, (0, 0), 1.0)
     ref = cv2.GaussianBlur(thumb, (0, 0), 1.0)
     cand.view = View(warped.astype(np.float32), valid, ref.astype(np.float32))
-    x0, y0, x1, y1 = params.art_box
-    art = (slice(int(y0 * th), int(y1 * th)), slice(int(x0 * tw), int(x1 * tw)))
-    art_corr = _ncc(warped[art], ref[art], valid[art])
     card_corr = _ncc(warped, ref, valid)
-    return art_corr, card_corr
+    mean = bundle.layout_mean(cand.row)
+    distinct = None if mean is None else layout.distinct_correlation(warped, ref, valid, mean)
+    if distinct is not None:  # where this printing differs from others of its layout
+        return distinct, card_corr
+    x0, y0, x1, y1 = params.art_box  # a bundle without layout keys: the fixed art box
+    art = (slice(int(y0 * th), int(y1 * th)), slice(int(x0 * tw), int(x1 * tw)))
+    return _ncc(warped[art], ref[art], valid[art]), card_corr
 
 
 # -- decision ------------------------------------------------------------------------------
@@ -547,6 +574,7 @@ def _search(
     votes = vote(bundle, dist, ids, params)
     order = np.argsort(-votes, kind="stable")[: params.top_candidates]
     order = order[votes[order] > 0]
+    order = np.concatenate([order, dense_candidates(bundle, votes, order, params)])
     lap(stage or "vote")
     verified = verify_candidates(bundle, order, votes, query, dist, ids, params)
     lap(stage or "verify")

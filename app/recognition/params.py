@@ -23,7 +23,9 @@ class FeatureParams:
     #   fine: the next pass runs only when the previous found no confident match. SIFT's time
     #   and memory follow the pixel count (its pyramid starts at 2x the image: ~120 MB of
     #   float32 at 0.52 MP); most photos are settled by the cheap first pass
-    ref_nfeatures: int = 800
+    ref_nfeatures: int = 4000  # SIFT's cap, by contrast: 800 let a busy text box take every
+    #   keypoint of a card with dark or smooth art (Leyline of Resonance: 0 of 800 in the art,
+    #   764 of 3,047 uncapped); selection.py then spreads the candidates over the card
     query_nfeatures: int = 1200  # 2000 -> 1200: search p95 -25%, no answer changed at 10k
     clahe_clip: float = 2.0  # 0 disables CLAHE
     clahe_grid: int = 8
@@ -62,6 +64,9 @@ class FeatureParams:
     vote_max_dist: float = 0.5  # squared RootSIFT distance beyond which a neighbour is noise
     burst_norm: bool = True  # each query descriptor spreads ONE vote over distinct cards
     top_candidates: int = 6
+    dense_candidates: int = 3  # ... and this many more by votes per indexed descriptor, so a
+    dense_floor: int = 50  #     reference with few descriptors (smooth art) is verified too
+    #                            (matcher.dense_candidates); counts below the floor count as it
     early_stop_corr: float = 0.6  # once a candidate's art correlates this well, candidates
     early_stop_votes: float = 0.5  # with < this fraction of its votes are not verified
     max_printings: int = 12  # other printings of a clearly matched name verified in any case
@@ -153,8 +158,10 @@ BUILD_FIELDS = (
 )
 
 # what a query must share with the references, and the coarse quantizer kind (its search
-# parameters are of that kind)
-SERVING_FIELDS = (*EXTRACTION_FIELDS, "coarse")
+# parameters are of that kind); how many keypoints a reference offers the selection is the
+# build's own business (a bundle built with another cap is served until rebuilt)
+REFERENCE_ONLY_FIELDS = ("ref_nfeatures",)
+SERVING_FIELDS = (*(f for f in EXTRACTION_FIELDS if f not in REFERENCE_ONLY_FIELDS), "coarse")
 
 DEFAULT = FeatureParams()
 
@@ -183,6 +190,7 @@ LEGACY = replace(
     vote_max_dist=4.0,
     burst_norm=False,
     top_candidates=10,
+    dense_candidates=0,
     early_stop_votes=0.0,
     ransac_px=5.0,
     min_inliers=8,

@@ -1,0 +1,112 @@
+"""Where a printing differs from the other printings of its layout: the art check's weights.
+
+A homography fits the shared frame of any card of a layout, so the photometric check must
+look where THIS printing is its own. A fixed art box does that for a normal card, but on a
+Room or a split card (two sideways halves), a saga (art down one side), a class, a case, an
+adventure, a battle or a planeswalker the box holds mostly what every card of that layout
+shares: reminder text, type lines, chapter and level bars. Here the layout is learnt from
+the bundle's own thumbnails: the mean of a sample of printings of the same layout key
+(Scryfall's `layout`, the frame, borderless/full-art, planeswalker) is what the layout
+looks like, and a printing's weight at a pixel is how far its reference departs from that
+mean there (its art, its name, its colours, wherever the layout puts them).
+
+The comparison is made on departures from that mean (see `distinct_correlation`): what all
+cards of the layout share drops out. Pure functions of arrays; `Bundle.layout_mean` samples
+and caches the means.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+BLUR = 1.0  # thumbnail px: the photometric check compares images blurred like this
+WEIGHT_BLUR = 3.0  # thumbnail px: weights spread to regions (a photo's warp is not exact)
+SAMPLE = 48  # printings of a layout averaged into its mean
+MIN_PRINTINGS = 6  # fewer printings of a layout: no mean (the fixed art box is used)
+MIN_WEIGHT_SHARE = 0.15  # the weights must cover this much of the card's area (see below)
+
+
+def layout_key(record: dict[str, Any]) -> str:
+    """What a printing's layout looks like, as a key: printings with equal keys share
+    their frame. Scryfall's `layout` (split, saga, class, case, adventure, battle, ...),
+    `frame` (1993, 1997, 2003, 2015, future), borderless or full art, and planeswalkers
+    (their own layout under `layout: normal`)."""
+    parts = [str(record.get("layout") or "normal"), str(record.get("frame") or "")]
+    if record.get("border_color") == "borderless" or record.get("full_art"):
+        parts.append("borderless")
+    type_line = str(record.get("type_line") or "")
+    if "Planeswalker" in type_line:
+        parts.append("planeswalker")
+    return "/".join(parts)
+
+
+def standardised(image: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """float32, zero mean and unit deviation over the valid pixels (all when None):
+    exposure and contrast drop out."""
+    image = image.astype(np.float32)
+    values = image if valid is None else image[valid]
+    if values.size < 2:
+        return np.zeros_like(image)
+    out: np.ndarray = (image - float(values.mean())) / max(float(values.std()), 1e-3)
+    return out
+
+
+def blurred(thumb: np.ndarray) -> np.ndarray:
+    """A thumbnail as the photometric check compares it (float32, blurred by BLUR px)."""
+    out: np.ndarray = cv2.GaussianBlur(thumb.astype(np.float32), (0, 0), BLUR)
+    return out
+
+
+def mean_of(thumbs: list[np.ndarray]) -> np.ndarray:
+    """A layout's mean look: the mean of its thumbnails, blurred and standardised."""
+    return np.mean([standardised(blurred(t)) for t in thumbs], axis=0).astype(np.float32)
+
+
+def distinct_weights(reference: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
+    """(h, w) float32 weights in 0..1: how far the reference (blurred, as `blurred`) departs
+    from its layout's mean, spread to regions, kept where it departs more than its median
+    departure. None when that leaves too little of the card (a reference that is its
+    layout's mean, or nearly: nothing tells it from the others)."""
+    departure = cv2.GaussianBlur(np.abs(standardised(reference) - mean), (0, 0), WEIGHT_BLUR)
+    weights = np.maximum(departure - float(np.median(departure)), 0.0)
+    if float((weights > 0).mean()) < MIN_WEIGHT_SHARE or float(weights.max()) <= 1e-6:
+        return None
+    out: np.ndarray = (weights / float(weights.max())).astype(np.float32)
+    return out
+
+
+def distinct_correlation(
+    warped: np.ndarray, reference: np.ndarray, valid: np.ndarray, mean: np.ndarray
+) -> float | None:
+    """How well the photo (warped onto the reference frame, blurred like it) matches the
+    reference where the reference is its own: the correlation of the two images' departures
+    from the layout's mean, weighted by `distinct_weights`. What every card of the layout
+    shares (the frame, dark art over a light text box, reminder text) is in the mean and
+    drops out, so another card of the same layout scores near 0 (measured: 0.0-0.3 between
+    Duskmourn Rooms, where the fixed art box gave 0.7-0.86). None without weights."""
+    weights = distinct_weights(reference, mean)
+    if weights is None:
+        return None
+    photo = standardised(warped, valid) - mean
+    own = standardised(reference) - mean
+    return weighted_ncc(photo, own, weights, valid)
+
+
+def weighted_ncc(a: np.ndarray, b: np.ndarray, weights: np.ndarray, valid: np.ndarray) -> float:
+    """Weighted zero-mean normalised cross-correlation of two (h, w) images over the valid
+    pixels, times the share of the weight that is valid (a card half outside the photo, or
+    under another card, proves less)."""
+    w = weights * valid
+    total = float(weights.sum())
+    if total <= 1e-6:
+        return 0.0
+    coverage = float(w.sum()) / total
+    if coverage < 0.3:
+        return 0.0
+    x = a - float((a * w).sum()) / float(w.sum())
+    y = b - float((b * w).sum()) / float(w.sum())
+    denom = float(np.sqrt((w * x * x).sum() * (w * y * y).sum()))
+    return float((w * x * y).sum()) / denom * coverage if denom > 1e-6 else 0.0
