@@ -60,12 +60,12 @@ def _star(center: tuple[float, float], radius: float) -> np.ndarray:
 def edit_line(card: np.ndarray, kind: str, reader: Any) -> np.ndarray | None:
     """The reference with its • drawn as a ★ ("foil") or `EN` written `DE` ("lang"), found
     with the service's own reading of the flat reference; None when the line is not found."""
-    from app.recognition.collector_line import _MODERN, CARD_ASPECT, RECTIFIED_HEIGHT, rectify
+    from app.recognition.collector_line import CARD_ASPECT, MODERN_LINE, RECTIFIED_HEIGHT, rectify
 
     h, w = card.shape[:2]
     quad = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
     gray = cv2.cvtColor(card, cv2.COLOR_BGR2GRAY)
-    flat = rectify(gray, quad, _MODERN)
+    flat = rectify(gray, quad, MODERN_LINE)
     words = reader.read(flat)
     set_at = next((i for i, word in enumerate(words) if word.text.upper().startswith("DSK")),
                   None)
@@ -74,7 +74,7 @@ def edit_line(card: np.ndarray, kind: str, reader: Any) -> np.ndarray | None:
     if set_at is None or lang_at is None:
         return None
     scale = w / (RECTIFIED_HEIGHT * CARD_ASPECT)  # rectified px -> card px
-    x_off, y_off = _MODERN[0] * w, _MODERN[1] * h
+    x_off, y_off = MODERN_LINE[0] * w, MODERN_LINE[1] * h
     out = card.copy()
     sx1 = words[set_at].box[2]
     lx0, ly0, lx1, ly1 = words[lang_at].box
@@ -103,11 +103,11 @@ def printed_mark(card: np.ndarray, reader: Any) -> bool | None:
     """The foil mark the clean scan itself shows (some of Scryfall's scans are of foils: a ★
     on a printing sold in both finishes), read flat at full resolution: the truth a photo of
     it is scored against."""
-    from app.recognition.collector_line import _MODERN, foil_mark, rectify
+    from app.recognition.collector_line import MODERN_LINE, foil_mark, rectify
 
     h, w = card.shape[:2]
     quad = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
-    flat = rectify(cv2.cvtColor(card, cv2.COLOR_BGR2GRAY), quad, _MODERN)
+    flat = rectify(cv2.cvtColor(card, cv2.COLOR_BGR2GRAY), quad, MODERN_LINE)
     words = reader.read(flat)
     at = next((i for i, word in enumerate(words) if word.text.upper().startswith(
         ("DSK", "OSK"))), None)

@@ -18,7 +18,6 @@ than `MIN_CARD_HEIGHT` are not read (measured: below it the line is not legible)
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,14 +48,14 @@ STAR_SOLIDITY = 1.0
 BULLET_MAX_HEIGHT = 0.52
 
 # Where each `frame` prints its collector line, as fractions of the card (x0, y0, x1, y1).
-_MODERN = (0.03, 0.925, 0.36, 0.99)  # two lines bottom left, left of the artist's name
+MODERN_LINE = (0.03, 0.925, 0.36, 0.99)  # two lines bottom left, left of the artist's name
 _LINE_REGIONS: dict[str | None, tuple[float, float, float, float] | None] = {
-    "2015": _MODERN,
-    "future": _MODERN,
+    "2015": MODERN_LINE,
+    "future": MODERN_LINE,
     "2003": (0.04, 0.936, 0.64, 0.968),  # "™ & © 2012 Wizards of the Coast 141/274"
     "1997": None,  # no collector number worth reading
     "1993": None,
-    None: _MODERN,  # frame unknown: the place of today's frames
+    None: MODERN_LINE,  # frame unknown: the place of today's frames
 }
 FRAMES_WITHOUT_SET_CODE = frozenset({"2003", "1997", "1993"})
 
@@ -134,7 +133,6 @@ class Evidence:
     lang: str | None = None
     foil_mark: bool | None = None
     slot: int | None = None  # the printing the line named, if exactly one
-    lang_slot: int | None = None  # that printing in the language read, when catalogued
     lang_mismatch: bool = False  # the language read is not the answer's, nor catalogued
     lang_unread: bool = False  # letters where the language goes, no language code
     foil_word: int | None = None  # the word the set code was read in (the mark follows it)
@@ -151,7 +149,7 @@ def line_regions(printings: list[Printing]) -> list[tuple[float, float, float, f
     """The distinct regions to read for these printings' frames (none for old frames)."""
     regions: list[tuple[float, float, float, float]] = []
     for printing in printings:
-        region = _LINE_REGIONS.get(printing.frame, _MODERN)
+        region = _LINE_REGIONS.get(printing.frame, MODERN_LINE)
         if region is not None and region not in regions:
             regions.append(region)
     return regions
@@ -389,8 +387,3 @@ def read_line(
     evidence.text = " / ".join(texts) or None
     evidence.timings_ms["read_line"] = round((clock() - started) * 1000, 2)
     return evidence
-
-
-def readable(quad_height_px: float) -> bool:
-    """Whether a card this tall (uploaded photo's pixels) shows a legible line."""
-    return quad_height_px >= MIN_CARD_HEIGHT and math.isfinite(quad_height_px)
