@@ -26,6 +26,7 @@ from app.recognition.collector_line import (
     MODERN_LINE,
     Printing,
     decode_line,
+    foil_mark,
     local_contrast,
     read_line,
     rectify,
@@ -267,6 +268,29 @@ def test_a_light_line_on_a_coloured_bar_is_read(reader: Reader) -> None:
     flat = rectify(card, quad, MODERN_LINE, 2200)  # why: the plain rectified line reads nothing
     assert decode_line(reader.read(flat), printings).slot is None
     assert decode_line(reader.read(local_contrast(flat, 0.0107 * 2200)), printings).slot == 1
+
+
+@pytest.mark.parametrize("mark", ["star", "bullet"])
+@pytest.mark.parametrize("blur", [0.0, 2.0])
+def test_the_foil_mark_is_measured_against_the_letters_not_a_short_box(
+    mark: str, blur: float
+) -> None:
+    """Tesseract sometimes boxes the set code's word ("SYN•") at the mark's height: the mark
+    is still measured against the letters' height (the language's word), and told apart."""
+    image = np.full((80, 300), 230, np.uint8)
+    cv2.putText(image, "SYN", (10, 55), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 20, 2, cv2.LINE_AA)
+    cv2.putText(image, "EN", (120, 55), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 20, 2, cv2.LINE_AA)
+    if mark == "star":
+        points = [(100 + (13 if i % 2 == 0 else 5.5) * np.cos(-np.pi / 2 + i * np.pi / 5),
+                   43 + (13 if i % 2 == 0 else 5.5) * np.sin(-np.pi / 2 + i * np.pi / 5))
+                  for i in range(10)]
+        cv2.fillPoly(image, [np.array(points, np.int32)], 20, cv2.LINE_AA)
+    else:
+        cv2.circle(image, (100, 43), 5, 20, -1, cv2.LINE_AA)
+    if blur:
+        image = cv2.GaussianBlur(image, (0, 0), blur)
+    short_box = [Word("SYN*", 90.0, (10, 38, 108, 49)), Word("EN", 90.0, (120, 31, 160, 56))]
+    assert foil_mark(image, short_box, 0) is (mark == "star")
 
 
 # -- finish and language ---------------------------------------------------------------------

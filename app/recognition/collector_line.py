@@ -51,12 +51,12 @@ LOCAL_SIGMA = 1.0
 LOCAL_MIN_STD = 55.0
 CARD_ASPECT = 63 / 88  # width / height of a Magic card
 # The foil mark's shape (collector_line.mark_shape; measured on rendered photos by
-# scripts/bench_collector_line.py): height relative to the letters, and area / convex hull
-# (bullets 0.27-0.50 of the letters' height, stars 0.79-1.0; solidity of a small disc counts
-# over 1: its pixels outnumber its contour's area, a star's arms keep it under)
+# scripts/bench_collector_line.py, cards 800-1400 px): height relative to the letters, and
+# area / convex hull (bullets 0.24-0.54 of the letters' height and solidity 0.93-0.98;
+# stars 0.72-1.0 and 0.71-0.94, blurred ones at the top of that range)
 STAR_MIN_HEIGHT = 0.65
-STAR_SOLIDITY = 1.0
-BULLET_MAX_HEIGHT = 0.52
+STAR_SOLIDITY = 0.95
+BULLET_MAX_HEIGHT = 0.56
 
 # Where each `frame` prints its collector line, as fractions of the card (x0, y0, x1, y1).
 MODERN_LINE = (0.03, 0.925, 0.30, 0.99)  # two lines bottom left, left of the artist's name
@@ -384,11 +384,14 @@ def mark_shape(image: np.ndarray, words: list[Word], at: int) -> tuple[float, fl
     """(height / the set code's letter height, area / convex hull area) of the mark after
     the set code in word `at` of `image` (the rectified line), or None when none is found."""
     word = words[at]
-    height = max(word.box[3] - word.box[1], 1)
     code = re.match(r"[A-Za-z0-9]+", word.text)
     if code is None:
         return None
     after = words[at + 1] if at + 1 < len(words) else None
+    # the letters' height: of the set code's word or the language's, whichever is taller
+    # (Tesseract sometimes boxes "RP1•" at the bullet's height)
+    height = max([w.box[3] - w.box[1] for w in (word, after)
+                  if w is not None and re.search(r"[A-Za-z0-9]{2}", w.text)] + [1])
     lead = re.match(r"[^A-Za-z0-9]*", after.text).end() if after else 0  # type: ignore[union-attr]
     if after is not None and lead == len(after.text):  # the mark read as a word: "®", "©"
         start, stop = after.box[0] - 0.5 * height, after.box[2] + 0.5 * height
@@ -414,7 +417,7 @@ def mark_shape(image: np.ndarray, words: list[Word], at: int) -> tuple[float, fl
     tall = stats[:, cv2.CC_STAT_HEIGHT]
     marks = [label for label in range(1, count)
              if 0.2 * height <= tall[label] <= 1.3 * height
-             and 0.5 <= width[label] / tall[label] <= 2
+             and 0.75 <= width[label] / tall[label] <= 1.35  # round or star-shaped: no "1"
              and left[label] > 0 and left[label] + width[label] < band.shape[1]]  # not a
     # letter cut by the band's edge
     if not marks:
@@ -422,8 +425,11 @@ def mark_shape(image: np.ndarray, words: list[Word], at: int) -> tuple[float, fl
     label = max(marks, key=lambda m: stats[m, cv2.CC_STAT_AREA])
     contours, _ = cv2.findContours((labels == label).astype(np.uint8), cv2.RETR_EXTERNAL,
                                    cv2.CHAIN_APPROX_SIMPLE)
-    hull = cv2.contourArea(cv2.convexHull(max(contours, key=cv2.contourArea)))
-    solidity = float(stats[label, cv2.CC_STAT_AREA]) / max(hull, 1.0)
+    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
+    # the hull joins the outer pixels' centres: half its perimeter, plus one, is the area
+    # of the pixels it cuts through (Pick's theorem), which a pixel count includes
+    hull_area = cv2.contourArea(hull) + cv2.arcLength(hull, True) / 2 + 1
+    solidity = float(stats[label, cv2.CC_STAT_AREA]) / hull_area
     return float(tall[label]) / height, solidity
 
 
