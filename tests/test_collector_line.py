@@ -277,7 +277,7 @@ def test_the_foil_mark_is_measured_against_the_letters_not_a_short_box(
 ) -> None:
     """Tesseract sometimes boxes the set code's word ("SYN•") at the mark's height: the mark
     is still measured against the letters' height (the language's word), and told apart."""
-    image = np.full((80, 300), 230, np.uint8)
+    image: np.ndarray = np.full((80, 300), 230, np.uint8)
     cv2.putText(image, "SYN", (10, 55), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 20, 2, cv2.LINE_AA)
     cv2.putText(image, "EN", (120, 55), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 20, 2, cv2.LINE_AA)
     if mark == "star":
