@@ -63,6 +63,19 @@ def ensure_bundle(cards: Path, bundle_dir: Path, threads: int, log: Any) -> Path
     return bundle_dir
 
 
+def http_latency(bundle_dir: Path, work: Path, eval_dir: Path, repeat: int) -> dict[str, Any]:
+    """Serve `bundle_dir` with the real server (scripts/bench_scale.py's `serve_http`: the
+    collector line is read as in production) and POST every eval photo; its summary."""
+    from bench_scale import _env, serve_http, summarise
+
+    resources = work / "http" / "resources"
+    resources.mkdir(parents=True, exist_ok=True)
+    run = resources / "run"
+    if not run.is_symlink():
+        run.symlink_to(bundle_dir.resolve())
+    return summarise(serve_http(_env(work / "http", resources, "default"), eval_dir, repeat))
+
+
 def classify(photo: dict[str, Any], reprint: dict[str, tuple[str, str]]) -> str:
     """One single-card photo's outcome (see the module docstring)."""
     truth, answer = photo["truth"][0], photo["answer"]
@@ -83,6 +96,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--work", default=str(ROOT / "data" / "bench-printings"))
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True,
+                        help="also serve the bundle over HTTP and time every photo")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "printings.json"))
     args = parser.parse_args(argv)
@@ -163,6 +178,15 @@ def main(argv: list[str]) -> int:
         print(f"{'':28} {' + '.join(p.get('multi_labels', []))}")
     print(f"{'single-card p50 ms':28} {summary['ms_p50']} (reading the line: p50 "
           f"{summary['read_line_ms_p50']} ms)")
+    if args.http:
+        _log("the same bundle served by `python -m app`: every photo POSTed over HTTP ...")
+        summary["http"] = http_latency(bundle_dir, work, eval_dir, max(args.repeat, 3))
+        for group, figures in summary["http"]["latency"].items():
+            print(f"{'HTTP ' + group:28} p50 {figures['p50']} / p95 {figures['p95']} ms "
+                  f"({figures['n']} photos)")
+        print(f"{'HTTP right / false accepts':28} {summary['http']['right']}/"
+              f"{summary['http']['right_of']}, {summary['http']['false_accepts']}/"
+              f"{summary['http']['false_of']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"summary": summary, "photos": photos}, indent=1))

@@ -43,7 +43,7 @@ RECTIFIED_HEIGHT = 2600
 # Measured (scripts/bench_collector_line.py's renders >= 800 px, one core): the first
 # reading at 2200 px decides as many lines as at 2600 px for 20% less CPU.
 ATTEMPTS = ((2200, True), (RECTIFIED_HEIGHT, False), (3000, True), (1800, True))
-MAX_READS = 4
+MAX_READS = 6  # two regions (a card with twins in two frames) get three attempts each
 # Local contrast: the text's neighbourhood (Gaussian sigma, in letter heights) and the
 # least standard deviation divided by (gray levels of the stretched line): flat areas are
 # not blown up into noise, which Tesseract would read as letters.
