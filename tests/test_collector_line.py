@@ -222,6 +222,8 @@ def test_decoding_names_only_catalogued_printings() -> None:
     assert decode_line(words("M", "0145", "OSK"), [
         Printing(2, "DSK", "145", "en", "2015", ())]).slot == 2  # OCR's D for O
     assert decode_line(words("C", "0021", "SYN", "OE"), printings).lang == "de"  # D read O
+    assert decode_line(words("C", "0021", "SYNXEN"), printings).lang == "en"  # ★ read "X"
+    assert decode_line(words("C", "0021", "SYN", "SEN"), printings).lang == "en"  # • read "S"
     unread = decode_line(words("C", "0021", "SYN", "XQ"), printings)
     assert unread.lang is None and unread.lang_unread  # a language, not known which
 
