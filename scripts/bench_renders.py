@@ -128,14 +128,13 @@ def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit
     import cv2
     from bench import _override
 
-    from app.recognition.bundle import Bundle, read_manifest
+    from app.recognition.bundle import Bundle, manifest_params, read_manifest
     from app.recognition.features import configure_threads
     from app.recognition.imageio import decode
     from app.recognition.matcher import recognize
-    from app.recognition.params import FeatureParams
 
     configure_threads(1)
-    own = FeatureParams.from_dict(read_manifest(bundle_dir)["params"])
+    own = manifest_params(read_manifest(bundle_dir))
     bundle = Bundle.open(bundle_dir, expected_params=_override(own, overrides, "default"))
     cards = printings(eval_dir, min_height)[::stride]
     if limit:

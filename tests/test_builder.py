@@ -100,6 +100,26 @@ def test_incremental_plan_says_when_a_full_build_is_needed(previous: Path) -> No
     assert "image keys" in str(incremental_plan(previous, [*keys, None], PARAMS, 0.2))
 
 
+def test_a_reference_describes_only_the_keypoints_the_selection_keeps() -> None:
+    """Extraction chooses among a reference's keypoints before describing them: the same
+    keypoints and descriptors as describing all 4,000 and choosing after, a tenth of the
+    descriptors computed; choosing again keeps them in order (a feature cache holds either)."""
+    from app.recognition.features import _sift_once, extract_features, prepare_gray
+    from app.recognition.selection import spread
+
+    card = make_card(7)
+    features = extract_features(card, PARAMS, role="reference")
+    gray = prepare_gray(card, PARAMS, "reference")
+    xy, descriptors, sizes, responses = _sift_once(gray, PARAMS.ref_nfeatures, PARAMS)
+    assert len(xy) > 2 * PARAMS.ref_candidates
+    chosen = spread(xy, sizes, responses, gray.shape, PARAMS.ref_candidates)
+    assert len(features.descriptors) == PARAMS.ref_candidates
+    assert np.array_equal(features.keypoints, xy[chosen])
+    assert np.array_equal(features.descriptors, descriptors[chosen])
+    again = preselect(features, PARAMS.ref_candidates)
+    assert np.array_equal(again, np.arange(PARAMS.ref_candidates))
+
+
 def test_preselect_spreads_over_the_card() -> None:
     from app.recognition.features import extract_features
 

@@ -33,7 +33,9 @@ class Features:
 
     `scale` maps original image coordinates to feature coordinates (x * sx, y * sy); keypoints
     are in feature coordinates. `gray` is the CLAHE-equalised image the features come from, kept
-    for photometric verification (queries) and thumbnails (references).
+    for photometric verification (queries) and thumbnails (references); `color` is the image
+    in colour at the same size (BGR; the art check's colour), None for a gray image. A feature
+    cache's reference holds its colour thumbnail there instead (only thumbnails are made of it).
     """
 
     keypoints: np.ndarray  # float32 (N, 2)
@@ -43,6 +45,7 @@ class Features:
     sizes: np.ndarray | None = None  # float32 (N,): keypoint diameter (reference selection)
     responses: np.ndarray | None = None  # float32 (N,): DoG contrast
     mirrored: bool = False  # the features of the image mirrored left-right (see `mirror`)
+    color: np.ndarray | None = None  # uint8 (h, w, 3) BGR
 
 
 def configure_threads(n: int) -> None:
@@ -227,7 +230,20 @@ def extract_features(
         xy, descriptors, sizes, responses = _sift_once(gray, nfeatures, params, keep)
     scale = (gray.shape[1] / width, gray.shape[0] / height)
     return Features(keypoints=xy, descriptors=descriptors, scale=scale, gray=gray,
-                    sizes=sizes, responses=responses)
+                    sizes=sizes, responses=responses, color=_color_like(image_bgr, gray))
+
+
+def _color_like(image_bgr: np.ndarray, gray: np.ndarray) -> np.ndarray | None:
+    """The colour image at the size of the gray one SIFT ran on (None for a gray image)."""
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        return None
+    height, width = gray.shape
+    if image_bgr.shape[:2] == (height, width):
+        return image_bgr
+    shrink = width * height < image_bgr.shape[0] * image_bgr.shape[1]
+    out: np.ndarray = cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_AREA
+                                 if shrink else cv2.INTER_LINEAR)
+    return out
 
 
 def _mirror_permutation() -> np.ndarray:
@@ -264,6 +280,7 @@ def mirror(features: Features) -> Features:
         keypoints=keypoints,
         descriptors=np.ascontiguousarray(features.descriptors[:, MIRROR_PERMUTATION]),
         gray=cv2.flip(features.gray, 1),
+        color=None if features.color is None else cv2.flip(features.color, 1),
         mirrored=not features.mirrored,
     )
 
