@@ -11,8 +11,10 @@ looks like, and a printing's weight at a pixel is how far its reference departs 
 mean there (its art, its name, its colours, wherever the layout puts them).
 
 The comparison is made on departures from that mean (see `distinct_correlation`): what all
-cards of the layout share drops out. Pure functions of arrays; `Bundle.layout_mean` samples
-and caches the means.
+cards of the layout share drops out. Colour is compared the same way (`color_correlation`,
+on the bundle's colour thumbnails, free of white balance): grey levels alone let a red Room
+pass for a blue one. Pure functions of arrays; `Bundle.layout_mean` and
+`Bundle.layout_chroma` sample and cache the means.
 """
 
 from __future__ import annotations
