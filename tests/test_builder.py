@@ -77,6 +77,8 @@ def test_incremental_build_reuses_slots_vectors_and_shards(previous: Path, tmp_p
         assert bundle.index.ntotal == old_total + new_kept
         assert old_kept_101 > 0 and not bundle.alive[1] and bundle.alive[14]
         assert bundle.card(2)["collector_number"] == "102a"  # metadata follows the catalogue
+        # a rewritten shard keeps its old slots' colour thumbnails (slot 0), new slots have theirs
+        assert all(bundle.color_thumbnail(slot) is not None for slot in (0, 2, 3, 14, 15))
         with pytest.raises(KeyError):
             bundle.card(1)
         for seed, expected in ((200, "card-200"), (201, "card-201"), (105, "card-105"),
