@@ -16,7 +16,8 @@ in --cache-dir), and classified:
 - none: no answer (404).
 
     python scripts/bench_renders.py [--heights 500,700,1000,1400] [--limit N] [--seed S]
-                                    [--cache-dir DIR] [--set name=json ...]
+                                    [--stride N] [--tint T] [--cache-dir DIR]
+                                    [--set name=json ...]
 
 Skips with a message when the eval set is absent (the scans are third-party artwork and are
 read at run time only).
@@ -67,8 +68,11 @@ def _table(rng: Any, width: int, height: int) -> Any:
     return table
 
 
-def render(card: Any, card_height: int, seed: int) -> bytes:
-    """A JPEG photo of `card` (BGR scan) `card_height` px tall on a table (see module doc)."""
+def render(card: Any, card_height: int, seed: int, tint: float = 0.0) -> bytes:
+    """A JPEG photo of `card` (BGR scan) `card_height` px tall on a table (see module doc);
+    `tint` > 0: under a colour cast, each channel's gain exp(uniform(-tint, tint)) (a white
+    balance a camera got wrong), drawn after everything else (the untinted photo is the
+    same)."""
     import cv2
     import numpy as np
 
@@ -99,6 +103,8 @@ def render(card: Any, card_height: int, seed: int) -> bytes:
     photo = photo * (1 - band[..., None]) + 255 * band[..., None]
     photo = cv2.GaussianBlur(photo, (0, 0), rng.uniform(0.4, 1.3))
     photo += np.float32(rng.uniform(2, 6)) * rng.standard_normal(photo.shape, np.float32)
+    if tint > 0:
+        photo *= np.exp(rng.uniform(-tint, tint, 3)).astype(np.float32)
     ok, jpeg = cv2.imencode(".jpg", np.clip(photo, 0, 255).astype(np.uint8),
                             [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(70, 93))])
     assert ok
@@ -122,20 +128,20 @@ def printings(eval_dir: Path, min_height: int) -> list[dict[str, Any]]:
 
 # -- serving process --------------------------------------------------------------------------
 def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit: int,
-          min_height: int, stride: int, overrides: list[str]) -> dict[str, Any]:
+          min_height: int, stride: int, overrides: list[str], tint: float = 0.0
+          ) -> dict[str, Any]:
     """Render and recognise every photo in this process; one row per photo. `overrides`
     (name=json) change query-time knobs of the bundle's parameters."""
     import cv2
     from bench import _override
 
-    from app.recognition.bundle import Bundle, read_manifest
+    from app.recognition.bundle import Bundle, manifest_params, read_manifest
     from app.recognition.features import configure_threads
     from app.recognition.imageio import decode
     from app.recognition.matcher import recognize
-    from app.recognition.params import FeatureParams
 
     configure_threads(1)
-    own = FeatureParams.from_dict(read_manifest(bundle_dir)["params"])
+    own = manifest_params(read_manifest(bundle_dir))
     bundle = Bundle.open(bundle_dir, expected_params=_override(own, overrides, "default"))
     cards = printings(eval_dir, min_height)[::stride]
     if limit:
@@ -147,7 +153,7 @@ def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit
         for height in heights:
             key = int(hashlib.sha256(f"{seed}:{card['id']}:{card['face']}:{height}".encode())
                       .hexdigest()[:8], 16)
-            data = render(scan, height, key)
+            data = render(scan, height, key, tint)
             start = time.perf_counter()
             decoded = decode(data, max_side=bundle.params.query_max_side)
             rec = recognize(bundle, decoded.image, quad_scale=decoded.reduction)
@@ -198,6 +204,8 @@ def main(argv: list[str]) -> int:
                         help="every Nth printing only (a quicker, evenly spread sample)")
     parser.add_argument("--set", action="append", default=[],
                         help="override a parameter of the default profile: name=json-value")
+    parser.add_argument("--tint", type=float, default=0.0,
+                        help="colour casts: channel gains exp(uniform(-T, T)) (0: none)")
     parser.add_argument("--cache-dir", default=str(ROOT / "data" / "bench-renders"))
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "renders.json"))
     parser.add_argument("--serve", help=argparse.SUPPRESS)
@@ -206,7 +214,7 @@ def main(argv: list[str]) -> int:
     heights = [int(h) for h in args.heights.split(",")]
     if args.serve:
         print(json.dumps(serve(Path(args.serve), eval_dir, heights, args.seed, args.limit,
-                               args.min_height, args.stride, args.set)))
+                               args.min_height, args.stride, args.set, args.tint)))
         return 0
     if not (eval_dir / "cards.jsonl.gz").is_file():
         print(f"renders bench skipped: no evaluation catalogue at {eval_dir}")
@@ -232,6 +240,7 @@ def main(argv: list[str]) -> int:
         ["nice", sys.executable, __file__, "--serve", str(bundle_dir), "--eval-dir",
          str(eval_dir), "--heights", args.heights, "--seed", str(args.seed), "--limit",
          str(args.limit), "--min-height", str(args.min_height), "--stride", str(args.stride),
+         "--tint", str(args.tint),
          *[f"--set={s}" for s in args.set]],
         check=True, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
@@ -239,7 +248,8 @@ def main(argv: list[str]) -> int:
     served = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = served["rows"]
     print(f"rendered photos of {served['printings']} printings (scan >= {args.min_height} px), "
-          f"seed {args.seed}, bundle {bundle_dir.name}:\n")
+          f"seed {args.seed}{f', colour casts up to {args.tint}' if args.tint else ''}, "
+          f"bundle {bundle_dir.name}:\n")
     print(table(rows, heights))
     misses = [r for r in rows if r["outcome"] != "right"]
     if misses:

@@ -382,3 +382,20 @@ def make_smooth_card(seed: int) -> np.ndarray:
                                               int((0.69 + 0.04 * line) * CARD_H)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.45, (20, 20, 20), 1, cv2.LINE_AA)
     return card
+
+
+def recolored(card: np.ndarray, strength: float = 0.7) -> np.ndarray:
+    """The card with its colours turned to their opposites around each pixel's grey level
+    (a red frame turns cyan, orange art blue), its grey image (what SIFT and the grey art
+    check see) nearly unchanged: c' = y + strength * (y - c) per channel, y the pixel's
+    luma, which the three channels' weights keep (clipping aside, hence `strength` < 1)."""
+    image = card.astype(np.float32)
+    luma = image @ np.array([0.114, 0.587, 0.299], np.float32)  # BGR weights of cv2's gray
+    out = luma[..., None] + strength * (luma[..., None] - image)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def tinted(photo: np.ndarray, gains: tuple[float, float, float] = (0.75, 1.0, 1.25)) -> np.ndarray:
+    """A photo under a colour cast (BGR gains; the default: warm light, blue dimmed)."""
+    return np.clip(photo.astype(np.float32) * np.array(gains, np.float32), 0, 255).astype(
+        np.uint8)

@@ -77,6 +77,8 @@ def test_incremental_build_reuses_slots_vectors_and_shards(previous: Path, tmp_p
         assert bundle.index.ntotal == old_total + new_kept
         assert old_kept_101 > 0 and not bundle.alive[1] and bundle.alive[14]
         assert bundle.card(2)["collector_number"] == "102a"  # metadata follows the catalogue
+        # a rewritten shard keeps its old slots' colour thumbnails (slot 0), new slots have theirs
+        assert all(bundle.color_thumbnail(slot) is not None for slot in (0, 2, 3, 14, 15))
         with pytest.raises(KeyError):
             bundle.card(1)
         for seed, expected in ((200, "card-200"), (201, "card-201"), (105, "card-105"),
@@ -98,6 +100,26 @@ def test_incremental_plan_says_when_a_full_build_is_needed(previous: Path) -> No
     many = keys[:7] + [f"new-{i}" for i in range(7)]
     assert "changed" in str(incremental_plan(previous, many, PARAMS, 0.2))
     assert "image keys" in str(incremental_plan(previous, [*keys, None], PARAMS, 0.2))
+
+
+def test_a_reference_describes_only_the_keypoints_the_selection_keeps() -> None:
+    """Extraction chooses among a reference's keypoints before describing them: the same
+    keypoints and descriptors as describing all 4,000 and choosing after, a tenth of the
+    descriptors computed; choosing again keeps them in order (a feature cache holds either)."""
+    from app.recognition.features import _sift_once, extract_features, prepare_gray
+    from app.recognition.selection import spread
+
+    card = make_card(7)
+    features = extract_features(card, PARAMS, role="reference")
+    gray = prepare_gray(card, PARAMS, "reference")
+    xy, descriptors, sizes, responses = _sift_once(gray, PARAMS.ref_nfeatures, PARAMS)
+    assert len(xy) > 2 * PARAMS.ref_candidates
+    chosen = spread(xy, sizes, responses, gray.shape, PARAMS.ref_candidates)
+    assert len(features.descriptors) == PARAMS.ref_candidates
+    assert np.array_equal(features.keypoints, xy[chosen])
+    assert np.array_equal(features.descriptors, descriptors[chosen])
+    again = preselect(features, PARAMS.ref_candidates)
+    assert np.array_equal(again, np.arange(PARAMS.ref_candidates))
 
 
 def test_preselect_spreads_over_the_card() -> None:

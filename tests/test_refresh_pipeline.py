@@ -27,6 +27,7 @@ from app.catalog import make_store
 from app.catalog.store import CatalogStore
 from app.pipeline import releases
 from app.pipeline.refresh import RefreshResult, perturb, run_refresh
+from app.recognition.bundle import Bundle
 from app.settings import Settings
 from tests import conftest
 from tests.fake_scryfall import FAST_REFRESH, FakeScryfall, card_image, encode_jpeg
@@ -169,6 +170,12 @@ def test_first_run_indexes_the_right_faces_and_promotes(world: World, first: Ref
     assert world.store.get_cards([excluded.pop()])  # records kept for excluded printings
     runs = world.store.recent_runs(1)
     assert runs[0]["status"] == "succeeded" and runs[0]["counts"]["extracted"] == 17
+    # built from the feature cache, with every reference's colour (the art check's)
+    built = Bundle.open(run)
+    try:
+        assert all(built.color_thumbnail(slot) is not None for slot in range(built.slot_count))
+    finally:
+        built.close()
     # the served app answers with the new bundle (loaded through on_promoted)
     _, answers = world.served()
     assert answers[0][0] == 200

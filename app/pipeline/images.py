@@ -201,25 +201,30 @@ class FeatureCache:
     def has(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def put(self, key: str, features: Features, thumb: np.ndarray) -> None:
+    def put(self, key: str, features: Features, thumb: np.ndarray,
+            color: np.ndarray | None = None) -> None:
+        """Keep a reference's features, its thumbnail and its colour thumbnail (if any)."""
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
-        np.savez(
-            tmp,
-            keypoints=features.keypoints,
-            descriptors=features.descriptors,
-            sizes=_or_empty(features.sizes, len(features.keypoints)),
-            responses=_or_empty(features.responses, len(features.keypoints)),
-            thumb=thumb,
-            size=np.asarray(features.gray.shape[:2], dtype=np.int64),  # (h, w)
-            scale=np.asarray(features.scale, dtype=np.float64),
-        )
+        arrays: dict[str, np.ndarray] = {
+            "keypoints": features.keypoints,
+            "descriptors": features.descriptors,
+            "sizes": _or_empty(features.sizes, len(features.keypoints)),
+            "responses": _or_empty(features.responses, len(features.keypoints)),
+            "thumb": thumb,
+            "size": np.asarray(features.gray.shape[:2], dtype=np.int64),  # (h, w)
+            "scale": np.asarray(features.scale, dtype=np.float64),
+        }
+        if color is not None:
+            arrays["color"] = color
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)
 
     def get(self, key: str) -> tuple[Features, np.ndarray]:
         """(features, thumbnail) as `build_bundle` needs them. `gray` is a zero-stride
-        placeholder of the right shape: only its shape is used for cached references."""
+        placeholder of the right shape: only its shape is used for cached references; `color`
+        is the colour thumbnail (`builder.make_color_thumbnail` keeps it as it is)."""
         with np.load(self.path(key)) as data:
             height, width = (int(v) for v in data["size"])
             sx, sy = (float(v) for v in data["scale"])
@@ -230,6 +235,7 @@ class FeatureCache:
                 gray=np.broadcast_to(np.zeros((), np.uint8), (height, width)),
                 sizes=data["sizes"].astype(np.float32, copy=False),
                 responses=data["responses"].astype(np.float32, copy=False),
+                color=data["color"].astype(np.uint8, copy=False) if "color" in data else None,
             )
             return features, data["thumb"].astype(np.uint8, copy=False)
 

@@ -247,7 +247,8 @@ def convert_legacy_release(
                     top = points.max(axis=0) if len(points) else np.ones(2)
                     width, height = int(np.ceil(top[0])) + 1, int(np.ceil(top[1])) + 1
             placeholder = np.broadcast_to(np.zeros((), np.uint8), (int(height), int(width)))
-            features = Features(points, desc, (1.0, 1.0), placeholder)
+            color = image if image is not None and image.ndim == 3 else None
+            features = Features(points, desc, (1.0, 1.0), placeholder, color=color)
             if gray is None:
                 missing_thumbs.append(card_id)
                 return features, blank_thumb

@@ -490,7 +490,7 @@ class _Job:
         self, faces: list[_Face], cache: FeatureCache, fetcher: ImageFetcher
     ) -> list[tuple[_Face, np.ndarray]]:
         """Fetch + extract what the cache lacks; also fetch the validation sample."""
-        from app.recognition.builder import make_thumbnail
+        from app.recognition.builder import make_color_thumbnail, make_thumbnail
         from app.recognition.features import extract_features
         from app.recognition.imageio import decode_image
 
@@ -509,7 +509,8 @@ class _Job:
             image = decode_image(data, max_pixels=self.settings.max_image_pixels)
             if not cache.has(face.key):
                 features = extract_features(image, self.params, role="reference")
-                cache.put(face.key, features, make_thumbnail(features, self.params))
+                cache.put(face.key, features, make_thumbnail(features, self.params),
+                          make_color_thumbnail(features, self.params))
                 metrics.REFRESH_IMAGES.labels("fetched").inc()
                 with guard:
                     counts["extracted"] += 1

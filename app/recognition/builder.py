@@ -52,6 +52,7 @@ from app.recognition.bundle import (
     Bundle,
     BundleError,
     IdMap,
+    manifest_params,
     name_hash,
     read_manifest,
     sha256_file,
@@ -79,7 +80,8 @@ class ReferenceImage:
     load: Callable[[], np.ndarray]
     extra: dict[str, Any] = field(default_factory=dict)  # copied into id_map (set_name, ...)
     # Optional (features, thumbnail) from a feature cache (the nightly refresh's incremental
-    # build); when set, build_bundle uses it instead of calling `load` and extracting again.
+    # build); when set, build_bundle uses it instead of calling `load` and extracting again
+    # (the features' `color`, when set, gives the colour thumbnail).
     precomputed: Callable[[], tuple[Features, np.ndarray]] | None = None
     key: str | None = None  # image version key: an incremental build reuses equal keys
 
@@ -103,6 +105,24 @@ def make_thumbnail(features: Features, params: FeatureParams) -> np.ndarray:
     )
 
 
+def make_color_thumbnail(features: Features, params: FeatureParams) -> np.ndarray | None:
+    """The reference in colour (BGR) at 1/`color_scale` of the thumbnail's size, for the art
+    check's colour (layout.py); None without colour (a gray image, `color_scale` 0)."""
+    if not params.color_scale or features.color is None:
+        return None
+    size = color_size(params)
+    if features.color.shape[:2] == (size[1], size[0]):
+        return features.color
+    out: np.ndarray = cv2.resize(features.color, size, interpolation=cv2.INTER_AREA)
+    return out
+
+
+def color_size(params: FeatureParams) -> tuple[int, int]:
+    """(width, height) of the colour thumbnail."""
+    scale = max(1, params.color_scale)
+    return max(1, round(params.thumb_width / scale)), max(1, round(params.thumb_height / scale))
+
+
 # -- one reference -------------------------------------------------------------------------
 @dataclass
 class _Card:
@@ -113,6 +133,7 @@ class _Card:
     keypoints: np.ndarray  # float32 [n,2]
     ref_size: tuple[float, float]
     thumb_jpeg: bytes
+    color_jpeg: bytes = b""  # the colour thumbnail (none: the art check compares grey only)
 
 
 def _prepare(ref: ReferenceImage, params: FeatureParams) -> _Card | None:
@@ -130,6 +151,12 @@ def _prepare(ref: ReferenceImage, params: FeatureParams) -> _Card | None:
     if not ok:
         log.warning("skipping %s face %d: thumbnail not encodable", ref.card_id, ref.face)
         return None
+    color = make_color_thumbnail(features, params)
+    color_jpeg = b""
+    if color is not None:
+        done, encoded = cv2.imencode(".jpg", color,
+                                     [cv2.IMWRITE_JPEG_QUALITY, params.thumb_quality])
+        color_jpeg = encoded.tobytes() if done else b""
     height, width = features.gray.shape[:2]
     return _Card(
         entry=ref.id_entry(),
@@ -137,6 +164,7 @@ def _prepare(ref: ReferenceImage, params: FeatureParams) -> _Card | None:
         keypoints=features.keypoints[chosen],
         ref_size=(float(width), float(height)),
         thumb_jpeg=jpeg.tobytes(),
+        color_jpeg=color_jpeg,
     )
 
 
@@ -167,21 +195,24 @@ class _Spool:
         self.desc_path = directory / ".candidates.spool"
         self.kp_path = directory / ".keypoints.spool"
         self.thumb_path = directory / ".thumbs.spool"
-        self._files: list[BinaryIO] = [
-            p.open("wb") for p in (self.desc_path, self.kp_path, self.thumb_path)
-        ]
+        self.color_path = directory / ".colors.spool"
+        self._paths = (self.desc_path, self.kp_path, self.thumb_path, self.color_path)
+        self._files: list[BinaryIO] = [p.open("wb") for p in self._paths]
         self.counts: list[int] = []
         self.thumb_sizes: list[int] = []
+        self.color_sizes: list[int] = []
         self.entries: list[dict[str, Any]] = []
         self.ref_sizes: list[tuple[float, float]] = []
 
     def append(self, card: _Card) -> None:
-        desc, kp, thumbs = self._files
+        desc, kp, thumbs, colors = self._files
         desc.write(np.ascontiguousarray(card.descriptors, np.uint8).tobytes())
         kp.write(np.ascontiguousarray(card.keypoints, np.float32).tobytes())
         thumbs.write(card.thumb_jpeg)
+        colors.write(card.color_jpeg)
         self.counts.append(len(card.descriptors))
         self.thumb_sizes.append(len(card.thumb_jpeg))
+        self.color_sizes.append(len(card.color_jpeg))
         self.entries.append(card.entry)
         self.ref_sizes.append(card.ref_size)
 
@@ -190,6 +221,7 @@ class _Spool:
             fh.close()
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
         self.thumb_offsets = np.concatenate([[0], np.cumsum(self.thumb_sizes)]).astype(np.int64)
+        self.color_offsets = np.concatenate([[0], np.cumsum(self.color_sizes)]).astype(np.int64)
 
     def descriptors(self, first: int, last: int) -> np.ndarray:
         """Candidates of cards [first, last) as uint8 [n,128]."""
@@ -203,16 +235,24 @@ class _Spool:
                            ).reshape(-1, 2)
 
     def thumbs(self, first: int, last: int) -> tuple[bytes, np.ndarray]:
-        start, stop = int(self.thumb_offsets[first]), int(self.thumb_offsets[last])
-        with self.thumb_path.open("rb") as fh:
+        return self._blobs(self.thumb_path, self.thumb_offsets, first, last)
+
+    def colors(self, first: int, last: int) -> tuple[bytes, np.ndarray]:
+        return self._blobs(self.color_path, self.color_offsets, first, last)
+
+    @staticmethod
+    def _blobs(path: Path, offsets: np.ndarray, first: int, last: int
+               ) -> tuple[bytes, np.ndarray]:
+        start, stop = int(offsets[first]), int(offsets[last])
+        with path.open("rb") as fh:
             fh.seek(start)
             data = fh.read(stop - start)
-        return data, self.thumb_offsets[first : last + 1] - start
+        return data, offsets[first : last + 1] - start
 
     def remove(self) -> None:
         for fh in self._files:
             fh.close()
-        for path in (self.desc_path, self.kp_path, self.thumb_path):
+        for path in self._paths:
             path.unlink(missing_ok=True)
 
 
@@ -417,6 +457,7 @@ class _Kept:
     thumb: bytes
     ref_size: tuple[float, float]
     entry: dict[str, Any]
+    color: bytes = b""
 
 
 def _index_spool(
@@ -436,11 +477,13 @@ def _index_spool(
         stats["stop_words"] += stops
         kps = spool.keypoints(first, last)
         thumbs, offsets = spool.thumbs(first, last)
+        colors, color_offsets = spool.colors(first, last)
         bounds = np.concatenate([[0], np.cumsum(counts)])
         for i in range(last - first):
             a, b = int(bounds[i]), int(bounds[i + 1])
             yield _Kept(kps[a:b][keep[a:b]], thumbs[int(offsets[i]) : int(offsets[i + 1])],
-                        spool.ref_sizes[first + i], spool.entries[first + i])
+                        spool.ref_sizes[first + i], spool.entries[first + i],
+                        colors[int(color_offsets[i]) : int(color_offsets[i + 1])])
 
 
 # -- shards ----------------------------------------------------------------------------------
@@ -450,14 +493,16 @@ class _ShardWriter:
     def __init__(self) -> None:
         self.keypoints: list[np.ndarray] = []
         self.thumbs: list[bytes] = []
+        self.colors: list[bytes] = []
         self.ref_size: list[tuple[float, float]] = []
         self.names: list[int] = []
 
     def add(self, keypoints: np.ndarray, thumb: bytes, ref_size: tuple[float, float],
-            name: str | None) -> None:
+            name: str | None, color: bytes = b"") -> None:
         fixed = np.clip(np.rint(keypoints * KP_SCALE), 0, 65535).astype(np.uint16)
         self.keypoints.append(fixed.reshape(-1, 2))
         self.thumbs.append(thumb)
+        self.colors.append(color)
         self.ref_size.append(ref_size)
         self.names.append(name_hash(name) if name is not None else -1)
 
@@ -479,6 +524,10 @@ class _ShardWriter:
             h5.create_dataset("thumb_offsets", data=np.concatenate([[0], np.cumsum(sizes)])
                               .astype(np.int64))
             h5.create_dataset("thumbs", data=np.frombuffer(b"".join(self.thumbs), np.uint8))
+            colors = [len(c) for c in self.colors]
+            h5.create_dataset("color_offsets", data=np.concatenate([[0], np.cumsum(colors)])
+                              .astype(np.int64))
+            h5.create_dataset("colors", data=np.frombuffer(b"".join(self.colors), np.uint8))
             h5.create_dataset("ref_size", data=np.asarray(self.ref_size, np.float32)
                               .reshape(-1, 2))
             h5.create_dataset("name_hash", data=np.asarray(self.names, np.int64))
@@ -636,7 +685,8 @@ def _build_full(
         shard_count = 0
         with Progress("indexing", total=cards, unit="card", enabled=progress) as bar:
             for kept in _index_spool(index, scratch, spool, params, 0, True, stats):
-                shard.add(kept.keypoints, kept.thumb, kept.ref_size, kept.entry["name"])
+                shard.add(kept.keypoints, kept.thumb, kept.ref_size, kept.entry["name"],
+                          kept.color)
                 if len(shard) == shard_slots:
                     shard.write(out_dir / shard_name(shard_count))
                     shard_count += 1
@@ -671,7 +721,7 @@ def incremental_plan(previous: Path, keys: list[str | None], params: FeaturePara
     except BundleError as exc:
         return str(exc)
     try:
-        old = FeatureParams.from_dict(manifest["params"])
+        old = manifest_params(manifest)
     except (KeyError, ValueError, TypeError):
         return "unreadable parameters"
     differ = old.build_differences(params)
@@ -793,11 +843,12 @@ def _build_incremental(
             for slot in range(lo, hi):
                 if slot in new_kp:
                     kept = new_kp[slot]
-                    writer.add(kept.keypoints, kept.thumb, kept.ref_size, kept.entry["name"])
+                    writer.add(kept.keypoints, kept.thumb, kept.ref_size, kept.entry["name"],
+                               kept.color)
                 elif slot < len(old_entries) and (entry := entries[slot]) is not None:
                     writer.add(old.keypoints(slot), old.thumbnail_bytes(slot),
                                (float(old.ref_size[slot][0]), float(old.ref_size[slot][1])),
-                               str(entry["name"]))
+                               str(entry["name"]), old.color_bytes(slot))
                 else:
                     writer.add_empty()
             writer.write(out_dir / name)

@@ -1,6 +1,6 @@
 """The descriptor bundle as served: open, verify and read it (the builder is `builder.py`).
 
-Layout of a bundle directory (format 2; every file written under a temporary name, renamed,
+Layout of a bundle directory (format 3; every file written under a temporary name, renamed,
 the manifest last):
 
 - `faiss_ivf.index`     IVF-PQ (fast-scan, HNSW coarse quantizer) over RootSIFT. A FAISS id
@@ -14,10 +14,16 @@ the manifest last):
 - `cards-NNNNN.h5`      per-card data of slots [N*S, (N+1)*S) (S = manifest shard_slots): kept
                         keypoints (uint16, 1/KP_SCALE px) by `kp_offsets`, the reference's
                         feature-image size, and a JPEG thumbnail for photometric verification
-                        by `thumb_offsets`. An incremental build hard-links unchanged shards.
+                        by `thumb_offsets` (equalised gray, 128x178), and since format 3 a
+                        colour one by `color_offsets` (BGR, 64x89; empty for a slot without
+                        one). An incremental build hard-links unchanged shards.
 - `id_map.jsonl`        one JSON object per slot (Scryfall id, face, name, set, collector
                         number, image key, ...) or `null` for a slot whose printing is gone.
 - `manifest.json`       format version, release version, parameters, counts, sha256 per file.
+
+Format 2 (before colour thumbnails) is still read and served: its art check compares grey
+levels only, and the service's next refresh rebuilds it (its parameters lack `color_scale`,
+which reads as 0: a build field that differs).
 
 Serving opens the index with IO_FLAG_MMAP (FAISS 1.15 maps array inverted lists only; fast-scan
 lists are read into the process) and reads the id map as one bytes buffer, parsing an entry
@@ -31,6 +37,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +52,8 @@ from app.recognition.params import BUILD_FIELDS, FeatureParams
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: colour thumbnails in the shards
+READABLE_FORMATS = (2, 3)  # 2: without them (served with the grey art check)
 INDEX_FILE = "faiss_ivf.index"
 STOPWORDS_FILE = "stopwords.index"
 ID_MAP_FILE = "id_map.jsonl"
@@ -145,16 +153,23 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         )
     except (OSError, ValueError) as exc:
         raise BundleError(f"{directory}: no readable {MANIFEST_FILE} ({exc})") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_FORMATS:
         raise BundleError(
-            f"{directory}: bundle format {manifest.get('format_version')!r}, "
-            f"this service reads format {FORMAT_VERSION}; rebuild the bundle"
+            f"{directory}: bundle format {manifest.get('format_version')!r}, this service "
+            f"reads formats {', '.join(map(str, READABLE_FORMATS))}; rebuild the bundle"
         )
     try:
         check_version(manifest.get("version"))
     except BundleError as exc:
         raise BundleError(f"{directory}: {exc}") from None
     return manifest
+
+
+def manifest_params(manifest: dict[str, Any]) -> FeatureParams:
+    """The parameters a bundle was built with. A manifest that does not name `color_scale`
+    was written before colour thumbnails existed: it has none (0), whatever today's default.
+    KeyError, TypeError or ValueError when unreadable."""
+    return FeatureParams.from_dict({"color_scale": 0, **manifest["params"]})
 
 
 class Bundle:
@@ -182,6 +197,9 @@ class Bundle:
         self.card_count = int(manifest["counts"]["cards"])
         self.kp_offsets = [np.asarray(h5["kp_offsets"][:]) for h5 in shards]
         self.thumb_offsets = [np.asarray(h5["thumb_offsets"][:]) for h5 in shards]
+        # colour thumbnails (format 3); None for a shard of a format 2 bundle
+        self.color_offsets = [np.asarray(h5["color_offsets"][:]) if "color_offsets" in h5
+                              else None for h5 in shards]
         # indexed descriptors per slot (the votes a card can collect grow with it)
         self.kept: np.ndarray = np.concatenate(
             [np.diff(o) for o in self.kp_offsets] or [np.zeros(0, np.int64)])
@@ -198,6 +216,7 @@ class Bundle:
         self.stale_fields: tuple[str, ...] = ()  # build fields the service would set otherwise
         self._layout_keys: list[str] | None = None
         self._layout_means: dict[str, np.ndarray | None] = {}
+        self._layout_chroma: dict[str, np.ndarray | None] = {}
 
     @classmethod
     def open(cls, directory: Path, *, expected_params: FeatureParams | None = None) -> Bundle:
@@ -207,7 +226,7 @@ class Bundle:
         directory = Path(directory)
         manifest = read_manifest(directory)
         try:
-            params = FeatureParams.from_dict(manifest["params"])
+            params = manifest_params(manifest)
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{directory}: unreadable feature parameters ({exc})") from None
         stale: list[str] = []
@@ -309,27 +328,65 @@ class Bundle:
             raise BundleError(f"{self.directory}: thumbnail of slot {slot} is unreadable")
         return thumb
 
+    def color_bytes(self, slot: int) -> bytes:
+        """The JPEG of one card's colour thumbnail, as stored (b"" when it has none)."""
+        h5, number, local = self._where(slot)
+        offsets = self.color_offsets[number]
+        if offsets is None:
+            return b""
+        with self._lock:
+            data = h5["colors"][int(offsets[local]) : int(offsets[local + 1])]
+        return bytes(np.asarray(data, np.uint8))
+
+    def color_thumbnail(self, slot: int) -> np.ndarray | None:
+        """The reference's colour thumbnail (BGR uint8), None when the bundle has none for it
+        (a format 2 bundle: the art check then compares grey levels only)."""
+        data = np.frombuffer(self.color_bytes(slot), np.uint8)
+        if not len(data):
+            return None
+        thumb = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if thumb is None:
+            raise BundleError(f"{self.directory}: colour thumbnail of slot {slot} is unreadable")
+        return thumb
+
     def layout_mean(self, slot: int) -> np.ndarray | None:
         """What `slot`'s layout looks like: the mean normalised thumbnail of up to
         `layout.SAMPLE` printings with its layout key (evenly spaced over the slots, so every
         process computes the same), cached per key. None for a bundle built without layout
         keys or a layout with fewer than `layout.MIN_PRINTINGS` printings."""
+        return self._layout_cached(slot, self._layout_means, lambda picks: layout.mean_of(
+            [self.thumbnail(s) for s in picks]))
+
+    def layout_chroma(self, slot: int) -> np.ndarray | None:
+        """The layout's mean colour (`layout.chroma_mean_of` the same sample as `layout_mean`),
+        cached per key; None also when a sampled printing has no colour thumbnail."""
+        def mean(picks: list[int]) -> np.ndarray | None:
+            thumbs = [self.color_thumbnail(s) for s in picks]
+            present = [t for t in thumbs if t is not None]
+            return layout.chroma_mean_of(present) if len(present) == len(thumbs) else None
+
+        return self._layout_cached(slot, self._layout_chroma, mean)
+
+    def _layout_cached(
+        self, slot: int, cache: dict[str, np.ndarray | None],
+        compute: Callable[[list[int]], np.ndarray | None],
+    ) -> np.ndarray | None:
         with self._lock:
             if self._layout_keys is None:
                 self._layout_keys = self._id_map.strings("layout_key")
             key = self._layout_keys[slot]
             if not key:
                 return None
-            if key in self._layout_means:
-                return self._layout_means[key]
+            if key in cache:
+                return cache[key]
             keys = self._layout_keys
         group = [s for s, k in enumerate(keys) if k == key and self.alive[s]]
         mean = None
         if len(group) >= layout.MIN_PRINTINGS:
             picks = np.linspace(0, len(group) - 1, min(layout.SAMPLE, len(group)))
-            mean = layout.mean_of([self.thumbnail(group[int(round(i))]) for i in picks])
+            mean = compute([group[int(round(i))] for i in picks])
         with self._lock:
-            self._layout_means[key] = mean
+            cache[key] = mean
         return mean
 
     # -- search ------------------------------------------------------------------------------

@@ -11,8 +11,10 @@ looks like, and a printing's weight at a pixel is how far its reference departs 
 mean there (its art, its name, its colours, wherever the layout puts them).
 
 The comparison is made on departures from that mean (see `distinct_correlation`): what all
-cards of the layout share drops out. Pure functions of arrays; `Bundle.layout_mean` samples
-and caches the means.
+cards of the layout share drops out. Colour is compared the same way (`color_correlation`,
+on the bundle's colour thumbnails, free of white balance): grey levels alone let a red Room
+pass for a blue one. Pure functions of arrays; `Bundle.layout_mean` and
+`Bundle.layout_chroma` sample and cache the means.
 """
 
 from __future__ import annotations
@@ -96,9 +98,10 @@ def distinct_correlation(
 
 
 def weighted_ncc(a: np.ndarray, b: np.ndarray, weights: np.ndarray, valid: np.ndarray) -> float:
-    """Weighted zero-mean normalised cross-correlation of two (h, w) images over the valid
-    pixels, times the share of the weight that is valid (a card half outside the photo, or
-    under another card, proves less)."""
+    """Weighted zero-mean normalised cross-correlation of two (h, w) images, or (h, w, c)
+    ones (each channel's weighted mean removed, all channels summed), over the valid pixels,
+    times the share of the weight that is valid (a card half outside the photo, or under
+    another card, proves less)."""
     w = weights * valid
     total = float(weights.sum())
     if total <= 1e-6:
@@ -106,7 +109,75 @@ def weighted_ncc(a: np.ndarray, b: np.ndarray, weights: np.ndarray, valid: np.nd
     coverage = float(w.sum()) / total
     if coverage < 0.3:
         return 0.0
-    x = a - float((a * w).sum()) / float(w.sum())
-    y = b - float((b * w).sum()) / float(w.sum())
+    if a.ndim == 3:
+        w = w[..., None]
+    x = a - (a * w).sum(axis=(0, 1)) / float(w.sum(axis=(0, 1)).max())
+    y = b - (b * w).sum(axis=(0, 1)) / float(w.sum(axis=(0, 1)).max())
     denom = float(np.sqrt((w * x * x).sum() * (w * y * y).sum()))
     return float((w * x * y).sum()) / denom * coverage if denom > 1e-6 else 0.0
+
+
+# -- colour ----------------------------------------------------------------------------------
+# Grey levels tell a red Room from a blue one badly (their frames and often their art have
+# the same luminance pattern); colour tells them at a glance. The colour compared is free of
+# brightness and white balance: each channel is divided by its mean over the card (a phone's
+# warm or cool cast multiplies a channel, "grey world"), then two opponent chromaticities are
+# taken per pixel, divided by the pixel's intensity (shading and exposure drop out).
+CHROMA_EPS = 0.15  # intensity floor (the card's mean intensity is 1): dark pixels' noise
+COLOR_MIN_DEPARTURE = 0.05  # mean chromaticity departure from the layout's below which a
+#                             reference's colour tells it from nothing (a grey card)
+
+
+def chroma(image_bgr: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """(h, w, 2) float32 opponent chromaticities of a BGR image, white-balanced over the
+    valid pixels (all when None): red-green and yellow-blue, each over the pixel's
+    intensity, the channels first divided by their means (a uniform tint drops out)."""
+    bgr = image_bgr.astype(np.float32)
+    values = bgr.reshape(-1, 3) if valid is None else bgr[valid]
+    if len(values) < 2:
+        return np.zeros((*bgr.shape[:2], 2), np.float32)
+    bgr /= np.maximum(values.mean(axis=0), 1.0)
+    b, g, r = bgr[..., 0], bgr[..., 1], bgr[..., 2]
+    intensity = (b + g + r) / 3 + CHROMA_EPS
+    out = np.stack([(r - g) / np.sqrt(2.0), (r + g - 2 * b) / np.sqrt(6.0)], axis=-1)
+    out /= intensity[..., None]
+    return out.astype(np.float32)
+
+
+def chroma_mean_of(thumbs: list[np.ndarray]) -> np.ndarray:
+    """A layout's mean colour: the mean chromaticities of its colour thumbnails, blurred."""
+    return np.mean([chroma(blurred(t)) for t in thumbs], axis=0).astype(np.float32)
+
+
+def color_weights(reference: np.ndarray, mean: np.ndarray) -> np.ndarray | None:
+    """(h, w) float32 weights in 0..1: where the reference's chromaticities (`chroma` of the
+    blurred colour thumbnail) depart from its layout's mean colour, spread to regions, above
+    the median departure; None when its colour is its layout's, or nearly (a grey card: its
+    colour tells it from nothing)."""
+    distance = np.sqrt(((reference - mean) ** 2).sum(axis=-1))
+    departure = cv2.GaussianBlur(distance, (0, 0), WEIGHT_BLUR / 2)  # colour thumbnail px
+    weights = np.maximum(departure - float(np.median(departure)), 0.0)
+    if (float((weights > 0).mean()) < MIN_WEIGHT_SHARE or float(weights.max()) <= 1e-6
+            or float((distance * weights).sum() / weights.sum()) < COLOR_MIN_DEPARTURE):
+        return None
+    out: np.ndarray = (weights / float(weights.max())).astype(np.float32)
+    return out
+
+
+def color_correlation(
+    warped: np.ndarray, reference: np.ndarray, valid: np.ndarray, mean: np.ndarray | None
+) -> float | None:
+    """How well the photo's colour (BGR, warped onto the colour thumbnail, blurred like it)
+    matches the reference's (`blurred` colour thumbnail) where the reference's colour is its
+    own: the weighted correlation of both images' chromaticity departures from the layout's
+    mean colour (both channels at once), white balance and exposure left out (`chroma`).
+    Without a layout mean, the departures from the card's own mean colour. None when the
+    reference's colour tells it from nothing (`color_weights`)."""
+    photo = chroma(warped, valid)
+    own = chroma(reference)
+    if mean is None:
+        mean = np.broadcast_to(own.reshape(-1, 2).mean(axis=0), own.shape).astype(np.float32)
+    weights = color_weights(own, mean)
+    if weights is None:
+        return None
+    return weighted_ncc(photo - mean, own - mean, weights, valid)

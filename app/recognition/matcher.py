@@ -77,6 +77,8 @@ class _Verified:
     art_corr: float = 0.0
     card_corr: float = 0.0
     view: View | None = None  # the photo warped onto this reference (photometric decision)
+    gray_corr: float = 0.0  # the art correlation in grey levels ...
+    color_corr: float | None = None  # ... and in colour (None: not compared)
 
 
 # -- voting --------------------------------------------------------------------------------
@@ -222,15 +224,55 @@ def _borrowed(bundle: Bundle, slot: int, leader: _Verified) -> _Verified:
 
 # -- photometric verification --------------------------------------------------------------
 class _Pyramid:
-    """Query gray image and its pyrDown levels, made lazily (anti-aliasing for the warp)."""
+    """Query gray image (or colour image) and its pyrDown levels, made lazily (anti-aliasing
+    for the warp)."""
 
-    def __init__(self, gray: np.ndarray) -> None:
-        self.levels = [gray]
+    def __init__(self, image: np.ndarray) -> None:
+        self.levels = [image]
 
     def level(self, n: int) -> np.ndarray:
-        while len(self.levels) <= n and min(self.levels[-1].shape) >= 16:
+        while len(self.levels) <= n and min(self.levels[-1].shape[:2]) >= 16:
             self.levels.append(cv2.pyrDown(self.levels[-1]))
         return self.levels[min(n, len(self.levels) - 1)]
+
+
+class _Photo:
+    """What the photometric check warps: the query's gray pyramid, and its colour one when
+    the query has colour (made only when a reference with a colour thumbnail is checked)."""
+
+    def __init__(self, query: Features) -> None:
+        self.gray = _Pyramid(query.gray)
+        self._color_image = query.color
+        self._color: _Pyramid | None = None
+
+    def color(self) -> _Pyramid | None:
+        if self._color is None and self._color_image is not None:
+            self._color = _Pyramid(self._color_image)
+        return self._color
+
+
+def _warp_onto(
+    pyramid: _Pyramid, to_query: np.ndarray, size: tuple[int, int],
+    hidden: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the photo warped onto a `size` (w, h) image of the reference, valid pixels): from
+    the pyramid level whose pixels match the reference's (anti-aliasing), `to_query` mapping
+    that image's pixels to query-feature pixels; `hidden` pixels are not valid."""
+    scale = math.sqrt(abs(np.linalg.det(to_query[:2, :2])))  # query px per reference px
+    level = max(0, int(math.floor(math.log2(max(scale, 1.0)))))
+    image = pyramid.level(level)
+    factor = image.shape[1] / pyramid.levels[0].shape[1]
+    warp = np.diag([factor, factor, 1.0]) @ to_query
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    warped = cv2.warpPerspective(image, warp, size, flags=flags)
+    valid = cv2.warpPerspective(np.full(image.shape[:2], 255, np.uint8), warp, size,
+                                flags=flags) == 255
+    if hidden is not None:
+        covered = cv2.warpPerspective(
+            hidden, to_query, size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        )
+        valid &= covered == 0
+    return warped, valid
 
 
 def _ncc(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
@@ -250,7 +292,7 @@ def _ncc(a: np.ndarray, b: np.ndarray, valid: np.ndarray) -> float:
 def photometric(
     bundle: Bundle,
     cand: _Verified,
-    pyramid: _Pyramid,
+    photo: _Photo,
     params: FeatureParams,
     hidden: np.ndarray | None = None,
 ) -> tuple[float, float]:
@@ -259,36 +301,64 @@ def photometric(
     where this printing differs from the others of its layout (`layout.distinct_correlation`:
     a Room's or a saga's own art and name, not the layout they share); the fixed
     `params.art_box` only for a bundle without layout keys or a layout too rare to learn.
-    `hidden` (query-feature sized, non-zero = covered by a card already found) is left out of
-    the comparison."""
+    Where the bundle has the reference in colour, colours that do not match lower the art
+    correlation (`colored`). `hidden` (query-feature sized, non-zero = covered by a card already
+    found) is left out of the comparison."""
     thumb = bundle.thumbnail(cand.row)
     th, tw = thumb.shape
     rw, rh = bundle.ref_size[cand.row]
     to_query = cand.homography @ np.diag([rw / tw, rh / th, 1.0])  # thumb -> query coords
-    scale = math.sqrt(abs(np.linalg.det(to_query[:2, :2])))  # query px per thumb px
-    level = max(0, int(math.floor(math.log2(max(scale, 1.0)))))
-    image = pyramid.level(level)
-    factor = image.shape[1] / pyramid.levels[0].shape[1]
-    warp = np.diag([factor, factor, 1.0]) @ to_query
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    warped = cv2.warpPerspective(image, warp, (tw, th), flags=flags)
-    valid = cv2.warpPerspective(np.full_like(image, 255), warp, (tw, th), flags=flags) == 255
-    if hidden is not None:
-        covered = cv2.warpPerspective(
-            hidden, to_query, (tw, th), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-        )
-        valid &= covered == 0
-    warped = cv2.GaussianBlur(warped, (0, 0), 1.0)
-    ref = cv2.GaussianBlur(thumb, (0, 0), 1.0)
+    warped, valid = _warp_onto(photo.gray, to_query, (tw, th), hidden)
+    warped = cv2.GaussianBlur(warped, (0, 0), layout.BLUR)
+    ref = cv2.GaussianBlur(thumb, (0, 0), layout.BLUR)
     cand.view = View(warped.astype(np.float32), valid, ref.astype(np.float32))
     card_corr = _ncc(warped, ref, valid)
     mean = bundle.layout_mean(cand.row)
     distinct = None if mean is None else layout.distinct_correlation(warped, ref, valid, mean)
-    if distinct is not None:  # where this printing differs from others of its layout
-        return distinct, card_corr
-    x0, y0, x1, y1 = params.art_box  # a bundle without layout keys: the fixed art box
-    art = (slice(int(y0 * th), int(y1 * th)), slice(int(x0 * tw), int(x1 * tw)))
-    return _ncc(warped[art], ref[art], valid[art]), card_corr
+    if distinct is None:  # a bundle without layout keys: the fixed art box
+        x0, y0, x1, y1 = params.art_box
+        art = (slice(int(y0 * th), int(y1 * th)), slice(int(x0 * tw), int(x1 * tw)))
+        distinct = _ncc(warped[art], ref[art], valid[art])
+    cand.gray_corr = distinct
+    if params.color_check:
+        cand.color_corr = _color_corr(bundle, cand, photo, to_query, (tw, th), hidden)
+    return colored(distinct, cand.color_corr, params), card_corr
+
+
+def colored(gray: float, color: float | None, params: FeatureParams) -> float:
+    """The art correlation from the grey and the colour ones: the grey one, lowered by as
+    much as the colour correlation falls short of `params.color_floor`. A look-alike whose
+    grey levels match is not the card when its colours do not; the colour correlation of a
+    right match is lower and noisier than its grey one (a card of one hue has little colour
+    structure, a glare band bleaches it), so it only vetoes, it never raises.
+    Measured on rendered photos of the eval catalogue (every 5th printing, 500 and 1000 px,
+    all candidates verified): right printings' colour correlation p1 0.23, p5 0.53, median
+    0.89; with the floor at 0.2, no right printing's art correlation fell below 0.75 that was
+    not there already, and other cards' above 0.45 went from 45 to 19 of 200 (above 0.65:
+    13 to 4); the floor at 0.3 put 2 right printings under 0.65."""
+    if color is None:
+        return gray
+    return gray - max(0.0, params.color_floor - color)
+
+
+def _color_corr(
+    bundle: Bundle, cand: _Verified, photo: _Photo, thumb_to_query: np.ndarray,
+    thumb_size: tuple[int, int], hidden: np.ndarray | None,
+) -> float | None:
+    """`layout.color_correlation` of the photo and the reference's colour thumbnail; None
+    when either has no colour (a format 2 bundle, a gray photo) or the reference's colour
+    tells it from nothing."""
+    pyramid = photo.color()
+    if pyramid is None:
+        return None
+    reference = bundle.color_thumbnail(cand.row)
+    if reference is None:
+        return None
+    ch, cw = reference.shape[:2]
+    to_query = thumb_to_query @ np.diag([thumb_size[0] / cw, thumb_size[1] / ch, 1.0])
+    warped, valid = _warp_onto(pyramid, to_query, (cw, ch), hidden)
+    return layout.color_correlation(layout.blurred(warped), layout.blurred(reference), valid,
+                                    bundle.layout_chroma(cand.row))
 
 
 # -- decision ------------------------------------------------------------------------------
@@ -429,7 +499,7 @@ def verify_candidates(
     once a candidate's art clearly matches, much less voted candidates are skipped. Other
     printings of the leader's name are then verified even if they got few votes: reprints
     share most features, so votes split between them and the right printing can rank low."""
-    pyramid = _Pyramid(query.gray) if params.decision == "photometric" else None
+    photo = _Photo(query) if params.decision == "photometric" else None
     verified: list[_Verified] = []
     leader: _Verified | None = None
     tried: set[int] = set()
@@ -438,9 +508,9 @@ def verify_candidates(
     def add(result: _Verified) -> None:
         nonlocal leader
         result.votes = float(votes[result.row])
-        if pyramid is not None:
+        if photo is not None:
             result.art_corr, result.card_corr = photometric(
-                bundle, result, pyramid, params, hidden
+                bundle, result, photo, params, hidden
             )
             if result.art_corr >= params.early_stop_corr and (
                 leader is None or result.art_corr > leader.art_corr
@@ -451,7 +521,7 @@ def verify_candidates(
     def check(row: int, sibling_of: _Verified | None = None) -> None:
         result = None if row in tried else verify(bundle, row, query, cards, dist, ids, params)
         tried.add(row)
-        if sibling_of is None or pyramid is None:
+        if sibling_of is None or photo is None:
             if result is not None:
                 add(result)
             return

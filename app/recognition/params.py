@@ -36,6 +36,9 @@ class FeatureParams:
     thumb_height: int = 178
 
     thumb_quality: int = 90  # JPEG quality of the stored thumbnail (~4 KB instead of 23 KB)
+    color_scale: int = 2  # a colour thumbnail at 1/this of the thumbnail's size (64x89 px) is
+    #                       stored too, for the art check's colour (layout.py); 0: none (a
+    #                       bundle whose manifest does not name it was built without them)
     ref_candidates: int = 400  # descriptors per reference considered for the index: the best
     #                            by scale and contrast, spread over a grid (see selection.py)
     ref_keep: int = 300  # ... of which at most this many non-stop-words are indexed (<= 1024)
@@ -85,6 +88,10 @@ class FeatureParams:
     conf_margin: float = 0.25  # ... margin over the best other card's art at which it is 0.5
     conf_slope: float = 15.0  # steepness of the logistic calibration (see matcher.decide)
     accept: float = 0.5  # minimum art confidence of an answer
+    color_check: bool = True  # the art check compares colour too, where the bundle has colour
+    #                           thumbnails (layout.color_correlation) ...
+    color_floor: float = 0.2  # ... and a colour correlation below this lowers the art
+    #                           correlation by the shortfall (matcher.colored)
     # -- the printing among printings of one art (printing.py) ----------------------------
     printing_diff: float = 0.8  # references "differ" at a pixel by this many deviations
     printing_min_px: int = 150  # fewer differing thumbnail pixels: the photo cannot tell
@@ -148,7 +155,7 @@ class FeatureParams:
 
 EXTRACTION_FIELDS = (
     "squash", "ref_max_side", "ref_nfeatures", "clahe_clip", "clahe_grid", "sift_contrast",
-    "sift_edge", "sift_layers", "thumb_width", "thumb_height",
+    "sift_edge", "sift_layers", "thumb_width", "thumb_height", "color_scale",
 )
 
 BUILD_FIELDS = (
@@ -159,8 +166,9 @@ BUILD_FIELDS = (
 
 # what a query must share with the references, and the coarse quantizer kind (its search
 # parameters are of that kind); how many keypoints a reference offers the selection is the
-# build's own business (a bundle built with another cap is served until rebuilt)
-REFERENCE_ONLY_FIELDS = ("ref_nfeatures",)
+# build's own business (a bundle built with another cap is served until rebuilt), and so is
+# whether it stored colour thumbnails (without them the art check compares grey levels)
+REFERENCE_ONLY_FIELDS = ("ref_nfeatures", "color_scale")
 SERVING_FIELDS = (*(f for f in EXTRACTION_FIELDS if f not in REFERENCE_ONLY_FIELDS), "coarse")
 
 DEFAULT = FeatureParams()
@@ -196,6 +204,8 @@ LEGACY = replace(
     min_inliers=8,
     decision="inliers",
     mirror_search=False,
+    color_scale=0,
+    color_check=False,
 )
 
 PROFILES: dict[str, FeatureParams] = {"default": DEFAULT, "legacy": LEGACY}
