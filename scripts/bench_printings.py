@@ -51,11 +51,22 @@ def catalogue(eval_dir: Path, work: Path, reprints: int, seed: int) -> Path:
 
 def ensure_bundle(cards: Path, bundle_dir: Path, threads: int, log: Any) -> Path:
     """`bundle_dir`, built from the catalogue `cards` with the default profile unless a
-    previous run left it there (benchmarks of a catalogue share its bundle)."""
+    previous run left one there built the same way (benchmarks of a catalogue share its
+    bundle; one of older code, another format or other build fields, is built again)."""
+    import shutil
+
+    from app.recognition.bundle import FORMAT_VERSION, manifest_params, read_manifest
+    from app.recognition.params import DEFAULT
+
+    if (bundle_dir / "manifest.json").exists():
+        manifest = read_manifest(bundle_dir)
+        if manifest.get("format_version") != FORMAT_VERSION or manifest_params(
+                manifest).build_differences(DEFAULT):
+            log(f"{bundle_dir} was built by other code or parameters: building it again")
+            shutil.rmtree(bundle_dir)
     if not (bundle_dir / "manifest.json").exists():
         from app.catalog.records import reference_images
         from app.recognition.builder import build_bundle
-        from app.recognition.params import DEFAULT
 
         log(f"building {bundle_dir} ...")
         build_bundle(reference_images(cards), bundle_dir, DEFAULT, progress=False,
