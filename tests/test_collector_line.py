@@ -252,6 +252,11 @@ def test_decoding_reads_the_numbers_ocr_slips_on() -> None:
     assert decode_line(words("COLISRP1", "+", "EN"), today).slot == 1
     assert decode_line(words("C", "OLOO", "RP2", "+", "EN"), today).slot == 2
     assert decode_line(words("C", "OLOO", "RP1", "+", "EN"), today).slot is None  # crossed
+    # a number shorter than the zero-padded ones these frames print is part of one: "4"
+    # read from a blurred "0335" names neither printing 4 nor 335
+    shop = [Printing(0, "DSK", "335", "en", "2015", ()), Printing(1, "DSK", "4", "en", "2015", ())]
+    assert decode_line(words("4", "DSK", "+", "EN"), shop).slot is None
+    assert decode_line(words("M", "0004", "DSK", "+", "EN"), shop).slot == 1
 
 
 def test_a_light_line_on_a_coloured_bar_is_read(reader: Reader) -> None:

@@ -73,6 +73,7 @@ _LINE_REGIONS: dict[str | None, tuple[float, float, float, float] | None] = {
 # scans: 10 px on Duskmourn's lines, 8 px on Return to Ravnica's copyright line)
 _LETTER_HEIGHT = {MODERN_LINE: 0.0107, COPYRIGHT_LINE: 0.0085}
 FRAMES_WITHOUT_SET_CODE = frozenset({"2003", "1997", "1993"})
+PADDED_DIGITS = 3  # the least digits of a number on a frame that prints the set code
 
 UNREAD_LANG = "?"  # Evidence.lang of a language code that was seen but not read
 # Language codes as printed on the line -> Scryfall's `lang`
@@ -227,29 +228,29 @@ def local_contrast(flat: np.ndarray, letter_px: float) -> np.ndarray:
 
 
 # -- decoding ------------------------------------------------------------------------------
-def _digit_runs(text: str) -> set[int]:
+def _digit_runs(text: str, min_digits: int = 1) -> set[int]:
     """Collector numbers a reading may show: digit runs, and tokens that are digits up to
     OCR's letter-for-digit slips ("OL26" is 0126; a rarity letter may lead: "M0194"),
-    leaving out the set size after a "/"."""
+    leaving out the set size after a "/"; only those of `min_digits` characters or more."""
     numbers: set[int] = set()
     for token in re.findall(r"[A-Z0-9/]+", text.upper()):
         part = token.split("/")[0]  # "141/274": 274 is the set's size
-        numbers.update(int(run) for run in re.findall(r"\d+", part))
+        numbers.update(int(run) for run in re.findall(r"\d+", part) if len(run) >= min_digits)
         for core in (part, part[1:]):
-            if core and any(ch.isdigit() for ch in core) and all(
+            if len(core) >= min_digits and any(ch.isdigit() for ch in core) and all(
                 ch.isdigit() or ch in _DIGIT_SLIPS for ch in core
             ):
                 numbers.add(int(core.translate(_AS_DIGIT)))
     return numbers
 
 
-def _glued_number(prefix: str) -> set[int]:
+def _glued_number(prefix: str, min_digits: int) -> set[int]:
     """The collector number in what precedes the set code, in its word or the word before:
     "COLIS" before "RP1" is rarity C and 0115. Next to the set code, letters that are digit
     slips are taken for digits even when no true digit was read ("OLOO" is 0100)."""
     numbers: set[int] = set()
     for core in (prefix, prefix[1:]):
-        if core and all(ch.isdigit() or ch in _DIGIT_SLIPS for ch in core):
+        if len(core) >= min_digits and all(ch.isdigit() or ch in _DIGIT_SLIPS for ch in core):
             numbers.add(int(core.translate(_AS_DIGIT)))
     return numbers
 
@@ -292,8 +293,10 @@ def decode_line(words: list[Word], printings: list[Printing]) -> Evidence:
     (the number misread) names nothing. The language is the printed code of the word after
     the set code. With several printings named, or none, nothing is decided (`slot` None)."""
     text = " ".join(w.text for w in words)
-    numbers = _digit_runs(text)
-    fraction_numbers = numbers | _numbers_before_size(text)
+    # frames that print the set code print the number zero-padded ("084/249", "0194"): a
+    # shorter run is part of a number, or no number ("4" read from a blurred "0335")
+    padded = _digit_runs(text, PADDED_DIGITS)
+    fraction_numbers = _digit_runs(text) | _numbers_before_size(text)
     tokens = [_confusable(w.text) for w in words]
     evidence = Evidence(text=text or None)
     named: list[Printing] = []
@@ -305,14 +308,15 @@ def decode_line(words: list[Word], printings: list[Printing]) -> Evidence:
             set_word = at
             evidence.set = printing.set.lower()
         needs_set = printing.frame not in FRAMES_WITHOUT_SET_CODE
-        readable = numbers if needs_set else fraction_numbers
+        readable = padded if needs_set else fraction_numbers
         if at is not None:
             # the number glued to the set code ("C0115RP1" read "COLISRP1"), or the word
             # just before it (the number's line ends where the set code's begins)
             readable = readable | _glued_number(
-                _squeezed(words[at].text)[: tokens[at].find(code)])
+                _squeezed(words[at].text)[: tokens[at].find(code)], PADDED_DIGITS)
             if at > 0:
-                readable = readable | _glued_number(_squeezed(words[at - 1].text))
+                readable = readable | _glued_number(_squeezed(words[at - 1].text),
+                                                    PADDED_DIGITS)
         has_number = printing.number is not None and printing.number in readable
         if has_number and (at is not None or not needs_set):
             named.append(printing)
