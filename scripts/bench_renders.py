@@ -142,7 +142,7 @@ def diagnose(bundle: Any, image: Any, slot: int) -> dict[str, Any]:
     from app.recognition.matcher import _Pyramid, photometric, verify, vote
 
     params = bundle.params
-    passes = []
+    passes: list[dict[str, Any]] = []
     for budget in params.query_passes:
         query = extract_features(image, params, role="query", max_pixels=budget)
         if len(query.descriptors) == 0:
@@ -193,7 +193,7 @@ def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit
     own = FeatureParams.from_dict(read_manifest(bundle_dir)["params"])
     bundle = Bundle.open(bundle_dir, expected_params=_override(own, overrides, "default"))
     reader, reader_detail = load_reader() if read_line else (None, "not asked (--no-read)")
-    max_pixels = Settings.__dataclass_fields__["max_image_pixels"].default
+    max_pixels = Settings.max_image_pixels  # the default of /infer's MAX_IMAGE_PIXELS
     slots = {(e["id"], e["face"]): n for n, e in enumerate(bundle.iter_entries()) if e}
     cards = printings(eval_dir, min_height)[::stride]
     if limit:
@@ -276,11 +276,14 @@ def _why(row: dict[str, Any]) -> str:
 def ensure_bundle(catalogue: Path, params: Any, cache_dir: Path, tag: str, workers: int
                   ) -> Path:
     """A bundle of `catalogue` built with `params`, cached in `cache_dir` by the parameters,
-    what the id map holds and the catalogue (`tag`: "" for the eval catalogue)."""
+    what the id map holds and the catalogue (`tag`: "" for the eval catalogue). Keyed by the
+    build fields only: a query-time knob (`--set nprobe=8`) reuses the bundle."""
     from app.catalog.records import reference_images
     from app.recognition.builder import build_bundle
+    from app.recognition.params import BUILD_FIELDS
 
-    digest = hashlib.sha256((json.dumps(params.to_dict(), sort_keys=True) + BUNDLE_CONTENT)
+    built = {name: params.to_dict()[name] for name in BUILD_FIELDS}
+    digest = hashlib.sha256((json.dumps(built, sort_keys=True) + BUNDLE_CONTENT)
                             .encode()).hexdigest()
     bundle_dir = cache_dir / f"default-{digest[:10]}{tag}"
     if not (bundle_dir / "manifest.json").exists():

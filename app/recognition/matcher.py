@@ -259,6 +259,8 @@ def photometric(
     where this printing differs from the others of its layout (`layout.distinct_correlation`:
     a Room's or a saga's own art and name, not the layout they share); the fixed
     `params.art_box` only for a bundle without layout keys or a layout too rare to learn.
+    Either is compared without its smooth part (`params.art_highpass`: a glare band across
+    the art is not held against the card).
     `hidden` (query-feature sized, non-zero = covered by a card already found) is left out of
     the comparison."""
     thumb = bundle.thumbnail(cand.row)
@@ -283,12 +285,15 @@ def photometric(
     cand.view = View(warped.astype(np.float32), valid, ref.astype(np.float32))
     card_corr = _ncc(warped, ref, valid)
     mean = bundle.layout_mean(cand.row)
-    distinct = None if mean is None else layout.distinct_correlation(warped, ref, valid, mean)
+    distinct = None if mean is None else layout.distinct_correlation(
+        warped, ref, valid, mean, params.art_highpass)
     if distinct is not None:  # where this printing differs from others of its layout
         return distinct, card_corr
     x0, y0, x1, y1 = params.art_box  # a bundle without layout keys: the fixed art box
     art = (slice(int(y0 * th), int(y1 * th)), slice(int(x0 * tw), int(x1 * tw)))
-    return _ncc(warped[art], ref[art], valid[art]), card_corr
+    photo = layout.highpassed(warped.astype(np.float32), params.art_highpass, valid)
+    own = layout.highpassed(ref.astype(np.float32), params.art_highpass)
+    return _ncc(photo[art], own[art], valid[art]), card_corr
 
 
 # -- decision ------------------------------------------------------------------------------
