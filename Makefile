@@ -46,7 +46,9 @@ services:
 # the real scans by card height (reading accuracy, exact printing among twins), then the
 # catalogue-scale benchmark (the eval
 # catalogue + SCALE synthetic printings each, legacy at 10,000; `make bench SCALE="10000
-# 100000"` for the whole catalogue, ~2 h more), then the service under load and hot swaps,
+# 100000"` for the whole catalogue, ~2 h more), the rendered photos again against the eval
+# catalogue + its first 10,000 synthetic printings (~25-40 min to build that bundle the first
+# time, cached in data/bench-renders), then the service under load and hot swaps,
 # then catalogue ingest speed. Results also go to bench-results/*.json.
 SCALE ?= 10000
 bench: install
@@ -55,6 +57,7 @@ bench: install
 	$(PY) scripts/bench.py --reprints 4
 	$(PY) scripts/bench_collector_line.py
 	$(PY) scripts/bench.py $(foreach n,$(SCALE),--scale $(n))
+	$(PY) scripts/bench_renders.py --distractors 10000 --workers 1
 	$(PY) scripts/bench_service.py
 	@source scripts/test-services.sh && $(PY) scripts/bench_ingest.py
 

@@ -5,19 +5,31 @@ tall, a photo is rendered from the scan (seeded per printing and height): the ca
 textured table (wood grain or cloth), random perspective and rotation, Gaussian blur
 sigma 0.4-1.3 px, a glare band across the card, sensor noise, JPEG quality 70-92. The card
 is --heights px tall in the photo (500, 700, 1000, 1400 by default), the photo about 1.35x
-the card's height. Each photo is decoded and recognised as `POST /infer` does (imageio.decode,
-matcher.recognize: the HTTP layer adds only its own overhead) in a serving process, against
-a bundle built from the eval catalogue with the default profile (cached per parameter hash
-in --cache-dir), and classified:
+the card's height. Each photo is decoded, recognised and its printing settled as `POST /infer`
+does (imageio.decode, matcher.recognize with /infer's default time budget, then
+exact_printing.settle, which reads the collector line with ocr.load_reader's engine; the HTTP
+layer adds only its own overhead) in a serving process, against a bundle built from the eval
+catalogue with the default profile (cached per parameter hash in --cache-dir), and
+classified:
 
-- right: the photographed printing;
+- card right: the photographed card (its name), whichever printing was answered;
+- printing right: the photographed printing itself (flagged `ambiguous_printing` or not);
 - other printing: the same card name, another printing (a reprint that shares the art);
-- WRONG: another card, with confidence (the error to avoid);
+- WRONG card: another card, with confidence (the error to avoid);
 - none: no answer (404).
 
-    python scripts/bench_renders.py [--heights 500,700,1000,1400] [--limit N] [--seed S]
-                                    [--stride N] [--tint T] [--cache-dir DIR]
-                                    [--set name=json ...]
+Without the OCR model the line is not read (the output says so) and "printing right" is the
+appearance's answer alone. Every photo not answered with its printing is diagnosed: the
+descriptors its reference keeps in the index, and per query pass its votes, its rank by
+votes, RANSAC inliers and art correlation.
+
+`--distractors N` recognises against the eval catalogue plus the first N synthetic printings
+of the scale benchmark (`scripts/bench_scale.py`: ../shared/tools/distractors.py, seed
+20261127, generated once into --distractors-dir and shared with it); the photos are the same.
+
+    python scripts/bench_renders.py [--heights 500,700,1000,1400] [--limit N] [--stride K]
+                                    [--seed S] [--distractors N] [--workers W]
+                                    [--tint T] [--cache-dir DIR] [--set name=json ...]
 
 Skips with a message when the eval set is absent (the scans are third-party artwork and are
 read at run time only).
@@ -127,22 +139,66 @@ def printings(eval_dir: Path, min_height: int) -> list[dict[str, Any]]:
 
 
 # -- serving process --------------------------------------------------------------------------
+def diagnose(bundle: Any, image: Any, slot: int) -> dict[str, Any]:
+    """Why the reference `slot` was not the answer: the descriptors it keeps in the index and,
+    per query pass, the query's descriptors, its votes and rank among all cards by votes, and
+    its RANSAC inliers and art correlation when verified on its own (None: no homography)."""
+    from app.recognition.features import extract_features, rootsift
+    from app.recognition.matcher import _Photo, photometric, verify, vote
+
+    params = bundle.params
+    passes: list[dict[str, Any]] = []
+    for budget in params.query_passes:
+        query = extract_features(image, params, role="query", max_pixels=budget)
+        if len(query.descriptors) == 0:
+            passes.append({"query_descriptors": 0})
+            continue
+        dist, ids = bundle.search(rootsift(query.descriptors), params.knn)
+        votes = vote(bundle, dist, ids, params)
+        rank = int((votes > votes[slot]).sum()) + 1
+        found = verify(bundle, slot, query, bundle.card_of(ids), dist, ids, params)
+        art = None
+        if found is not None:
+            art = round(photometric(bundle, found, _Photo(query), params)[0], 3)
+        passes.append({"size": list(query.gray.shape[::-1]),
+                       "query_descriptors": len(query.descriptors),
+                       "votes": round(float(votes[slot]), 1), "rank": rank,
+                       "inliers": found.inliers if found else None, "art_corr": art})
+    return {"kept": int(bundle.kept[slot]), "passes": passes}
+
+
+def classify(answer: dict[str, Any] | None, card: dict[str, Any]) -> str:
+    """right / other printing / WRONG / none of one answer (`answer`: the answered card)."""
+    if answer is None:
+        return "none"
+    if answer["id"] == card["id"]:
+        return "right"
+    return "other printing" if answer["name"] == card["name"] else "WRONG"
+
+
 def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit: int,
-          min_height: int, stride: int, overrides: list[str], tint: float = 0.0
-          ) -> dict[str, Any]:
-    """Render and recognise every photo in this process; one row per photo. `overrides`
-    (name=json) change query-time knobs of the bundle's parameters."""
+          min_height: int, stride: int, overrides: list[str], budget_ms: int,
+          read_line: bool, tint: float = 0.0) -> dict[str, Any]:
+    """Render, recognise and settle every photo in this process as POST /infer does; one
+    row per photo. `overrides` (name=json) change query-time knobs of the bundle's
+    parameters."""
     import cv2
     from bench import _override
 
     from app.recognition.bundle import Bundle, manifest_params, read_manifest
+    from app.recognition.exact_printing import settle
     from app.recognition.features import configure_threads
-    from app.recognition.imageio import decode
+    from app.recognition.imageio import Photo, decode
     from app.recognition.matcher import recognize
+    from app.recognition.ocr import load_reader
+    from app.settings import Settings
 
     configure_threads(1)
     own = manifest_params(read_manifest(bundle_dir))
     bundle = Bundle.open(bundle_dir, expected_params=_override(own, overrides, "default"))
+    reader, reader_detail = load_reader() if read_line else (None, "not asked (--no-read)")
+    max_pixels = Settings.max_image_pixels  # the default of /infer's MAX_IMAGE_PIXELS
+    slots = {(e["id"], e["face"]): n for n, e in enumerate(bundle.iter_entries()) if e}
     cards = printings(eval_dir, min_height)[::stride]
     if limit:
         cards = cards[:limit]
@@ -155,42 +211,101 @@ def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit
                       .hexdigest()[:8], 16)
             data = render(scan, height, key, tint)
             start = time.perf_counter()
-            decoded = decode(data, max_side=bundle.params.query_max_side)
-            rec = recognize(bundle, decoded.image, quad_scale=decoded.reduction)
+            decoded = decode(data, max_pixels=max_pixels, max_side=bundle.params.query_max_side)
+            rec = recognize(bundle, decoded.image, quad_scale=decoded.reduction,
+                            deadline=start + budget_ms / 1000 if budget_ms else None)
+            appearance = dict(rec.match.card) if rec.match else None
+            evidence = settle(bundle, rec, Photo(data, decoded, max_pixels), reader)
             ms = (time.perf_counter() - start) * 1000
-            if rec.match is None:
-                outcome, answer = "none", None
-            elif rec.match.card["id"] == card["id"]:
-                outcome, answer = "right", rec.match.card["name"]
-            elif rec.match.card["name"] == card["name"]:
-                outcome, answer = "other printing", rec.match.card["name"]
-            else:
-                outcome, answer = "WRONG", rec.match.card["name"]
-            rows.append({"id": card["id"], "name": card["name"], "set": card["set"],
-                         "number": card["number"], "height": height, "outcome": outcome,
-                         "answer": answer, "confidence": rec.match.confidence if rec.match
-                         else None, "ms": round(ms, 1)})
+            match = rec.match
+            outcome = classify(match.card if match else None, card)
+            row = {"id": card["id"], "name": card["name"], "set": card["set"],
+                   "number": card["number"], "height": height, "outcome": outcome,
+                   "appearance": classify(appearance, card),
+                   "source": evidence.source,
+                   "answer": f"{match.card['name']} ({match.card['set']} "
+                             f"{match.card['collector_number']})" if match else None,
+                   "ambiguous": rec.ambiguous_printing,
+                   "confidence": match.confidence if match else None,
+                   "mirrored": rec.mirrored, "passes": rec.timings_ms.get("passes"),
+                   "budget_stop": bool(rec.timings_ms.get("budget_stop")),
+                   "ms": round(ms, 1)}
+            if outcome != "right" and (card["id"], card["face"]) in slots:
+                row["why"] = diagnose(bundle, decoded.image, slots[(card["id"], card["face"])])
+            rows.append(row)
         if (n + 1) % 50 == 0:
             _log(f"{n + 1}/{len(cards)} printings in {time.perf_counter() - started:.0f} s")
     bundle.close()
-    return {"rows": rows, "printings": len(cards)}
+    return {"rows": rows, "printings": len(cards), "reader": reader is not None,
+            "reader_detail": reader_detail}
 
 
 def table(rows: list[dict[str, Any]], heights: list[int]) -> str:
-    """Markdown table: per card height, right / other printing / WRONG / none and ms p50."""
-    lines = ["| card height | photos | right | other printing | WRONG | none | ms p50 |",
-             "|---|---|---|---|---|---|---|"]
+    """Markdown table per card height: card right, printing right (of which flagged
+    `ambiguous_printing`), another printing, WRONG card, none, ms p50 (recognise + settle)."""
+    lines = ["| card height | photos | card right | printing right (flagged) | other printing "
+             "| WRONG card | none | ms p50 |", "|---|---|---|---|---|---|---|---|"]
     for height in heights:
         mine = [r for r in rows if r["height"] == height]
         if not mine:
             continue
         count = {k: sum(r["outcome"] == k for r in mine)
                  for k in ("right", "other printing", "WRONG", "none")}
+        card = count["right"] + count["other printing"]
+        flagged = sum(r["outcome"] == "right" and r["ambiguous"] for r in mine)
         ms = sorted(r["ms"] for r in mine)[len(mine) // 2]
-        lines.append(f"| {height} px | {len(mine)} | {count['right']} "
-                     f"({100 * count['right'] / len(mine):.1f}%) | {count['other printing']} | "
-                     f"{count['WRONG']} | {count['none']} | {ms:.0f} |")
+        lines.append(f"| {height} px | {len(mine)} | {card} ({100 * card / len(mine):.1f}%) | "
+                     f"{count['right']} ({100 * count['right'] / len(mine):.1f}%; {flagged}) | "
+                     f"{count['other printing']} | {count['WRONG']} | {count['none']} | "
+                     f"{ms:.0f} |")
     return "\n".join(lines)
+
+
+def _why(row: dict[str, Any]) -> str:
+    why = row.get("why")
+    if not why:
+        return ""
+    parts = [f"kept {why['kept']}"]
+    for n, p in enumerate(why["passes"], 1):
+        if "votes" not in p:
+            parts.append(f"pass {n}: no query features")
+            continue
+        parts.append(f"pass {n} ({p['size'][0]}x{p['size'][1]}, {p['query_descriptors']} "
+                     f"desc): votes {p['votes']} rank {p['rank']}, inliers {p['inliers']}, "
+                     f"art {p['art_corr']}")
+    return "; ".join(parts)
+
+
+# -- bundles ----------------------------------------------------------------------------------
+def ensure_bundle(catalogue: Path, params: Any, cache_dir: Path, tag: str, workers: int
+                  ) -> Path:
+    """A bundle of `catalogue` built with `params`, cached in `cache_dir` by the parameters,
+    what the id map holds and the catalogue (`tag`: "" for the eval catalogue). Keyed by the
+    build fields only: a query-time knob (`--set nprobe=8`) reuses the bundle."""
+    from app.catalog.records import reference_images
+    from app.recognition.builder import build_bundle
+    from app.recognition.params import BUILD_FIELDS
+
+    built = {name: params.to_dict()[name] for name in BUILD_FIELDS}
+    digest = hashlib.sha256((json.dumps(built, sort_keys=True) + BUNDLE_CONTENT)
+                            .encode()).hexdigest()
+    bundle_dir = cache_dir / f"default-{digest[:10]}{tag}"
+    if not (bundle_dir / "manifest.json").exists():
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+        _log(f"building bundle of {catalogue} in {bundle_dir} ({workers} workers) ...")
+        build_bundle(reference_images(catalogue), bundle_dir, params, progress=True,
+                     workers=workers)
+    return bundle_dir
+
+
+def distractor_catalogue(eval_dir: Path, out: Path, n: int) -> Path:
+    """The eval catalogue + the first n distractors of the scale benchmark (generated by it
+    or here, with its seed and its 1% margin so that it reuses them)."""
+    from bench_scale import SEED as SCALE_SEED
+    from bench_scale import ensure_distractors, subset
+
+    cards = ensure_distractors(eval_dir, out, n + max(1, n // 100), SCALE_SEED)
+    return subset(cards, eval_dir, n)
 
 
 def main(argv: list[str]) -> int:
@@ -206,60 +321,86 @@ def main(argv: list[str]) -> int:
                         help="override a parameter of the default profile: name=json-value")
     parser.add_argument("--tint", type=float, default=0.0,
                         help="colour casts: channel gains exp(uniform(-T, T)) (0: none)")
+    parser.add_argument("--distractors", type=int, default=0,
+                        help="recognise against the eval catalogue + N synthetic printings")
+    parser.add_argument("--distractors-dir",
+                        default=str(ROOT / "data" / "bench-scale" / "synth"),
+                        help="where the scale benchmark keeps its synthetic printings")
+    parser.add_argument("--workers", type=int, default=2, help="bundle build threads")
+    parser.add_argument("--budget-ms", type=int, default=1500,
+                        help="recognition time budget per photo (/infer's default; 0: none)")
+    parser.add_argument("--no-read", action="store_true",
+                        help="do not read the collector line (the appearance's answer alone)")
+    parser.add_argument("--build-only", action="store_true", help="build the bundle and stop")
     parser.add_argument("--cache-dir", default=str(ROOT / "data" / "bench-renders"))
-    parser.add_argument("--out", default=str(ROOT / "bench-results" / "renders.json"))
+    parser.add_argument("--out", default=None,
+                        help="JSON results (default bench-results/renders[-dN].json)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     eval_dir = Path(args.eval_dir).resolve()
     heights = [int(h) for h in args.heights.split(",")]
     if args.serve:
         print(json.dumps(serve(Path(args.serve), eval_dir, heights, args.seed, args.limit,
-                               args.min_height, args.stride, args.set, args.tint)))
+                               args.min_height, args.stride, args.set, args.budget_ms,
+                               not args.no_read, args.tint)))
         return 0
     if not (eval_dir / "cards.jsonl.gz").is_file():
         print(f"renders bench skipped: no evaluation catalogue at {eval_dir}")
         return 0
+    sys.path.insert(0, str(ROOT / "scripts"))
     from bench import _override
 
-    from app.catalog.records import reference_images
-    from app.recognition.builder import build_bundle
     from app.recognition.params import DEFAULT
 
     params = _override(DEFAULT, args.set, "default")
-    # keyed by the parameters and by what the id map holds (layout keys since 2026-11-29)
-    digest = hashlib.sha256((json.dumps(params.to_dict(), sort_keys=True) + BUNDLE_CONTENT)
-                            .encode()).hexdigest()
-    bundle_dir = Path(args.cache_dir) / f"default-{digest[:10]}"
-    if not (bundle_dir / "manifest.json").exists():
-        shutil.rmtree(bundle_dir, ignore_errors=True)
-        _log(f"building bundle in {bundle_dir} ...")
-        build_bundle(reference_images(eval_dir / "cards.jsonl.gz"), bundle_dir, params,
-                     progress=True, workers=2)
-    _log("rendering and recognising in a serving process ...")
+    catalogue, tag = eval_dir / "cards.jsonl.gz", ""
+    if args.distractors:
+        catalogue = distractor_catalogue(eval_dir, Path(args.distractors_dir), args.distractors)
+        tag = f"-d{args.distractors}"
+    bundle_dir = ensure_bundle(catalogue, params, Path(args.cache_dir), tag, args.workers)
+    if args.build_only:
+        print(f"bundle: {bundle_dir}")
+        return 0
+    _log("rendering, recognising and settling in a serving process ...")
     proc = subprocess.run(
         ["nice", sys.executable, __file__, "--serve", str(bundle_dir), "--eval-dir",
          str(eval_dir), "--heights", args.heights, "--seed", str(args.seed), "--limit",
          str(args.limit), "--min-height", str(args.min_height), "--stride", str(args.stride),
          "--tint", str(args.tint),
+         "--budget-ms", str(args.budget_ms), *(["--no-read"] if args.no_read else []),
          *[f"--set={s}" for s in args.set]],
         check=True, stdout=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     served = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = served["rows"]
-    print(f"rendered photos of {served['printings']} printings (scan >= {args.min_height} px), "
-          f"seed {args.seed}{f', colour casts up to {args.tint}' if args.tint else ''}, "
-          f"bundle {bundle_dir.name}:\n")
+    extra = f" + {args.distractors} distractors" if args.distractors else ""
+    print(f"rendered photos of {served['printings']} printings (scan >= {args.min_height} px"
+          f"{', --stride ' + str(args.stride) if args.stride > 1 else ''}), seed "
+          f"{args.seed}{f', colour casts up to {args.tint}' if args.tint else ''}, catalogue: "
+          f"eval{extra}, bundle {bundle_dir.name}")
+    print("collector line: " + ("read as POST /infer reads it (" + served["reader_detail"]
+                                + ")" if served["reader"] else
+                                "NOT read (" + served["reader_detail"] + "): the printing is "
+                                "the appearance's answer alone") + "\n")
     print(table(rows, heights))
+    stops = sum(r["budget_stop"] for r in rows)
+    if stops:
+        print(f"\n{stops} photos stopped by the {args.budget_ms} ms time budget")
     misses = [r for r in rows if r["outcome"] != "right"]
     if misses:
-        print("\nnot right:")
-        for r in sorted(misses, key=lambda r: (r["height"], r["name"])):
+        print("\nnot right (kept: the reference's indexed descriptors; per query pass: votes, "
+              "rank by votes, inliers, art correlation of the reference verified alone):")
+        for r in sorted(misses, key=lambda r: (r["outcome"], r["height"], r["name"])):
             print(f"  {r['height']:>5} px  {r['name']} ({r['set']} {r['number']}): "
-                  f"{r['outcome']}{' -> ' + r['answer'] if r['answer'] else ''}")
-    out = Path(args.out)
+                  f"{r['outcome']}{' -> ' + r['answer'] if r['answer'] else ''}"
+                  f"{' flagged' if r['ambiguous'] else ''}"
+                  f"{' conf ' + str(r['confidence']) if r['confidence'] is not None else ''}"
+                  f" [{r['source']}]\n           {_why(r)}")
+    out = Path(args.out or ROOT / "bench-results" / f"renders{tag}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"params": params.to_dict(), "seed": args.seed,
+                               "distractors": args.distractors, "stride": args.stride,
                                "heights": heights, **served}, indent=1))
     print(f"\nwritten: {out}")
     return 0

@@ -147,6 +147,7 @@ def photograph(
     tilt: float = 0.08,
     blur: float = 0.0,
     glare: float = 0.0,
+    glare_band: float = 0.0,
     noise: float = 3.0,
     jpeg_quality: int = 88,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +155,9 @@ def photograph(
 
     `card_height` is the card's height as a fraction of the photo height, `rotation` degrees
     (180 = upside down), `tilt` the perspective jitter of each corner (fraction of card size),
-    `glare` the strength (0-1) of a bright specular blob.
+    `glare` the strength (0-1) of a bright specular blob, `glare_band` that of a bright band
+    across the card's art (a lamp's reflection on a glossy card, `glare_band` of white light
+    at its middle).
     """
     rng = np.random.default_rng(seed)
     width, height = size
@@ -178,6 +181,15 @@ def photograph(
         sigma = 0.12 * h * scale
         blob = glare * np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / (2 * sigma**2))
         photo = (photo * (1 - blob[..., None]) + 255 * blob[..., None]).astype(np.uint8)
+    if glare_band > 0:
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        angle = rng.uniform(0, np.pi)
+        art_middle = cv2.perspectiveTransform(np.array([[[w / 2, 0.33 * h]]], np.float32),
+                                              matrix)[0, 0]
+        offset = (xx - art_middle[0]) * np.cos(angle) + (yy - art_middle[1]) * np.sin(angle)
+        sigma = 0.06 * h * scale
+        band = glare_band * np.exp(-(offset**2) / (2 * sigma**2))
+        photo = (photo * (1 - band[..., None]) + 255 * band[..., None]).astype(np.uint8)
     if blur > 0:
         photo = cv2.GaussianBlur(photo, (0, 0), blur)
     if noise > 0:

@@ -301,9 +301,11 @@ def photometric(
     where this printing differs from the others of its layout (`layout.distinct_correlation`:
     a Room's or a saga's own art and name, not the layout they share); the fixed
     `params.art_box` only for a bundle without layout keys or a layout too rare to learn.
-    Where the bundle has the reference in colour, colours that do not match lower the art
-    correlation (`colored`). `hidden` (query-feature sized, non-zero = covered by a card already
-    found) is left out of the comparison."""
+    Either is compared without its smooth part (`params.art_highpass`: a glare band across
+    the art is not held against the card). Where the bundle has the reference in colour,
+    colours that do not match lower the art correlation (`colored`). `hidden`
+    (query-feature sized, non-zero = covered by a card already found) is left out of the
+    comparison."""
     thumb = bundle.thumbnail(cand.row)
     th, tw = thumb.shape
     rw, rh = bundle.ref_size[cand.row]
@@ -314,11 +316,14 @@ def photometric(
     cand.view = View(warped.astype(np.float32), valid, ref.astype(np.float32))
     card_corr = _ncc(warped, ref, valid)
     mean = bundle.layout_mean(cand.row)
-    distinct = None if mean is None else layout.distinct_correlation(warped, ref, valid, mean)
+    distinct = None if mean is None else layout.distinct_correlation(
+        warped, ref, valid, mean, params.art_highpass)
     if distinct is None:  # a bundle without layout keys: the fixed art box
         x0, y0, x1, y1 = params.art_box
         art = (slice(int(y0 * th), int(y1 * th)), slice(int(x0 * tw), int(x1 * tw)))
-        distinct = _ncc(warped[art], ref[art], valid[art])
+        seen = layout.highpassed(warped.astype(np.float32), params.art_highpass, valid)
+        own = layout.highpassed(ref.astype(np.float32), params.art_highpass)
+        distinct = _ncc(seen[art], own[art], valid[art])
     cand.gray_corr = distinct
     if params.color_check:
         cand.color_corr = _color_corr(bundle, cand, photo, to_query, (tw, th), hidden)

@@ -84,6 +84,10 @@ class FeatureParams:
     # -- decision -------------------------------------------------------------------------
     decision: str = "photometric"  # "photometric" | "inliers" (the older design)
     art_box: tuple[float, float, float, float] = (0.08, 0.11, 0.92, 0.56)  # x0, y0, x1, y1
+    art_highpass: float = 4.0  # thumbnail px: the art is compared without its smooth part
+    #   (layout.highpassed), so a glare band or a shadow across it is not held against the
+    #   right card (rendered photos: right 0.5-0.64 with a glare band, 0.9-0.95 high-passed;
+    #   wrong candidates' highest 0.86 -> 0.66). 0: the whole signal (before 2026-11-29)
     conf_center: float = 0.65  # art correlation at which confidence is 0.5 ...
     conf_margin: float = 0.25  # ... margin over the best other card's art at which it is 0.5
     conf_slope: float = 15.0  # steepness of the logistic calibration (see matcher.decide)
