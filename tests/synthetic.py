@@ -273,26 +273,28 @@ def draw_collector_line(
 # sideways halves (name bar, a narrow art strip, reminder text, type line, text box), a split
 # card's halves, a saga's chapter text beside a tall art strip. Cards of one layout differ in
 # their art, their name and their frame's colour.
-LAYOUTS: dict[str, list[tuple[str, tuple[float, float, float, float]]]] = {
+Box = tuple[float, float, float, float]
+
+
+def _two_halves(half: list[tuple[str, Box]]) -> list[tuple[str, Box]]:
+    """A layout of two sideways halves (a Room, a split card): `half`'s parts, once in the
+    top half of the card and once in the bottom one."""
+    return [(kind, (x0, y0 + dy, x1, y1 + dy)) for dy in (0.0, 0.47)
+            for kind, (x0, y0, x1, y1) in half]
+
+
+LAYOUTS: dict[str, list[tuple[str, Box]]] = {
     # (kind, box as fractions of the card: x0, y0, x1, y1); "art" and "name" are the card's
     # own, "text" is shared pseudo-text, "bar" a shared bar
-    "room": [
-        (kind, (x0, y0 + dy, x1, y1 + dy))
-        for dy in (0.0, 0.47)
-        for kind, (x0, y0, x1, y1) in (
-            ("name", (0.04, 0.04, 0.13, 0.49)), ("art", (0.15, 0.04, 0.40, 0.49)),
-            ("text", (0.42, 0.04, 0.53, 0.49)), ("bar", (0.55, 0.04, 0.62, 0.49)),
-            ("text", (0.64, 0.04, 0.96, 0.49)),
-        )
-    ],
-    "split": [
-        (kind, (x0, y0 + dy, x1, y1 + dy))
-        for dy in (0.0, 0.47)
-        for kind, (x0, y0, x1, y1) in (
-            ("name", (0.04, 0.04, 0.12, 0.49)), ("art", (0.14, 0.04, 0.46, 0.49)),
-            ("bar", (0.48, 0.04, 0.55, 0.49)), ("text", (0.57, 0.04, 0.96, 0.49)),
-        )
-    ],
+    "room": _two_halves([
+        ("name", (0.04, 0.04, 0.13, 0.49)), ("art", (0.15, 0.04, 0.40, 0.49)),
+        ("text", (0.42, 0.04, 0.53, 0.49)), ("bar", (0.55, 0.04, 0.62, 0.49)),
+        ("text", (0.64, 0.04, 0.96, 0.49)),
+    ]),
+    "split": _two_halves([
+        ("name", (0.04, 0.04, 0.12, 0.49)), ("art", (0.14, 0.04, 0.46, 0.49)),
+        ("bar", (0.48, 0.04, 0.55, 0.49)), ("text", (0.57, 0.04, 0.96, 0.49)),
+    ]),
     "saga": [
         ("name", (0.05, 0.03, 0.95, 0.09)), ("text", (0.05, 0.11, 0.52, 0.86)),
         ("art", (0.55, 0.11, 0.95, 0.86)), ("bar", (0.05, 0.87, 0.95, 0.93)),

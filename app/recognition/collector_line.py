@@ -457,15 +457,16 @@ def read_line(
     started = clock()
     evidence = Evidence()
     texts: list[str] = []
+    regions = line_regions(printings)
     attempts = [(height, local, region) for height, local in ATTEMPTS
-                for region in line_regions(printings)][:MAX_READS]
+                for region in regions][:MAX_READS]
     for n, (height, local, region) in enumerate(attempts):
         flat = rectify(image, quad, region, height)
         if local:
             flat = local_contrast(flat, _LETTER_HEIGHT.get(region, 0.01) * height)
         words = reader.read(flat)
         found = decode_line(words, printings)
-        if found.text and n < len(line_regions(printings)):
+        if found.text and n < len(regions):
             texts.append(found.text)
         if found.foil_word is not None and found.lang is not None:  # the layout is known
             found.foil_mark = foil_mark(flat, words, found.foil_word)
