@@ -259,6 +259,30 @@ def test_decoding_reads_the_numbers_ocr_slips_on() -> None:
     assert decode_line(words("M", "0004", "DSK", "+", "EN"), shop).slot == 1
 
 
+def test_a_set_code_read_whole_names_its_printing_despite_a_slip_in_the_number() -> None:
+    """A "9" in small type read "0", "O" or "C": with the set code read, one wrong digit
+    still names the one printing of that set; a set that holds the art twice, two wrong
+    digits, or another set's number read exactly name nothing."""
+
+    def words(*texts: str) -> list[Word]:
+        return [Word(t, 90.0, (i * 50, 0, i * 50 + 40, 20)) for i, t in enumerate(texts)]
+
+    twins = [Printing(0, "SYN", "21", "en", "2015", ()),
+             Printing(1, "RP1", "92", "en", "2015", ()),
+             Printing(2, "RP3", "2", "en", "2015", ())]
+    assert decode_line(words("C", "OO92", "RP1", "•", "EN"), twins).slot == 1
+    assert decode_line(words("C", "OOO2", "RP1", "•", "EN"), twins).slot is None  # RP3's
+    del twins[2]
+    assert decode_line(words("C", "OOO2", "RP1", "•", "EN"), twins).slot == 1
+    assert decode_line(words("CO02", "RP1", "•", "EN"), twins).slot == 1  # rarity glued
+    assert decode_line(words("COS92RP1*EN"), twins).slot == 1  # glued, "0" read "S"
+    assert decode_line(words("C", "0000", "RP1", "•", "EN"), twins).slot is None  # 2 slips
+    assert decode_line(words("C", "OOO2", "RPX", "•", "EN"), twins).slot is None  # no set
+    same_set = [Printing(0, "DSK", "51", "en", "2015", ()),
+                Printing(1, "DSK", "371", "en", "2015", ())]
+    assert decode_line(words("R", "O57!", "DSK", "•", "EN"), same_set).slot is None
+
+
 def test_a_light_line_on_a_coloured_bar_is_read(reader: Reader) -> None:
     """Light letters on a mid-grey bar above the black border (a coloured bar, in gray): one
     global threshold keeps the bar and the border apart and loses the letters; levelling the
