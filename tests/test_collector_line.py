@@ -324,6 +324,29 @@ def test_the_foil_mark_is_measured_against_the_letters_not_a_short_box(
     assert foil_mark(image, short_box, 0) is (mark == "star")
 
 
+@pytest.mark.parametrize("mark", ["star", "bullet"])
+def test_the_foil_mark_is_found_by_counting_glyphs_where_the_boxes_misplace_it(
+    mark: str,
+) -> None:
+    """As measured on rendered photos: Tesseract boxes "DSK" with the ★ but reads it
+    without, and "*®EN" from the E; the next word, the artist's name, is boxed with the art
+    above it. The mark is the glyph after the code's three letters all the same."""
+    image: np.ndarray = np.full((80, 400), 230, np.uint8)
+    cv2.putText(image, "DSK", (10, 55), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 20, 2, cv2.LINE_AA)
+    cv2.putText(image, "EN", (120, 55), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 20, 2, cv2.LINE_AA)
+    if mark == "star":
+        points = [(100 + (13 if i % 2 == 0 else 5.5) * np.cos(-np.pi / 2 + i * np.pi / 5),
+                   43 + (13 if i % 2 == 0 else 5.5) * np.sin(-np.pi / 2 + i * np.pi / 5))
+                  for i in range(10)]
+        cv2.fillPoly(image, [np.array(points, np.int32)], 20, cv2.LINE_AA)
+    else:
+        cv2.circle(image, (100, 43), 5, 20, -1, cv2.LINE_AA)
+    image = cv2.GaussianBlur(image, (0, 0), 1.0)
+    boxes = [Word("DSK", 90.0, (10, 31, 113, 56)), Word("*®EN", 90.0, (120, 31, 160, 56)),
+             Word("Artist", 90.0, (200, 0, 330, 80))]
+    assert foil_mark(image, boxes, 0, "DSK") is (mark == "star")
+
+
 # -- finish and language ---------------------------------------------------------------------
 def test_a_star_gives_foil_only_for_a_printing_with_that_finish(
     bundle: Bundle, reader: Reader

@@ -418,12 +418,16 @@ def _glyph_span(word: Word, first: int, last: int) -> tuple[float, float]:
     return x0 + first * step, x0 + last * step
 
 
-def foil_mark(image: np.ndarray, words: list[Word], at: int) -> bool | None:
-    """True for a ★ after the set code (word `at`), False for a •, None when not found or
-    not clear. Told by shape, not by OCR (which reads either as "©", "®", "*" or "+",
-    joined to the code or the language or on its own): the bullet is a small disc, about
-    half the letters' height; the star is about as tall as the letters, and not convex."""
-    shape = mark_shape(image, words, at)
+def foil_mark(
+    image: np.ndarray, words: list[Word], at: int, code: str | None = None
+) -> bool | None:
+    """True for a ★ after the set code `code` (read in word `at`), False for a •, None when
+    not found or not clear. Told by shape, not by OCR (which reads either as "©", "®", "*"
+    or "+", joined to the code or the language or on its own): the bullet is a small disc,
+    about half the letters' height; the star is about as tall as the letters, and not
+    convex."""
+    shape = (_counted_mark_shape(image, words, at, code) if code else None) or mark_shape(
+        image, words, at)
     if shape is None:
         return None
     relative_height, solidity = shape
@@ -434,6 +438,90 @@ def foil_mark(image: np.ndarray, words: list[Word], at: int) -> bool | None:
     return None
 
 
+def _letter_height(words: list[Word], at: int) -> int:
+    """The letters' height: of the set code's word (`at`) or the next, whichever is taller
+    (Tesseract sometimes boxes "RP1•" at the bullet's height), the next only when it is on
+    the same line and at most 2.5 times as tall (not the artist's name, boxed with the art
+    above it)."""
+    x0, y0, x1, y1 = words[at].box
+    heights = [y1 - y0]
+    if at + 1 < len(words) and re.search(r"[A-Za-z0-9]{2}", words[at + 1].text):
+        _, top, _, bottom = words[at + 1].box
+        if y0 - (y1 - y0) / 2 <= (top + bottom) / 2 <= y1 + (y1 - y0) / 2 and (
+                bottom - top <= 2.5 * (y1 - y0)):
+            heights.append(bottom - top)
+    return max(max(heights), 1)
+
+
+def _counted_mark_shape(
+    image: np.ndarray, words: list[Word], at: int, code: str
+) -> tuple[float, float] | None:
+    """The shape (as `mark_shape`) of the glyph after the set code's letters, found by
+    counting the glyphs from the code's first letter to the language's last: exactly
+    len(code) + 1 + 2 of them, the mark the one after the code. Why: Tesseract's boxes
+    place the mark poorly when it joins it to a word ("DSK" boxed with the ★ but read
+    without it, "*®EN" boxed from the E); glyphs counted do not depend on them. None when
+    the count is not that (a mark merged with a letter, a letter broken in two)."""
+    word = words[at]
+    squeezed = _confusable(code)
+    start = _confusable(word.text).find(squeezed)
+    if start < 0 or (start and not word.text[:start].isalnum()):
+        return None
+    last = None
+    for i in range(at, min(at + 3, len(words))):
+        tail = _confusable(words[i].text)[start + len(squeezed) if i == at else 0:]
+        if len(tail) >= 2 and tail[-2:] in _PRINTED_CONFUSABLE:
+            last = i
+            break
+    if last is None:
+        return None
+    height = _letter_height(words, at)
+    margin = 0.3 * height
+    # the number glued before the code ("0039RP1"): from where the code's letters begin,
+    # spacing the word's box evenly (a digit cut there is left out, one left whole makes
+    # the count wrong)
+    x0 = _glyph_span(word, start, start)[0] if start else word.box[0] - margin
+    x0, x1 = int(max(0, x0)), int(words[last].box[2] + margin)
+    y0 = max(0, word.box[1] - height // 2)
+    band = image[y0: word.box[3] + height // 2, x0:x1]
+    if band.size == 0:
+        return None
+    _, ink = cv2.threshold(band, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(ink)
+    top, bottom = word.box[1] - y0, word.box[3] - y0
+    glyphs = [label for label in range(1, count)
+              if stats[label, cv2.CC_STAT_HEIGHT] >= 0.2 * height
+              and top <= centroids[label][1] <= bottom
+              and stats[label, cv2.CC_STAT_LEFT] > 0
+              and stats[label, cv2.CC_STAT_TOP] > 0
+              and stats[label, cv2.CC_STAT_LEFT] + stats[label, cv2.CC_STAT_WIDTH] < band.shape[1]
+              and stats[label, cv2.CC_STAT_TOP] + stats[label, cv2.CC_STAT_HEIGHT] < band.shape[0]]
+    if len(glyphs) != len(squeezed) + 3:
+        return None
+    glyphs.sort(key=lambda label: stats[label, cv2.CC_STAT_LEFT])
+    mark = glyphs.pop(len(squeezed))
+    tall, wide = stats[mark, cv2.CC_STAT_HEIGHT], stats[mark, cv2.CC_STAT_WIDTH]
+    if not 0.75 <= wide / tall <= 1.35 or min(
+            stats[label, cv2.CC_STAT_HEIGHT] for label in glyphs) < 0.6 * height:
+        return None  # the count was right by chance: a "1" where the mark should be, or a
+        # mark among the letters
+    return _shape(labels, stats, mark, height)
+
+
+def _shape(
+    labels: np.ndarray, stats: np.ndarray, label: int, height: float
+) -> tuple[float, float]:
+    """(height / `height`, area / convex hull area) of connected component `label`."""
+    contours, _ = cv2.findContours((labels == label).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
+    # the hull joins the outer pixels' centres: half its perimeter, plus one, is the area
+    # of the pixels it cuts through (Pick's theorem), which a pixel count includes
+    hull_area = cv2.contourArea(hull) + cv2.arcLength(hull, True) / 2 + 1
+    solidity = float(stats[label, cv2.CC_STAT_AREA]) / hull_area
+    return float(stats[label, cv2.CC_STAT_HEIGHT]) / height, solidity
+
+
 def mark_shape(image: np.ndarray, words: list[Word], at: int) -> tuple[float, float] | None:
     """(height / the set code's letter height, area / convex hull area) of the mark after
     the set code in word `at` of `image` (the rectified line), or None when none is found."""
@@ -442,10 +530,7 @@ def mark_shape(image: np.ndarray, words: list[Word], at: int) -> tuple[float, fl
     if code is None:
         return None
     after = words[at + 1] if at + 1 < len(words) else None
-    # the letters' height: of the set code's word or the language's, whichever is taller
-    # (Tesseract sometimes boxes "RP1•" at the bullet's height)
-    height = max([w.box[3] - w.box[1] for w in (word, after)
-                  if w is not None and re.search(r"[A-Za-z0-9]{2}", w.text)] + [1])
+    height = _letter_height(words, at)
     lead = re.match(r"[^A-Za-z0-9]*", after.text).end() if after else 0  # type: ignore[union-attr]
     if after is not None and lead == len(after.text):  # the mark read as a word: "®", "©"
         start, stop = after.box[0] - 0.5 * height, after.box[2] + 0.5 * height
@@ -477,14 +562,7 @@ def mark_shape(image: np.ndarray, words: list[Word], at: int) -> tuple[float, fl
     if not marks:
         return None
     label = max(marks, key=lambda m: stats[m, cv2.CC_STAT_AREA])
-    contours, _ = cv2.findContours((labels == label).astype(np.uint8), cv2.RETR_EXTERNAL,
-                                   cv2.CHAIN_APPROX_SIMPLE)
-    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
-    # the hull joins the outer pixels' centres: half its perimeter, plus one, is the area
-    # of the pixels it cuts through (Pick's theorem), which a pixel count includes
-    hull_area = cv2.contourArea(hull) + cv2.arcLength(hull, True) / 2 + 1
-    solidity = float(stats[label, cv2.CC_STAT_AREA]) / hull_area
-    return float(tall[label]) / height, solidity
+    return _shape(labels, stats, label, height)
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -517,7 +595,7 @@ def read_line(
         if found.text and n < len(regions):
             texts.append(found.text)
         if found.foil_word is not None and found.lang is not None:  # the layout is known
-            found.foil_mark = foil_mark(flat, words, found.foil_word)
+            found.foil_mark = foil_mark(flat, words, found.foil_word, found.set)
         if found.slot is not None or (found.set is not None and evidence.set is None) or (
                 evidence.text is None):
             evidence = found
