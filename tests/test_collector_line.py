@@ -245,6 +245,8 @@ def test_decoding_reads_the_numbers_ocr_slips_on() -> None:
     assert decode_line(words(*copyright_, "951274"), old_frame).slot == 0  # "/" read "1"
     assert decode_line(words(*copyright_, "£26278"), old_frame).slot == 1
     assert decode_line(words(*copyright_), old_frame).slot is None  # 2012 is no "2/012"
+    assert decode_line(words(*copyright_), [Printing(4, "RTR", "12", "en", "2003", ())]).slot is (
+        None)  # nor a "2" read for a rarity letter before 012
     assert decode_line(words(*copyright_, "9527"), old_frame).slot is None  # no set size
     today = [Printing(0, "SYN", "21", "en", "2015", ()),
              Printing(1, "RP1", "115", "en", "2015", ()),
@@ -345,6 +347,30 @@ def test_the_foil_mark_is_found_by_counting_glyphs_where_the_boxes_misplace_it(
     boxes = [Word("DSK", 90.0, (10, 31, 113, 56)), Word("*®EN", 90.0, (120, 31, 160, 56)),
              Word("Artist", 90.0, (200, 0, 330, 80))]
     assert foil_mark(image, boxes, 0, "DSK") is (mark == "star")
+
+
+def test_a_copyright_line_names_its_2003_printing_despite_a_slip_in_the_number() -> None:
+    """A 2003 frame prints no set code: its copyright line's year, or its last word, stands
+    in for one, and one wrong digit of three still names the one 2003-frame printing of
+    that year; a printing of another year, two near numbers, or a short number do not."""
+
+    def words(*texts: str) -> list[Word]:
+        return [Word(t, 90.0, (i * 50, 0, i * 50 + 40, 20)) for i, t in enumerate(texts)]
+
+    def rtr(slot: int, number: str, year: int = 2012) -> Printing:
+        return Printing(slot, "RTR", number, "en", "2003", (), year=year)
+
+    twins = [rtr(0, "122"), Printing(1, "RP1", "357", "en", "2015", (), year=2020)]
+    line = ("TM", "&", "©", "2012", "Wizards", "of", "the", "Coast")
+    assert decode_line(words(*line, "1322778"), twins).slot == 0  # "122/274" read
+    assert decode_line(words("Wards", "of", "the", "Cowst", "T22274"), twins).slot == 0
+    assert decode_line(words("Wizards", "of", "the", "1322778"), twins).slot is None  # no anchor
+    assert decode_line(words(*line, "1332778"), twins).slot is None  # two slips
+    assert decode_line(words(*line, "132"), twins).slot is None  # no set size after it
+    assert decode_line(words(*line, "1322778"), [rtr(0, "122", 2015)]).slot is None  # year
+    assert decode_line(words(*line, "1322778"), [*twins, rtr(2, "142")]).slot is None
+    assert decode_line(words(*line, "1322778"), [*twins, rtr(2, "132")]).slot is None
+    assert decode_line(words(*line, "2274"), [rtr(0, "12")]).slot is None  # short number
 
 
 # -- finish and language ---------------------------------------------------------------------

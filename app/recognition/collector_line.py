@@ -43,7 +43,7 @@ RECTIFIED_HEIGHT = 2600
 # Measured (scripts/bench_collector_line.py's renders >= 800 px, one core): the first
 # reading at 2200 px decides as many lines as at 2600 px for 20% less CPU.
 ATTEMPTS = ((2200, True), (RECTIFIED_HEIGHT, False), (3000, True), (1800, True))
-MAX_READS = 6  # two regions (a card with twins in two frames) get three attempts each
+MAX_READS = 8  # two regions (a card with twins in two frames) get four attempts each
 # Local contrast: the text's neighbourhood (Gaussian sigma, in letter heights) and the
 # least standard deviation divided by (gray levels of the stretched line): flat areas are
 # not blown up into noise, which Tesseract would read as letters.
@@ -121,14 +121,17 @@ class Printing:
     frame: str | None
     finishes: tuple[str, ...]
     looks: tuple[Any, ...] = ()  # (frame, border_color, frame_effects): what a photo shows
+    year: int | None = None  # of `released_at`: the year a 2003 frame's copyright prints
 
     @classmethod
     def of(cls, slot: int, entry: dict[str, Any]) -> Printing:
         frame = entry.get("frame") or frame_of_date(entry.get("released_at"))
         looks = (frame, entry.get("border_color"), tuple(sorted(entry.get("frame_effects") or ())))
+        released = str(entry.get("released_at") or "")
         return cls(slot, str(entry.get("set") or "").upper(),
                    str(entry.get("collector_number") or ""), entry.get("lang"),
-                   frame, tuple(entry.get("finishes") or ()), looks)
+                   frame, tuple(entry.get("finishes") or ()), looks,
+                   int(released[:4]) if released[:4].isdigit() else None)
 
     @property
     def number(self) -> int | None:
@@ -240,7 +243,7 @@ def _digit_runs(text: str, min_digits: int = 1) -> set[int]:
     for token in re.findall(r"[A-Z0-9/]+", text.upper()):
         part = token.split("/")[0]  # "141/274": 274 is the set's size
         numbers.update(int(run) for run in re.findall(r"\d+", part) if len(run) >= min_digits)
-        for core in (part, part[1:]):
+        for core in (part, part[1:]) if part[:1].isalpha() else (part,):  # "M0194"
             if len(core) >= min_digits and any(ch.isdigit() for ch in core) and all(
                 ch.isdigit() or ch in _DIGIT_SLIPS for ch in core
             ):
@@ -334,6 +337,8 @@ def decode_line(words: list[Word], printings: list[Printing]) -> Evidence:
         evidence.foil_word = set_word
     if not named:
         named = _named_by_set(words, tokens, printings, near_set, padded)
+    if not named and not near_set:
+        named = _named_by_copyright(text, printings)
     # the same set and number in several languages is one printing until the language says
     if len({(p.set, p.number) for p in named}) != 1:
         return evidence
@@ -374,6 +379,59 @@ def _named_by_set(
              and all(ch.isdigit() or ch in _DIGIT_SLIPS for ch in core)]
     return [p for p in by_set if p.number is not None and any(
         _slips(core, p.number) <= NUMBER_SLIPS for core in cores)]
+
+
+def _named_by_copyright(text: str, printings: list[Printing]) -> list[Printing]:
+    """The 2003-frame printing named by its copyright line read with a slip in the number:
+    the frame prints no set code, but its copyright line ("™ & © 2012 Wizards of the
+    Coast 141/274") stands in for one. After the line's year (a printing's release year or
+    the year before) or its last word ("Coast", read "Goast", "Cowst", "Cook"), when the
+    digits that begin a token are within `NUMBER_SLIPS` of the number of exactly one
+    2003-frame printing ("1322778" for `122/274`, "T71/" for `171/274`; a first letter
+    that is no digit is left out: "P11274"), that printing of the year read (any year when
+    none was) is named, unless another printing's number was read whole. Numbers under
+    three digits are not matched with a slip (one wrong digit of two leaves too little)."""
+    old = [p for p in printings if p.frame == "2003" and p.number is not None
+           and p.number >= 100]
+    if not old:
+        return []
+    words = text.upper().replace("£", "1").split()
+    year_read: set[int] = set()
+    anchor = None
+    for n, word in enumerate(words):
+        digits = word.translate(_AS_DIGIT)
+        years = {int(digits[i: i + 4]) for i in range(len(digits) - 3)
+                 if digits[i: i + 4].isdigit() and 1993 <= int(digits[i: i + 4]) <= 2039}
+        if years and not year_read:
+            year_read, anchor = years, n
+        elif _COAST.fullmatch(re.sub(r"[^A-Z]", "", word)):
+            anchor = n
+    if anchor is None:
+        return []
+    numbers = []
+    for word in words[anchor + 1:]:
+        squeezed = re.sub(r"[^A-Z0-9]", "", word)
+        for core in (squeezed, squeezed[1:]):
+            if core and all(ch.isdigit() or ch in _DIGIT_SLIPS for ch in core) and any(
+                    ch.isdigit() for ch in core):
+                numbers.append(core.translate(_AS_DIGIT))
+                break
+    near = [p for p in old if (not year_read or year_read & {p.year, (p.year or 0) - 1})
+            and any(len(core) > len(str(p.number)) and _slips(core[: len(str(p.number))],
+                                                              p.number) <= NUMBER_SLIPS
+                    for core in numbers)]
+    if len({(p.set, p.number) for p in near}) != 1:
+        return []
+    whole = {int(core) for core in numbers} | {int(core[:-3]) for core in numbers
+                                               if len(core) > 3}
+    if any(p.number in whole for p in printings if p.number != near[0].number):
+        return []  # another printing's number was read whole
+    return near
+
+
+# The copyright line's last word as OCR reads it in small serif type: "Coast", "Goast",
+# "Cowst", "Coust", "Cook", "Coe"
+_COAST = re.compile(r"[CG][OA][A-Z]{1,3}")
 
 
 def _slips(core: str, number: int) -> int:
