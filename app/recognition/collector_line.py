@@ -416,10 +416,14 @@ def _named_by_copyright(text: str, printings: list[Printing]) -> list[Printing]:
                     ch.isdigit() for ch in core):
                 numbers.append(core.translate(_AS_DIGIT))
                 break
+
+    def near_number(number: int) -> bool:
+        digits = len(str(number))
+        return any(len(core) > digits and _slips(core[:digits], number) <= NUMBER_SLIPS
+                   for core in numbers)
+
     near = [p for p in old if (not year_read or year_read & {p.year, (p.year or 0) - 1})
-            and any(len(core) > len(str(p.number)) and _slips(core[: len(str(p.number))],
-                                                              p.number) <= NUMBER_SLIPS
-                    for core in numbers)]
+            and near_number(p.number or 0)]
     if len({(p.set, p.number) for p in near}) != 1:
         return []
     whole = {int(core) for core in numbers} | {int(core[:-3]) for core in numbers
