@@ -374,6 +374,18 @@ def test_a_copyright_line_names_its_2003_printing_despite_a_slip_in_the_number()
 
 
 # -- finish and language ---------------------------------------------------------------------
+def test_the_foil_mark_is_not_told_on_a_card_under_its_legible_size(
+    bundle: Bundle, reader: Reader
+) -> None:
+    """At 650 px the line is read, but the mark is a few pixels: no finish is claimed."""
+    data, _ = _photo_bytes(card_image("card-104", foil=True), size=(620, 820))
+    result, evidence = _recognise(bundle, data, reader)
+    assert result.match is not None and result.match.card["id"] == "card-104"
+    assert evidence.collector_number is not None  # the line was read
+    assert evidence.foil_mark is None
+    assert answer_finish(evidence, result.match.card["finishes"]) is None
+
+
 def test_a_star_gives_foil_only_for_a_printing_with_that_finish(
     bundle: Bundle, reader: Reader
 ) -> None:

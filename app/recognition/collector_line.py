@@ -31,6 +31,10 @@ from app.recognition.ocr import Reader, Word
 # Card height in the uploaded photo's pixels under which the line is not read: its letters
 # are then under ~6 px tall (scripts/bench_collector_line.py measures readings by height).
 MIN_CARD_HEIGHT = 600
+# ... and under which the foil mark is not told (foil_mark None): at 600 px a ★ is ~5 px
+# tall, and the benchmark's renders at 600 px took one star of 14 for a bullet (a wrong
+# finish, a wrong price), while none from 800 px up
+FOIL_MIN_CARD_HEIGHT = 700
 # The line is read from a copy of the photo in which the card is at least this tall (a JPEG
 # is decoded at 1/2..1/8 only down to it), and rectified at RECTIFIED_HEIGHT (letters
 # ~28 px tall, what Tesseract's LSTM model reads best).

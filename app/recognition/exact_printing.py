@@ -28,6 +28,7 @@ import numpy as np
 
 from app.recognition.bundle import Bundle
 from app.recognition.collector_line import (
+    FOIL_MIN_CARD_HEIGHT,
     MIN_CARD_HEIGHT,
     SOURCE_CARD_HEIGHT,
     Evidence,
@@ -81,6 +82,8 @@ def settle(
         return Evidence()
     printings = same_art_printings(bundle, result.match.row)
     evidence = read_line(reader, image, quad / reduction, printings, time.perf_counter)
+    if height < FOIL_MIN_CARD_HEIGHT:
+        evidence.foil_mark = None
     match = result.match
     chosen = evidence.slot
     if chosen is not None and chosen != match.row and not match.ambiguous:
