@@ -59,6 +59,8 @@ CARD_ASPECT = 63 / 88  # width / height of a Magic card
 # area / convex hull (bullets 0.24-0.54 of the letters' height and solidity 0.93-0.98;
 # stars 0.72-1.0 and 0.71-0.94, blurred ones at the top of that range)
 STAR_MIN_HEIGHT = 0.65
+# ... and the least space on either side of it, in letter heights (_spaced_mark_shape)
+MARK_GAP = 0.25
 STAR_SOLIDITY = 0.95
 BULLET_MAX_HEIGHT = 0.56
 
@@ -492,7 +494,7 @@ def foil_mark(
     or "+", joined to the code or the language or on its own): the bullet is a small disc,
     about half the letters' height; the star is about as tall as the letters, and not
     convex."""
-    shape = (_counted_mark_shape(image, words, at, code) if code else None) or mark_shape(
+    shape = (_spaced_mark_shape(image, words, at, code) if code else None) or mark_shape(
         image, words, at)
     if shape is None:
         return None
@@ -519,15 +521,21 @@ def _letter_height(words: list[Word], at: int) -> int:
     return max(max(heights), 1)
 
 
-def _counted_mark_shape(
+def _spaced_mark_shape(
     image: np.ndarray, words: list[Word], at: int, code: str
 ) -> tuple[float, float] | None:
-    """The shape (as `mark_shape`) of the glyph after the set code's letters, found by
-    counting the glyphs from the code's first letter to the language's last: exactly
-    len(code) + 1 + 2 of them, the mark the one after the code. Why: Tesseract's boxes
-    place the mark poorly when it joins it to a word ("DSK" boxed with the ★ but read
-    without it, "*®EN" boxed from the E); glyphs counted do not depend on them. None when
-    the count is not that (a mark merged with a letter, a letter broken in two)."""
+    """The shape (as `mark_shape`, its height against the letters' glyphs) of the mark
+    between the set code `code` (read in word `at`) and the language, found among the
+    glyphs from the code to the language's last letter: the third glyph from the right,
+    two letters after it, spaced off on both sides by at least `MARK_GAP` letter heights.
+
+    Why: Tesseract's boxes place the mark poorly when it joins it to a word ("DSK" boxed
+    with the ★ but read without it, "*®EN" boxed from the E). Measured on the benchmark's
+    renders (800-1400 px): the mark's gaps are 0.29-0.71 letter heights, gaps between the
+    letters of a code or a language 0.02-0.21; letters of a code may touch ("RP" one
+    glyph), so the mark is counted from the language's end. None when those glyphs are not
+    there (a mark merged with a letter, or not inked: no glyph is then spaced off on both
+    sides)."""
     word = words[at]
     squeezed = _confusable(code)
     start = _confusable(word.text).find(squeezed)
@@ -543,9 +551,8 @@ def _counted_mark_shape(
         return None
     height = _letter_height(words, at)
     margin = 0.3 * height
-    # the number glued before the code ("0039RP1"): from where the code's letters begin,
-    # spacing the word's box evenly (a digit cut there is left out, one left whole makes
-    # the count wrong)
+    # a number glued before the code ("0039RP1"): from where the code's letters begin,
+    # spacing the word's box evenly
     x0 = _glyph_span(word, start, start)[0] if start else word.box[0] - margin
     x0, x1 = int(max(0, x0)), int(words[last].box[2] + margin)
     y0 = max(0, word.box[1] - height // 2)
@@ -555,23 +562,25 @@ def _counted_mark_shape(
     _, ink = cv2.threshold(band, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
     count, labels, stats, centroids = cv2.connectedComponentsWithStats(ink)
     top, bottom = word.box[1] - y0, word.box[3] - y0
-    glyphs = [label for label in range(1, count)
-              if stats[label, cv2.CC_STAT_HEIGHT] >= 0.2 * height
-              and top <= centroids[label][1] <= bottom
-              and stats[label, cv2.CC_STAT_LEFT] > 0
-              and stats[label, cv2.CC_STAT_TOP] > 0
-              and stats[label, cv2.CC_STAT_LEFT] + stats[label, cv2.CC_STAT_WIDTH] < band.shape[1]
-              and stats[label, cv2.CC_STAT_TOP] + stats[label, cv2.CC_STAT_HEIGHT] < band.shape[0]]
-    if len(glyphs) != len(squeezed) + 3:
+    left, width = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_WIDTH]
+    upper, tall = stats[:, cv2.CC_STAT_TOP], stats[:, cv2.CC_STAT_HEIGHT]
+    glyphs = sorted((label for label in range(1, count)
+                     if tall[label] >= 0.2 * height and top <= centroids[label][1] <= bottom
+                     and left[label] > 0 and left[label] + width[label] < band.shape[1]
+                     and upper[label] > 0 and upper[label] + tall[label] < band.shape[0]),
+                    key=lambda label: int(left[label]))
+    if len(glyphs) < 4:
         return None
-    glyphs.sort(key=lambda label: stats[label, cv2.CC_STAT_LEFT])
-    mark = glyphs.pop(len(squeezed))
-    tall, wide = stats[mark, cv2.CC_STAT_HEIGHT], stats[mark, cv2.CC_STAT_WIDTH]
-    if not 0.75 <= wide / tall <= 1.35 or min(
-            stats[label, cv2.CC_STAT_HEIGHT] for label in glyphs) < 0.6 * height:
-        return None  # the count was right by chance: a "1" where the mark should be, or a
-        # mark among the letters
-    return _shape(labels, stats, mark, height)
+    before, mark, first, second = glyphs[-4:]
+    letters = float(np.median([tall[label] for label in glyphs if label != mark]))
+    gaps = (left[mark] - left[before] - width[before], left[first] - left[mark] - width[mark])
+    if min(gaps) < MARK_GAP * letters or left[second] - left[first] - width[first] >= (
+            MARK_GAP * letters):
+        return None  # no glyph spaced off as the mark is, or the language is no two letters
+    if not 0.75 <= width[mark] / tall[mark] <= 1.35 or min(tall[first], tall[second]) < (
+            0.6 * letters):
+        return None
+    return _shape(labels, stats, mark, letters)
 
 
 def _shape(
