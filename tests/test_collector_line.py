@@ -254,6 +254,9 @@ def test_decoding_reads_the_numbers_ocr_slips_on() -> None:
     assert decode_line(words("COLISRP1", "+", "EN"), today).slot == 1
     assert decode_line(words("C", "OLOO", "RP2", "+", "EN"), today).slot == 2
     assert decode_line(words("C", "OLOO", "RP1", "+", "EN"), today).slot is None  # crossed
+    # a line with a set code is no 2003 line: its number names no printing of that frame
+    assert decode_line(words("C", "00260", "RP1", "•", "EN"), [
+        Printing(0, "RTR", "260", "en", "2003", ()), *today]).slot is None
     # a number shorter than the zero-padded ones these frames print is part of one: "4"
     # read from a blurred "0335" names neither printing 4 nor 335
     shop = [Printing(0, "DSK", "335", "en", "2015", ()), Printing(1, "DSK", "4", "en", "2015", ())]

@@ -336,6 +336,11 @@ def decode_line(words: list[Word], printings: list[Printing]) -> Evidence:
         has_number = printing.number is not None and printing.number in readable
         if has_number and (at is not None or not needs_set):
             named.append(printing)
+    if near_set:
+        # a line showing a set code is the line of a frame that prints one: its number
+        # names no printing of a frame without ("C 00260 RP1", 0026 with a 0 too many, is
+        # not 260/274)
+        named = [p for p in named if p.slot in near_set]
     if set_word is not None:
         evidence.lang = _language_after(words, set_word, _confusable(evidence.set or ""))
         if evidence.lang == UNREAD_LANG:
