@@ -22,11 +22,14 @@ import requests
 from app.recognition.builder import ReferenceImage, build_bundle
 from app.recognition.bundle import Bundle
 from app.recognition.collector_line import (
+    COPYRIGHT_LINE,
     MIN_CARD_HEIGHT,
     MODERN_LINE,
+    MODERN_LINE_ABOVE_BORDER,
     Printing,
     decode_line,
     foil_mark,
+    line_regions,
     local_contrast,
     read_line,
     rectify,
@@ -286,6 +289,19 @@ def test_a_set_code_read_whole_names_its_printing_despite_a_slip_in_the_number()
     same_set = [Printing(0, "DSK", "51", "en", "2015", ()),
                 Printing(1, "DSK", "371", "en", "2015", ())]
     assert decode_line(words("R", "O57!", "DSK", "•", "EN"), same_set).slot is None
+
+
+def test_each_frame_is_read_where_it_prints_its_line() -> None:
+    """Today's frames: the two lines, then the same without the border under them (a second
+    region: the border's edge takes Tesseract off some lines); 2003: the copyright line;
+    older frames: nothing. Each region once, whatever the number of printings."""
+    today, old = (Printing(0, "SYN", "1", "en", "2015", ()),
+                  Printing(1, "RTR", "2", "en", "2003", ()))
+    ancient = Printing(2, "LEA", "3", "en", "1993", ())
+    assert line_regions([today, today]) == [MODERN_LINE, MODERN_LINE_ABOVE_BORDER]
+    assert line_regions([old, today]) == [COPYRIGHT_LINE, MODERN_LINE,
+                                          MODERN_LINE_ABOVE_BORDER]
+    assert line_regions([ancient]) == []
 
 
 def test_a_light_line_on_a_coloured_bar_is_read(reader: Reader) -> None:
