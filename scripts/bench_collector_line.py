@@ -294,6 +294,35 @@ def report(results: list[dict[str, Any]]) -> dict[str, Any]:
               f"{counts['WRONG']:>6} {counts['missed']:>6} | {cell('set'):>11} "
               f"{cell('collector_number'):>11} {cell('lang'):>11} {cell('foil_mark'):>11} | "
               f"{p50}/{p95} ({cpu50}/{cpu95})")
+    print("\nDecided right by kind of line (German renders left out)")
+
+    def kind_of(r: dict[str, Any]) -> str:
+        if r["variant"] == "twin":
+            return "synthetic set-symbol twins"
+        return "Duskmourn, 2015 frame" if "set" in r["expect"] else (
+            "Return to Ravnica, 2003 frame")
+
+    for kind in ("Duskmourn, 2015 frame", "Return to Ravnica, 2003 frame",
+                 "synthetic set-symbol twins"):
+        cells = []
+        for height in sorted({r["height"] for r in results}):
+            rows = [r for r in results if r["height"] == height and r["variant"] != "lang"
+                    and kind_of(r) == kind]
+            if rows:
+                cells.append(f"{height}: {sum(outcome(r) == 'decided right' for r in rows)}/"
+                             f"{len(rows)}")
+        print(f"  {kind}: {', '.join(cells)}")
+        table[f"kind {kind}"] = cells
+    modern = [r for r in results if r["height"] >= 800 and "lang" in r["expect"]
+              and r["answer"] is not None]
+    if modern:
+        marks = [reading(r, "foil_mark") for r in modern if r["variant"] != "lang"]
+        langs = [reading(r, "lang") for r in modern]
+        print(f"\n2015-frame lines >= 800 px: foil mark right {marks.count('right')}/"
+              f"{len(marks)} ({marks.count('wrong')} wrong), language right "
+              f"{langs.count('right')}/{len(langs)} ({langs.count('wrong')} wrong)")
+        table["modern_800_up"] = {"foil_mark": [marks.count("right"), len(marks)],
+                                  "lang": [langs.count("right"), len(langs)]}
     german = [r for r in results if r["variant"] == "lang"]
     if german:
         print("\nGerman renders (EN edited to DE; no German printing catalogued): by height")
