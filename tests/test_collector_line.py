@@ -372,6 +372,32 @@ def test_the_foil_mark_is_found_by_its_spacing_where_the_boxes_misplace_it(
     assert foil_mark(image, boxes, 0, "DSK") is (mark == "star")
 
 
+def test_a_copyright_line_names_its_2003_printing_despite_a_slip_in_the_number() -> None:
+    """A 2003 frame prints no set code: its copyright line's year, or its last word, stands
+    in for one, and one wrong digit of three still names the one 2003-frame printing of
+    that year; a printing of another year, two near numbers, or a short number do not."""
+
+    def words(*texts: str) -> list[Word]:
+        return [Word(t, 90.0, (i * 50, 0, i * 50 + 40, 20)) for i, t in enumerate(texts)]
+
+    def rtr(slot: int, number: str, year: int = 2012) -> Printing:
+        return Printing(slot, "RTR", number, "en", "2003", (), year=year)
+
+    twins = [rtr(0, "122"), Printing(1, "RP1", "357", "en", "2015", (), year=2020)]
+    line = ("TM", "&", "©", "2012", "Wizards", "of", "the", "Coast")
+    assert decode_line(words(*line, "1322778"), twins).slot == 0  # "122/274" read
+    assert decode_line(words("Wards", "of", "the", "Cowst", "T22274"), twins).slot == 0
+    # the first word like "Coast" anchors the number, not one read in the art after it
+    assert decode_line(words("Wcards", "WE", "Goase", "P12274", "ee", "CaP"), twins).slot == 0
+    assert decode_line(words("Wizards", "of", "the", "1322778"), twins).slot is None  # no anchor
+    assert decode_line(words(*line, "1332778"), twins).slot is None  # two slips
+    assert decode_line(words(*line, "132"), twins).slot is None  # no set size after it
+    assert decode_line(words(*line, "1322778"), [rtr(0, "122", 2015)]).slot is None  # year
+    assert decode_line(words(*line, "1322778"), [*twins, rtr(2, "142")]).slot is None
+    assert decode_line(words(*line, "1322778"), [*twins, rtr(2, "132")]).slot is None
+    assert decode_line(words(*line, "2274"), [rtr(0, "12")]).slot is None  # short number
+
+
 # -- finish and language ---------------------------------------------------------------------
 def test_the_foil_mark_is_not_told_on_a_card_under_its_legible_size(
     bundle: Bundle, reader: Reader

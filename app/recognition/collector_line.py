@@ -403,12 +403,13 @@ def _named_by_copyright(text: str, printings: list[Printing]) -> list[Printing]:
     """The 2003-frame printing named by its copyright line read with a slip in the number:
     the frame prints no set code, but its copyright line ("™ & © 2012 Wizards of the
     Coast 141/274") stands in for one. After the line's year (a printing's release year or
-    the year before) or its last word ("Coast", read "Goast", "Cowst", "Cook"), when the
-    digits that begin a token are within `NUMBER_SLIPS` of the number of exactly one
-    2003-frame printing ("1322778" for `122/274`, "T71/" for `171/274`; a first letter
-    that is no digit is left out: "P11274"), that printing of the year read (any year when
-    none was) is named, unless another printing's number was read whole. Numbers under
-    three digits are not matched with a slip (one wrong digit of two leaves too little)."""
+    the year before) or its last word ("Coast", read "Goast", "Cowst", "Cook"), whichever
+    is read first, when the digits that begin a token are within `NUMBER_SLIPS` of the
+    number of exactly one 2003-frame printing ("1322778" for `122/274`, "T71/" for
+    `171/274`; a first letter that is no digit is left out: "P11274"), that printing of the
+    year read (any year when none was) is named, unless another printing's number was read
+    whole. Numbers under three digits are not matched with a slip (one wrong digit of two
+    leaves too little)."""
     old = [p for p in printings if p.frame == "2003" and p.number is not None
            and p.number >= 100]
     if not old:
@@ -421,9 +422,10 @@ def _named_by_copyright(text: str, printings: list[Printing]) -> list[Printing]:
         years = {int(digits[i: i + 4]) for i in range(len(digits) - 3)
                  if digits[i: i + 4].isdigit() and 1993 <= int(digits[i: i + 4]) <= 2039}
         if years and not year_read:
-            year_read, anchor = years, n
-        elif _COAST.fullmatch(re.sub(r"[^A-Z]", "", word)):
-            anchor = n
+            year_read = years
+            anchor = n if anchor is None else anchor
+        elif anchor is None and _COAST.fullmatch(re.sub(r"[^A-Z]", "", word)):
+            anchor = n  # the first: later words of the art or frame may look alike ("CaP")
     if anchor is None:
         return []
     numbers = []
