@@ -322,15 +322,11 @@ def test_a_light_line_on_a_coloured_bar_is_read(reader: Reader) -> None:
     assert decode_line(reader.read(local_contrast(flat, 0.0107 * 2200)), printings).slot == 1
 
 
-@pytest.mark.parametrize("mark", ["star", "bullet"])
-@pytest.mark.parametrize("blur", [0.0, 2.0])
-def test_the_foil_mark_is_measured_against_the_letters_not_a_short_box(
-    mark: str, blur: float
-) -> None:
-    """Tesseract sometimes boxes the set code's word ("SYN•") at the mark's height: the mark
-    is still measured against the letters' height (the language's word), and told apart."""
-    image: np.ndarray = np.full((80, 300), 230, np.uint8)
-    cv2.putText(image, "SYN", (10, 55), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 20, 2, cv2.LINE_AA)
+def _code_mark_language(code: str, mark: str, width: int) -> np.ndarray:
+    """A gray line `code` ★ EN (mark "star") or `code` • EN (mark "bullet"), dark on light,
+    letters 25 px tall, the mark centred at x 100."""
+    image: np.ndarray = np.full((80, width), 230, np.uint8)
+    cv2.putText(image, code, (10, 55), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 20, 2, cv2.LINE_AA)
     cv2.putText(image, "EN", (120, 55), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 20, 2, cv2.LINE_AA)
     if mark == "star":
         points = [(100 + (13 if i % 2 == 0 else 5.5) * np.cos(-np.pi / 2 + i * np.pi / 5),
@@ -339,6 +335,17 @@ def test_the_foil_mark_is_measured_against_the_letters_not_a_short_box(
         cv2.fillPoly(image, [np.array(points, np.int32)], 20, cv2.LINE_AA)
     else:
         cv2.circle(image, (100, 43), 5, 20, -1, cv2.LINE_AA)
+    return image
+
+
+@pytest.mark.parametrize("mark", ["star", "bullet"])
+@pytest.mark.parametrize("blur", [0.0, 2.0])
+def test_the_foil_mark_is_measured_against_the_letters_not_a_short_box(
+    mark: str, blur: float
+) -> None:
+    """Tesseract sometimes boxes the set code's word ("SYN•") at the mark's height: the mark
+    is still measured against the letters' height (the language's word), and told apart."""
+    image = _code_mark_language("SYN", mark, width=300)
     if blur:
         image = cv2.GaussianBlur(image, (0, 0), blur)
     short_box = [Word("SYN*", 90.0, (10, 38, 108, 49)), Word("EN", 90.0, (120, 31, 160, 56))]
@@ -354,18 +361,9 @@ def test_the_foil_mark_is_found_by_its_spacing_where_the_boxes_misplace_it(
     without, and "*®EN" from the E; the next word, the artist's name, is boxed with the art
     above it; the code's letters may touch (a serif type's "RP"). The mark is the glyph
     spaced off on both sides before the language's two letters all the same."""
-    image: np.ndarray = np.full((80, 400), 230, np.uint8)
-    cv2.putText(image, "DSK", (10, 55), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 20, 2, cv2.LINE_AA)
-    cv2.putText(image, "EN", (120, 55), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 20, 2, cv2.LINE_AA)
+    image = _code_mark_language("DSK", mark, width=400)
     if touching:
         cv2.line(image, (12, 54), (82, 54), 20, 2)
-    if mark == "star":
-        points = [(100 + (13 if i % 2 == 0 else 5.5) * np.cos(-np.pi / 2 + i * np.pi / 5),
-                   43 + (13 if i % 2 == 0 else 5.5) * np.sin(-np.pi / 2 + i * np.pi / 5))
-                  for i in range(10)]
-        cv2.fillPoly(image, [np.array(points, np.int32)], 20, cv2.LINE_AA)
-    else:
-        cv2.circle(image, (100, 43), 5, 20, -1, cv2.LINE_AA)
     image = cv2.GaussianBlur(image, (0, 0), 1.0)
     boxes = [Word("DSK", 90.0, (10, 31, 113, 56)), Word("*®EN", 90.0, (120, 31, 160, 56)),
              Word("Artist", 90.0, (200, 0, 330, 80))]
