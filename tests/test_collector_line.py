@@ -227,6 +227,9 @@ def test_decoding_names_only_catalogued_printings() -> None:
     assert decode_line(words("C", "0021", "SYN", "OE"), printings).lang == "de"  # D read O
     assert decode_line(words("C", "0021", "SYNXEN"), printings).lang == "en"  # ★ read "X"
     assert decode_line(words("C", "0021", "SYN", "SEN"), printings).lang == "en"  # • read "S"
+    # only EN ends in N: "ON" and "tn" (read at 700 px) are English, not an unread language
+    assert decode_line(words("C", "0021", "SYN", "ON"), printings).lang == "en"
+    assert decode_line(words("C", "0021", "SYN", "+", "tn"), printings).lang == "en"
     unread = decode_line(words("C", "0021", "SYN", "XQ"), printings)
     assert unread.lang is None and unread.lang_unread  # a language, not known which
 

@@ -486,6 +486,8 @@ def _language_after(words: list[Word], at: int, code: str) -> str | None:
                 return _PRINTED_CONFUSABLE[printed]
         if len(chunk) == 3 and chunk[1:] in _PRINTED_CONFUSABLE:
             return _PRINTED_CONFUSABLE[chunk[1:]]  # the foil mark read as a letter: "XEN"
+        if len(chunk) == 2 and chunk[1] == "N":
+            return "en"  # of the printed codes only EN ends in N: "ON", "tn" are its slips
         # two letters in the language's place that are no language code: some language,
         # maybe not English (a German "DE" read "OC")
         return UNREAD_LANG if len(chunk) == 2 and chunk.isalpha() else None
