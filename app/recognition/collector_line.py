@@ -12,8 +12,12 @@ resolution (not the reduced query image), Tesseract reads it (`ocr.Reader`), and
 is decoded against what the catalogue allows: the set codes, collector numbers and languages
 of the printings that share the recognised art (all of them, not only the best-voted few).
 A reading that names exactly one of them decides the printing; a reading that names none,
-several, or one the photo's appearance rules out, changes nothing. Lines on cards smaller
-than `MIN_CARD_HEIGHT` are not read (measured: below it the line is not legible).
+several, or one the photo's appearance rules out, changes nothing. A number is read
+exactly, or one digit off when something else printed on the line vouches for it (the set
+code read whole; on a 2003 frame, the copyright's year or its "Coast"), never when another
+printing's number is read whole. Lines on cards smaller than `MIN_CARD_HEIGHT` are not read
+(measured: below it the line is not legible); the foil mark (★ or •) is told by its shape
+on cards from `FOIL_MIN_CARD_HEIGHT` up.
 """
 
 from __future__ import annotations
