@@ -15,7 +15,9 @@ Per card height it reports:
 - reading: set code, collector number, language and foil mark read right / wrong / refused;
 - the exact printing: decided right (unflagged), flagged, WRONG (another printing or card
   unflagged), missed (no answer); German renders: flagged with `lang: de` or not;
-- time added by reading (read_line), p50 / p95.
+- time added by reading (read_line), p50 / p95;
+and decided right by kind of line (Duskmourn, Return to Ravnica, synthetic twins), and the
+foil mark and language of 2015-frame lines from 800 px up (the issue's targets).
 
     python scripts/bench_collector_line.py [--eval-dir ../shared/eval] [--cards 70]
 """
