@@ -268,15 +268,18 @@ def _digit_runs(text: str, min_digits: int = 1) -> set[int]:
     return numbers
 
 
+def _slipped_digits(chunk: str, min_digits: int) -> list[str]:
+    """The digits `chunk` (squeezed, upper case) may be as a whole or without its first
+    character (a rarity letter), OCR's letter slips taken for digits even when no true
+    digit was read ("OLOO" is 0100); only those of `min_digits` characters or more."""
+    return [core.translate(_AS_DIGIT) for core in (chunk, chunk[1:])
+            if len(core) >= min_digits and all(ch.isdigit() or ch in _DIGIT_SLIPS for ch in core)]
+
+
 def _glued_number(prefix: str, min_digits: int) -> set[int]:
     """The collector number in what precedes the set code, in its word or the word before:
-    "COLIS" before "RP1" is rarity C and 0115. Next to the set code, letters that are digit
-    slips are taken for digits even when no true digit was read ("OLOO" is 0100)."""
-    numbers: set[int] = set()
-    for core in (prefix, prefix[1:]):
-        if len(core) >= min_digits and all(ch.isdigit() or ch in _DIGIT_SLIPS for ch in core):
-            numbers.add(int(core.translate(_AS_DIGIT)))
-    return numbers
+    "COLIS" before "RP1" is rarity C and 0115."""
+    return {int(core) for core in _slipped_digits(prefix, min_digits)}
 
 
 def _numbers_before_size(text: str) -> set[int]:
@@ -396,11 +399,14 @@ def _named_by_set(
     at = near_set[by_set[0].slot]
     chunks = [_squeezed(words[at].text)[: tokens[at].find(code)]]
     chunks += [_squeezed(word.text) for word in words[max(0, at - 2): at]]
-    cores = [core.translate(_AS_DIGIT) for chunk in chunks for core in (chunk, chunk[1:])
-             if len(core) >= PADDED_DIGITS
-             and all(ch.isdigit() or ch in _DIGIT_SLIPS for ch in core)]
+    cores = [core for chunk in chunks for core in _slipped_digits(chunk, PADDED_DIGITS)]
     return [p for p in by_set if p.number is not None and any(
         _slips(core, p.number) <= NUMBER_SLIPS for core in cores)]
+
+
+# The copyright line's last word as OCR reads it in small serif type: "Coast", "Goast",
+# "Cowst", "Coust", "Cook", "Coe"
+_COAST = re.compile(r"[CG][OA][A-Z]{1,3}")
 
 
 def _named_by_copyright(text: str, printings: list[Printing]) -> list[Printing]:
@@ -455,11 +461,6 @@ def _named_by_copyright(text: str, printings: list[Printing]) -> list[Printing]:
     if any(p.number in whole for p in printings if p.number != near[0].number):
         return []  # another printing's number was read whole
     return near
-
-
-# The copyright line's last word as OCR reads it in small serif type: "Coast", "Goast",
-# "Cowst", "Coust", "Cook", "Coe"
-_COAST = re.compile(r"[CG][OA][A-Z]{1,3}")
 
 
 def _slips(core: str, number: int) -> int:
@@ -531,7 +532,7 @@ def _letter_height(words: list[Word], at: int) -> int:
     (Tesseract sometimes boxes "RP1•" at the bullet's height), the next only when it is on
     the same line and at most 2.5 times as tall (not the artist's name, boxed with the art
     above it)."""
-    x0, y0, x1, y1 = words[at].box
+    _, y0, _, y1 = words[at].box
     heights = [y1 - y0]
     if at + 1 < len(words) and re.search(r"[A-Za-z0-9]{2}", words[at + 1].text):
         _, top, _, bottom = words[at + 1].box
@@ -667,9 +668,12 @@ def read_line(
     quad: np.ndarray,
     printings: list[Printing],
     clock: Callable[[], float],
+    *,
+    foil: bool = True,
 ) -> Evidence:
     """Read the collector line of the card at `quad` (float32 (4, 2), TL TR BR BL) in the
-    gray `image` and decode it against `printings` (the card's same-art printings).
+    gray `image` and decode it against `printings` (the card's same-art printings); the
+    foil mark is told only with `foil` (a card from `FOIL_MIN_CARD_HEIGHT` up).
 
     Each region (one per frame among the printings) is read as `ATTEMPTS` says in turn
     until a reading names a printing (measured on the collector-line benchmark: each later
@@ -689,7 +693,7 @@ def read_line(
         found = decode_line(words, printings)
         if found.text and n < len(regions):
             texts.append(found.text)
-        if found.foil_word is not None and found.lang is not None:  # the layout is known
+        if foil and found.foil_word is not None and found.lang is not None:  # layout known
             found.foil_mark = foil_mark(flat, words, found.foil_word, found.set)
         if found.slot is not None or (found.set is not None and evidence.set is None) or (
                 evidence.text is None):

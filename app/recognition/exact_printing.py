@@ -81,9 +81,8 @@ def settle(
         log.warning("collector line not read: %s", exc.message)
         return Evidence()
     printings = same_art_printings(bundle, result.match.row)
-    evidence = read_line(reader, image, quad / reduction, printings, time.perf_counter)
-    if height < FOIL_MIN_CARD_HEIGHT:
-        evidence.foil_mark = None
+    evidence = read_line(reader, image, quad / reduction, printings, time.perf_counter,
+                         foil=height >= FOIL_MIN_CARD_HEIGHT)
     match = result.match
     chosen = evidence.slot
     if chosen is not None and chosen != match.row and not match.ambiguous:
