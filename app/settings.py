@@ -232,6 +232,7 @@ class Settings:
     recognition_profile: str = "default"
     recognition_threads: int = 1
     read_collector_line: bool = True
+    second_line_reader: bool = True
 
     # Not a variable: what reading the environment found deprecated, for create_app to log
     # once logging is set up (reading happens before it, and must stay free of side effects).
@@ -313,6 +314,7 @@ class Settings:
             "recognition_profile": _text,
             "recognition_threads": _int("RECOGNITION_THREADS", 1, 64),
             "read_collector_line": _bool("READ_COLLECTOR_LINE"),
+            "second_line_reader": _bool("SECOND_LINE_READER"),
         }
         values: dict[str, Any] = {}
         for item in _env_fields():

@@ -367,7 +367,7 @@ def main(argv: list[str]) -> int:
         return 0
     from app.recognition.ocr import load_reader
 
-    reader, detail = load_reader()
+    reader, detail = load_reader(second=False)  # for edit_line and printed_mark only
     if reader is None:
         print(f"collector-line bench skipped: {detail}")
         return 0

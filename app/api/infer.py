@@ -55,7 +55,7 @@ def init_app(app: Flask) -> None:
         settings.max_concurrent_infer, settings.infer_queue_timeout,
         on_idle=release_freed_memory,
     )
-    line_reader = LineReaderHolder(settings.read_collector_line)
+    line_reader = LineReaderHolder(settings.read_collector_line, settings.second_line_reader)
     app.extensions["line_reader"] = line_reader
     (log.info if line_reader.available else log.warning)(
         "collector-line reading %s", line_reader.status)

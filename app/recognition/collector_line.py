@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from app.recognition.ocr import Reader, Word
+from app.recognition.ppocr import LineRecognizer
 
 # Card height in the uploaded photo's pixels under which the line is not read: its letters
 # are then under ~6 px tall (scripts/bench_collector_line.py measures readings by height).
@@ -52,6 +53,13 @@ RECTIFIED_HEIGHT = 2600
 # reading at 2200 px decides as many lines as at 2600 px for 20% less CPU.
 ATTEMPTS = ((2200, True), (RECTIFIED_HEIGHT, False), (3000, True), (1800, True))
 MAX_READS = 10  # three regions (twins in the 2003 and later frames) get three or four attempts
+# When no Tesseract reading decided, the second engine (`Reader.second`, ppocr.py) reads
+# each kind of line once: rectified at SECOND_READ_HEIGHT, levelled (local_contrast), one
+# row of text at a time (a recognition model reads a single line). Measured on the
+# collector-line benchmark's renders >= 800 px: of the 16 lines Tesseract left undecided it
+# decides 11, none wrongly; rectified at 1000 or 2200 px and not levelled, 4 and 5 (it reads
+# best near its own input of 48 px a row).
+SECOND_READ_HEIGHT = 1400
 # Local contrast: the text's neighbourhood (Gaussian sigma, in letter heights) and the
 # least standard deviation divided by (gray levels of the stretched line): flat areas are
 # not blown up into noise, which Tesseract would read as letters.
@@ -89,6 +97,9 @@ _LINE_REGIONS: dict[str | None, tuple[tuple[float, float, float, float], ...]] =
 # Letter height of each line, as a fraction of the card's height (measured on 672x936
 # scans: 10 px on Duskmourn's lines, 8 px on Return to Ravnica's copyright line)
 _LETTER_HEIGHT = {MODERN_LINE: 0.0107, MODERN_LINE_ABOVE_BORDER: 0.0107, COPYRIGHT_LINE: 0.0085}
+# Rows of text of each region, for the second engine (MODERN_LINE_ABOVE_BORDER holds the
+# same two lines as MODERN_LINE, clipped: not read again)
+_TEXT_ROWS = {MODERN_LINE: 2, COPYRIGHT_LINE: 1}
 FRAMES_WITHOUT_SET_CODE = frozenset({"2003", "1997", "1993"})
 PADDED_DIGITS = 3  # the least digits of a number on a frame that prints the set code
 # Digits a number read next to its set code may be off by and still name that set's printing
@@ -702,6 +713,40 @@ def read_line(
             if found.text and found.text not in texts:
                 texts.append(found.text)
             break
+    if evidence.slot is None and reader.second is not None:
+        second = _second_reading(reader.second, image, quad, printings)
+        if second is not None:
+            if second.lang is None and not second.lang_unread:
+                # the language Tesseract read stands where the second engine read none (a
+                # German card stays German)
+                second.lang, second.lang_unread = evidence.lang, evidence.lang_unread
+            evidence = second
+            texts.append(f"{second.text}")
     evidence.text = " / ".join(texts) or None
     evidence.timings_ms["read_line"] = round((clock() - started) * 1000, 2)
     return evidence
+
+
+def _second_reading(
+    second: LineRecognizer, image: np.ndarray, quad: np.ndarray, printings: list[Printing]
+) -> Evidence | None:
+    """The second engine's reading of the first region that it decides (see
+    SECOND_READ_HEIGHT), or None. Its words have no glyph boxes, so the foil mark is not
+    told from it (`foil_mark` None)."""
+    for region in line_regions(printings):
+        rows = _TEXT_ROWS.get(region)
+        if rows is None:
+            continue
+        flat = local_contrast(rectify(image, quad, region, SECOND_READ_HEIGHT),
+                              _LETTER_HEIGHT[region] * SECOND_READ_HEIGHT)
+        step = flat.shape[0] / rows
+        words: list[Word] = []
+        for row in range(rows):
+            y0, y1 = round(row * step), round((row + 1) * step)
+            words += [Word(text, 0.0, (0, y0, flat.shape[1], y1))
+                      for text in second.read(flat[y0:y1]).split()]
+        found = decode_line(words, printings)
+        if found.slot is not None:
+            found.foil_mark = None
+            return found
+    return None

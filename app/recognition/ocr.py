@@ -28,6 +28,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from app.recognition.ppocr import LineRecognizer, load_line_recognizer
+
 log = logging.getLogger(__name__)
 
 LANGUAGE = "eng"
@@ -62,13 +64,15 @@ def find_tessdata(configured: str | None = None) -> Path | None:
 
 
 class Reader:
-    """Reads lines of text from gray uint8 images with a pool of Tesseract instances."""
+    """Reads lines of text from gray uint8 images with a pool of Tesseract instances, and
+    holds the second engine (`second`, see ppocr.py) for lines Tesseract leaves undecided."""
 
-    def __init__(self, tessdata: Path) -> None:
+    def __init__(self, tessdata: Path, second: LineRecognizer | None = None) -> None:
         import tesserocr
 
         self._tesserocr: Any = tesserocr
         self.tessdata = tessdata
+        self.second = second
         self.version: str = str(tesserocr.tesseract_version()).splitlines()[0]
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._all: list[Any] = []
@@ -133,17 +137,24 @@ class Reader:
         return words
 
     def close(self) -> None:
-        """End every Tesseract instance (explicit unload, as the bundle's)."""
+        """End every Tesseract instance and the second engine (explicit unload, as the
+        bundle's)."""
         with self._lock:
             self._closed = True
             engines, self._all = self._all, []
         for api in engines:
             api.End()
+        if self.second is not None:
+            self.second.close()
 
 
-def load_reader(configured: str | None = None) -> tuple[Reader | None, str]:
+def load_reader(
+    configured: str | None = None, *, second: bool = True
+) -> tuple[Reader | None, str]:
     """(reader, what was loaded) or (None, why there is none), never raising: a missing
-    engine turns line reading off, it does not stop the service."""
+    engine turns line reading off, it does not stop the service. With `second`, the second
+    engine is loaded too when installed; without it, reading goes on with Tesseract alone
+    (and what was loaded says why)."""
     try:
         import tesserocr  # noqa: F401
     except ImportError as exc:
@@ -154,8 +165,13 @@ def load_reader(configured: str | None = None) -> tuple[Reader | None, str]:
             f"no {LANGUAGE}.traineddata in TESSDATA_PREFIX or {', '.join(TESSDATA_DIRS[:3])}; "
             "install Debian's tesseract-ocr-eng (make install does, as root)"
         )
+    recognizer, second_detail = load_line_recognizer() if second else (
+        None, "off (SECOND_LINE_READER=false)")
     try:
-        reader = Reader(tessdata)
+        reader = Reader(tessdata, recognizer)
     except Exception as exc:  # a corrupt model, an ABI mismatch: say so, keep serving
+        if recognizer is not None:
+            recognizer.close()
         return None, f"Tesseract could not load {tessdata}: {exc}"
-    return reader, f"Tesseract {reader.version} with {tessdata / (LANGUAGE + '.traineddata')}"
+    return reader, (f"Tesseract {reader.version} with {tessdata / (LANGUAGE + '.traineddata')}"
+                    f"; second reader: {second_detail}")

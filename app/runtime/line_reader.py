@@ -12,6 +12,7 @@ import logging
 import threading
 
 from app.recognition.ocr import Reader, find_tessdata, load_reader
+from app.recognition.ppocr import model_path
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +20,11 @@ log = logging.getLogger(__name__)
 class LineReaderHolder:
     """Gives the process's `Reader`, or None when reading is off or impossible."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, second: bool = True) -> None:
         self._lock = threading.Lock()
         self._reader: Reader | None = None
         self._loaded = False
+        self._second = second
         self.status = self._probe(enabled)
 
     def _probe(self, enabled: bool) -> str:
@@ -41,7 +43,13 @@ class LineReaderHolder:
             return ("off: Tesseract's eng.traineddata is missing (install Debian's "
                     "tesseract-ocr-eng, or set TESSDATA_PREFIX); printings are told by "
                     "appearance only")
-        return f"on: Tesseract with {tessdata / 'eng.traineddata'}"
+        if not self._second:
+            second = "off (SECOND_LINE_READER=false)"
+        elif model_path() is None:
+            second = "off (rapidocr is not installed: pip install -r requirements.txt)"
+        else:
+            second = f"RapidOCR with {model_path()}"
+        return f"on: Tesseract with {tessdata / 'eng.traineddata'}; second reader: {second}"
 
     @property
     def available(self) -> bool:
@@ -53,7 +61,7 @@ class LineReaderHolder:
             return self._reader
         with self._lock:
             if not self._loaded:
-                self._reader, detail = load_reader()
+                self._reader, detail = load_reader(second=self._second)
                 self._loaded = True
                 if self._reader is None:
                     self.status = f"off: {detail}"
