@@ -399,6 +399,104 @@ def test_a_copyright_line_names_its_2003_printing_despite_a_slip_in_the_number()
     assert decode_line(words(*line, "2274"), [rtr(0, "12")]).slot is None  # short number
 
 
+# -- the second engine -----------------------------------------------------------------------
+def _blurred_copyright_line() -> tuple[np.ndarray, np.ndarray, list[Printing]]:
+    """A 2003 frame's copyright line on a mottled frame, blurred, on a card 655 px tall: a
+    gray image, the card's quad in it, and the printings it may name (122/274 or a
+    2015-frame twin). Tesseract reads nothing that names one at 620-690 px, PP-OCRv6 names
+    122/274 from 635 px up."""
+    card = np.full((936, 672), 190.0)
+    card += cv2.GaussianBlur(np.random.default_rng(1).normal(0, 30, card.shape), (0, 0), 3)
+    card8 = np.clip(card, 0, 255).astype(np.uint8)
+    cv2.putText(card8, "TM & (C) 2012 Wizards of the Coast 122/274", (30, int(0.96 * 936)),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.38, 30, 1, cv2.LINE_AA)
+    small = cv2.resize(cv2.GaussianBlur(card8, (0, 0), 1.5), (470, 655),
+                       interpolation=cv2.INTER_AREA)
+    quad = np.array([[0, 0], [470, 0], [470, 655], [0, 655]], np.float32)
+    printings = [Printing(0, "RTR", "122", "en", "2003", (), year=2012),
+                 Printing(1, "RP1", "357", "en", "2015", (), year=2020)]
+    return small, quad, printings
+
+
+def test_a_line_tesseract_misreads_is_decided_by_the_second_engine(
+    reader: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tesseract reads the blurred line's digits as letters; the second engine (PP-OCRv6)
+    reads them and names the printing, without a foil mark (it gives no glyph boxes)."""
+    image, quad, printings = _blurred_copyright_line()
+    assert reader.second is not None, "make install installs rapidocr"
+    evidence = read_line(reader, image, quad, printings, time.perf_counter)
+    assert evidence.slot == 0 and evidence.collector_number == "122"
+    assert evidence.foil_mark is None
+    monkeypatch.setattr(reader, "second", None)  # why: Tesseract alone decides nothing here
+    assert read_line(reader, image, quad, printings, time.perf_counter).slot is None
+
+
+def test_the_second_engine_reads_only_lines_tesseract_left_undecided(
+    reader: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line Tesseract decides costs no second reading; an undecided one gets one per
+    kind of line."""
+    assert reader.second is not None
+    calls: list[tuple[int, int]] = []
+    engine_read = reader.second.read
+
+    def counted(gray: np.ndarray) -> str:
+        calls.append(gray.shape)
+        return engine_read(gray)
+
+    monkeypatch.setattr(reader.second, "read", counted)
+    quad = np.array([[0, 0], [CARD_W, 0], [CARD_W, CARD_H], [0, CARD_H]], np.float32)
+    printings = [Printing(0, "SYN", "21", "en", "2015", ()),
+                 Printing(1, "RP1", "145", "en", "2015", ())]
+    decided = read_line(reader, card_image("card-101-twin"), quad, printings, time.perf_counter)
+    assert decided.slot == 1 and calls == []
+    blank = np.full((CARD_H, CARD_W, 3), 200, np.uint8)
+    assert read_line(reader, blank, quad, printings, time.perf_counter).slot is None
+    assert len(calls) == 2  # MODERN_LINE's two rows; the region above the border not again
+
+
+def test_a_language_tesseract_read_stands_when_the_second_engine_reads_none(
+    reader: Reader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tesseract reads `SYN • DE` but no number; the second engine reads the number and no
+    language: the printing is named, and the card stays German (never a confident English
+    answer)."""
+    card = draw_collector_line(make_card(101), "", "SYN", lang="DE")
+    quad = np.array([[0, 0], [CARD_W, 0], [CARD_W, CARD_H], [0, CARD_H]], np.float32)
+    printings = [Printing(0, "SYN", "21", "en", "2015", ()),
+                 Printing(1, "RP1", "145", "en", "2015", ())]
+    assert reader.second is not None
+    monkeypatch.setattr(reader, "second", None)
+    alone = read_line(reader, card, quad, printings, time.perf_counter)
+    assert (alone.slot, alone.lang) == (None, "de")  # why: Tesseract reads the language
+    monkeypatch.undo()
+    rows = iter(["C 0021", "SYN"])  # a second reading of the number and set code only
+    monkeypatch.setattr(reader.second, "read", lambda gray: next(rows, ""))
+    evidence = read_line(reader, card, quad, printings, time.perf_counter)
+    assert (evidence.slot, evidence.lang) == (0, "de")
+
+
+def test_the_second_engine_can_be_left_unloaded() -> None:
+    """SECOND_LINE_READER=false: Tesseract alone, and the start-up status says so."""
+    from app.runtime.line_reader import LineReaderHolder
+
+    holder = LineReaderHolder(True, second=False)
+    try:
+        assert "second reader: off (SECOND_LINE_READER=false)" in holder.status
+        loaded = holder.get()
+        assert loaded is not None and loaded.second is None
+    finally:
+        holder.close()
+    holder = LineReaderHolder(True)
+    try:
+        assert "second reader: RapidOCR" in holder.status
+        loaded = holder.get()
+        assert loaded is not None and loaded.second is not None
+    finally:
+        holder.close()
+
+
 # -- finish and language ---------------------------------------------------------------------
 def test_the_foil_mark_is_not_told_on_a_card_under_its_legible_size(
     bundle: Bundle, reader: Reader

@@ -8,8 +8,9 @@ foils), the number alone (`141/274`) on 2003 frames, little or nothing on older 
 
 Here, once a card is recognised, its quad (the verified homography's corners, in the
 uploaded photo's pixels) rectifies the line's region from the photo decoded at enough
-resolution (not the reduced query image), Tesseract reads it (`ocr.Reader`), and the reading
-is decoded against what the catalogue allows: the set codes, collector numbers and languages
+resolution (not the reduced query image), Tesseract reads it (`ocr.Reader`; a line none of
+its readings decides is read once more by a second engine, `ppocr.py`), and the reading is
+decoded against what the catalogue allows: the set codes, collector numbers and languages
 of the printings that share the recognised art (all of them, not only the best-voted few).
 A reading that names exactly one of them decides the printing; a reading that names none,
 several, or one the photo's appearance rules out, changes nothing. A number is read
