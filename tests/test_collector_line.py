@@ -456,12 +456,13 @@ def test_the_second_engine_reads_only_lines_tesseract_left_undecided(
     assert len(calls) == 2  # MODERN_LINE's two rows; the region above the border not again
 
 
-def test_a_language_tesseract_read_stands_when_the_second_engine_reads_none(
+def test_what_tesseract_read_stands_where_the_second_engine_reads_nothing(
     reader: Reader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Tesseract reads `SYN • DE` but no number; the second engine reads the number and no
-    language: the printing is named, and the card stays German (never a confident English
-    answer)."""
+    """Tesseract reads `SYN • DE` but no number; the second engine reads the number and set
+    code, no language and (without glyph boxes) no mark: the printing is named, the card
+    stays German (never a confident English answer), and the • Tesseract measured after
+    the same set code stands."""
     card = draw_collector_line(make_card(101), "", "SYN", lang="DE")
     quad = np.array([[0, 0], [CARD_W, 0], [CARD_W, CARD_H], [0, CARD_H]], np.float32)
     printings = [Printing(0, "SYN", "21", "en", "2015", ()),
@@ -469,12 +470,26 @@ def test_a_language_tesseract_read_stands_when_the_second_engine_reads_none(
     assert reader.second is not None
     monkeypatch.setattr(reader, "second", None)
     alone = read_line(reader, card, quad, printings, time.perf_counter)
-    assert (alone.slot, alone.lang) == (None, "de")  # why: Tesseract reads the language
+    # why: Tesseract reads the language and measures the mark
+    assert (alone.slot, alone.lang, alone.foil_mark) == (None, "de", False)
     monkeypatch.undo()
     rows = iter(["C 0021", "SYN"])  # a second reading of the number and set code only
     monkeypatch.setattr(reader.second, "read", lambda gray: next(rows, ""))
     evidence = read_line(reader, card, quad, printings, time.perf_counter)
-    assert (evidence.slot, evidence.lang) == (0, "de")
+    assert (evidence.slot, evidence.lang, evidence.foil_mark) == (0, "de", False)
+    assert evidence.text is not None and evidence.text.endswith("C 0021 SYN")
+
+
+def test_two_engines_reading_two_languages_leave_the_language_unread() -> None:
+    """Tesseract reads DE, the second engine EN: neither is believed, and the answer is
+    flagged as for a language code seen but not read."""
+    from app.recognition.collector_line import Evidence, _with_first_reading
+
+    first = Evidence(set="syn", lang="de", foil_mark=True)
+    merged = _with_first_reading(Evidence(set="syn", lang="en", slot=0), first)
+    assert (merged.lang, merged.lang_unread, merged.foil_mark) == (None, True, True)
+    other_set = _with_first_reading(Evidence(set="rp1", lang="en", slot=1), first)
+    assert other_set.foil_mark is None  # a mark measured after another set code
 
 
 def test_the_second_engine_can_be_left_unloaded() -> None:

@@ -717,15 +717,25 @@ def read_line(
     if evidence.slot is None and reader.second is not None:
         second = _second_reading(reader.second, image, quad, printings)
         if second is not None:
-            if second.lang is None and not second.lang_unread:
-                # the language Tesseract read stands where the second engine read none (a
-                # German card stays German)
-                second.lang, second.lang_unread = evidence.lang, evidence.lang_unread
-            evidence = second
+            evidence = _with_first_reading(second, evidence)
             texts.append(f"{second.text}")
     evidence.text = " / ".join(texts) or None
     evidence.timings_ms["read_line"] = round((clock() - started) * 1000, 2)
     return evidence
+
+
+def _with_first_reading(second: Evidence, first: Evidence) -> Evidence:
+    """The second engine's deciding reading, with what Tesseract's read and it could not:
+    the language where it read none (a German card stays German; two different languages
+    read leave it unread, so the answer is flagged), and the foil mark Tesseract measured
+    after the same set code (the second engine gives no glyph boxes to measure one by)."""
+    if second.lang is None and not second.lang_unread:
+        second.lang, second.lang_unread = first.lang, first.lang_unread
+    elif first.lang is not None and second.lang is not None and first.lang != second.lang:
+        second.lang, second.lang_unread = None, True
+    if first.set is not None and first.set == second.set:
+        second.foil_mark = first.foil_mark
+    return second
 
 
 def _second_reading(
