@@ -61,6 +61,13 @@ PRINTING_EVIDENCE = Counter(
     "collector_line (the line read named it) or appearance.",
     ["source"],
 )
+SECOND_LINE_READINGS = Counter(
+    "mtgscan_second_line_readings",
+    "Collector lines no Tesseract reading decided, read again by the second engine "
+    "(SECOND_LINE_READER), by outcome: decided (it named the printing) or undecided. What "
+    "the engine's ~100 MB per process buys.",
+    ["outcome"],
+)
 INFER_IN_FLIGHT = Gauge(
     "mtgscan_infer_in_flight", "Recognitions holding one of MAX_CONCURRENT_INFER slots now.",
     multiprocess_mode="livesum",

@@ -137,8 +137,8 @@ def test_a_twin_is_decided_by_its_collector_line(
     assert twin.confidence == 0.0
 
 
-def test_an_unreadable_line_leaves_the_flag(bundle: Bundle, reader: Reader) -> None:
-    """A thumb over the collector line: the card is found, its printing stays flagged."""
+def _thumb_over_the_line() -> bytes:
+    """A photo (JPEG) of card-101-twin with a thumb over its collector line."""
     data, corners = _photo_bytes(card_image("card-101-twin"))
     photo = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert photo is not None
@@ -150,7 +150,12 @@ def test_an_unreadable_line_leaves_the_flag(bundle: Bundle, reader: Reader) -> N
     cv2.fillPoly(photo, [covered], (120, 150, 200))
     ok, encoded = cv2.imencode(".jpg", photo)
     assert ok
-    result, evidence = _recognise(bundle, encoded.tobytes(), reader)
+    return encoded.tobytes()
+
+
+def test_an_unreadable_line_leaves_the_flag(bundle: Bundle, reader: Reader) -> None:
+    """A thumb over the collector line: the card is found, its printing stays flagged."""
+    result, evidence = _recognise(bundle, _thumb_over_the_line(), reader)
     assert result.match is not None and result.match.card["name"] == "Card 101"
     assert result.ambiguous_printing
     assert evidence.source == "appearance" and evidence.collector_number is None
@@ -581,10 +586,11 @@ def _record(card_id: str) -> dict[str, Any]:
     }
 
 
-def _metric(url: str, source: str) -> float:
+def _metric(url: str, source: str, name: str = "mtgscan_printing_evidence_total",
+            label: str = "source") -> float:
     text = requests.get(f"{url}/metrics", timeout=10).text
     line = next((row for row in text.splitlines()
-                 if row.startswith(f'mtgscan_printing_evidence_total{{source="{source}"}}')), None)
+                 if row.startswith(f'{name}{{{label}="{source}"}}')), None)
     return float(line.rsplit(" ", 1)[1]) if line else 0.0
 
 
@@ -613,6 +619,30 @@ def test_infer_answers_the_printing_its_line_names_with_its_finish(
             assert body["finish_prices"] == {"usd": "4.50", "eur": None}
             assert body["timings_ms"]["read_line"] > 0
             assert _metric(live.url, "collector_line") == before + 1
+    finally:
+        shutdown(application)
+
+
+def test_metrics_count_the_lines_the_second_engine_read(
+    bundle: Bundle, base_config: dict[str, str]
+) -> None:
+    """A line Tesseract decides is not counted; a covered one, read again in vain, is
+    counted undecided (what the second engine's memory buys, for an operator)."""
+    from tests.conftest import LiveServer, serve_bundle, shutdown
+
+    application = serve_bundle({**base_config, "INFER_AUTH": "disabled"}, bundle.directory)
+    name = "mtgscan_second_line_readings_total"
+    try:
+        with LiveServer(application) as live:
+            before = _metric(live.url, "undecided", name, "outcome")
+            data, _ = _photo_bytes(card_image("card-101-twin"))
+            for photo in (data, _thumb_over_the_line()):
+                response = requests.post(f"{live.url}/infer",
+                                         files={"roi_image": ("p.jpg", photo)}, timeout=60)
+                assert response.status_code == 200, response.text
+            assert response.json()["ambiguous_printing"] is True
+            assert _metric(live.url, "undecided", name, "outcome") == before + 1
+            assert _metric(live.url, "decided", name, "outcome") == 0.0
     finally:
         shutdown(application)
 

@@ -306,6 +306,9 @@ def _recognise(
     metrics.record_recognition(decode_ms, stage_ms, answers[0])
     for answer in answers:
         metrics.PRINTING_EVIDENCE.labels(answer["printing_evidence"]["source"]).inc()
+    for evidence in evidences:
+        if evidence.second_reader is not None:
+            metrics.SECOND_LINE_READINGS.labels(evidence.second_reader).inc()
     annotate(card_id=answers[0]["predicted_card_id"], confidence=answers[0]["confidence"])
     if multi:
         annotate(cards=len(answers))

@@ -188,6 +188,9 @@ class Evidence:
     lang_mismatch: bool = False  # the language read is not the answer's, nor catalogued
     lang_unread: bool = False  # letters where the language goes, no language code
     foil_word: int | None = None  # the word the set code was read in (the mark follows it)
+    # "decided" / "undecided" when the second engine read the line (Tesseract's readings
+    # decided nothing), None when it was not asked
+    second_reader: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -714,11 +717,13 @@ def read_line(
             if found.text and found.text not in texts:
                 texts.append(found.text)
             break
-    if evidence.slot is None and reader.second is not None:
+    if evidence.slot is None and reader.second is not None and any(
+            region in _TEXT_ROWS for region in regions):
         second = _second_reading(reader.second, image, quad, printings)
         if second is not None:
             evidence = _with_first_reading(second, evidence)
             texts.append(f"{second.text}")
+        evidence.second_reader = "undecided" if second is None else "decided"
     evidence.text = " / ".join(texts) or None
     evidence.timings_ms["read_line"] = round((clock() - started) * 1000, 2)
     return evidence
