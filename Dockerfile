@@ -22,6 +22,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SCRYFALL_DATA_DIR=/app/data \
     LOG_FILE_PATH= \
     TESSDATA_PREFIX=/usr/share/tesseract-ocr/5/tessdata \
+    ORT_DISABLE_TELEMETRY=1 \
     PORT=5001
 
 # The wheels of opencv-python-headless, faiss-cpu, h5py and psycopg2-binary bundle their

@@ -485,6 +485,26 @@ def test_what_tesseract_read_stands_where_the_second_engine_reads_nothing(
     assert evidence.text is not None and evidence.text.endswith("C 0021 SYN")
 
 
+def test_the_second_engine_starts_no_telemetry(tmp_path: Any) -> None:
+    """onnxruntime's Linux wheels upload usage events to Microsoft and keep a device id
+    under ~/.cache unless told not to before they start: loading the engine, in a fresh
+    process whose home is `tmp_path`, leaves no such file (no uploader was created)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / ".cache"))
+    script = ("from app.recognition.ppocr import load_line_recognizer\n"
+              "engine, detail = load_line_recognizer()\n"
+              "assert engine is not None, detail\n"
+              "engine.close()\n")
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=os.getcwd(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in tmp_path.rglob("*")] == []
+
+
 def test_two_engines_reading_two_languages_leave_the_language_unread() -> None:
     """Tesseract reads DE, the second engine EN: neither is believed, and the answer is
     flagged as for a language code seen but not read."""

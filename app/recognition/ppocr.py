@@ -17,12 +17,19 @@ Cost, measured on this machine: about 100 MB more resident memory per process (o
 library ~30 MB, the session ~50 MB, buffers), 30-90 ms a line on one core. It is consulted
 only for lines Tesseract's readings left undecided, so the usual card pays nothing in time;
 `SECOND_LINE_READER=false` saves the memory.
+
+Telemetry: onnxruntime's Linux wheels (1.25 and later) upload usage events to Microsoft
+(`mobile.events.data.microsoft.com`) and keep a device identifier under ~/.cache unless
+`ORT_DISABLE_TELEMETRY` is set before onnxruntime starts (microsoft/onnxruntime#27379,
+#29843). A recognition service sends nothing off its machine: this module sets it before
+importing onnxruntime, and the Dockerfile sets it too.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MODEL = "PP-OCRv6_rec_small.onnx"  # inside the rapidocr 3.10 wheel, rapidocr/models/
+# read by onnxruntime when it starts: no uploader, no events, no device identifier on disk
+TELEMETRY_OPT_OUT = ("ORT_DISABLE_TELEMETRY", "1")
 
 
 def model_path() -> Path | None:
@@ -51,7 +60,11 @@ class LineRecognizer:
     come here."""
 
     def __init__(self, model: Path) -> None:
+        os.environ[TELEMETRY_OPT_OUT[0]] = TELEMETRY_OPT_OUT[1]  # before onnxruntime loads
+        import onnxruntime
         from rapidocr import RapidOCR
+
+        onnxruntime.disable_telemetry_events()
 
         self.model = model
         self._engine: Any = RapidOCR(params={
