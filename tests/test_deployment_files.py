@@ -44,7 +44,7 @@ OPENCV_VARIABLES = (
 )
 LIBRARY_VARIABLE = re.compile(
     r"^(OPENCV_[A-Z0-9_]+|OMP_[A-Z0-9_]+|OPENBLAS_[A-Z0-9_]+|MALLOC_[A-Z0-9_]+|HDF5_[A-Z0-9_]+"
-    r"|TESSDATA_PREFIX)$"
+    r"|TESSDATA_PREFIX|ORT_[A-Z0-9_]+)$"
 )
 
 # In compose these are fixed by the deployment (network names, container paths), never
@@ -477,6 +477,8 @@ def test_dockerfile_environment() -> None:
         "SCRYFALL_DATA_DIR": "/app/data",
         "LOG_FILE_PATH": "",
         "PORT": "5001",
+        # onnxruntime (the second line reader) uploads telemetry unless told not to
+        "ORT_DISABLE_TELEMETRY": "1",
     }
     for name, value in expected.items():
         assert env.get(name) == value, f"ENV {name}={env.get(name)!r}, expected {value!r}"
