@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -577,6 +577,42 @@ def test_a_german_card_is_answered_in_german_when_catalogued(
     result, evidence = _recognise(bundle, data, reader)
     assert result.match is not None and result.match.card["id"] == "card-102-de"
     assert evidence.lang == "de" and not result.ambiguous_printing
+
+
+def test_a_language_one_reading_lost_is_taken_from_another() -> None:
+    """The reading that names the printing shows `DSK` and no language after it (`+O`, the
+    mark and a broken `DE`): the language another reading of the line showed after the same
+    set code is taken, read before or read on for; never a confident English answer."""
+    printings = [Printing(0, "DSK", "26", "en", "2015", ()),
+                 Printing(1, "RP1", "145", "en", "2015", ())]
+    quad = np.array([[0, 0], [CARD_W, 0], [CARD_W, CARD_H], [0, CARD_H]], np.float32)
+    blank = np.full((CARD_H, CARD_W), 200, np.uint8)
+
+    def words(*texts: str) -> list[Word]:
+        return [Word(t, 90.0, (i * 50, 0, i * 50 + 40, 20)) for i, t in enumerate(texts)]
+
+    class Scripted:
+        """Stands in for ocr.Reader: the readings Tesseract gave a line, in turn."""
+
+        second = None
+
+        def __init__(self, *readings: list[Word]) -> None:
+            self.readings = iter(readings)
+
+        def read(self, gray: np.ndarray) -> list[Word]:
+            return next(self.readings, [])
+
+    def read(*readings: list[Word]) -> Any:
+        return read_line(cast(Reader, Scripted(*readings)), blank, quad, printings,
+                         time.perf_counter, foil=False)
+
+    lost = words("R", "0026", "DSK", "+O")
+    later = read(lost, words("R", "0O26", "DSK", "•", "DE"))
+    assert (later.slot, later.lang) == (0, "de")
+    earlier = read(words("R", "OO", "DSK", "•", "DE"), lost)
+    assert (earlier.slot, earlier.lang) == (0, "de")
+    assert read(words("R", "0026", "DSK", "•", "EN")).lang == "en"
+    assert read(lost).lang is None  # no reading shows one: nothing to take
 
 
 def test_a_german_card_is_never_a_confident_english_answer(

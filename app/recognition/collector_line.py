@@ -692,20 +692,31 @@ def read_line(
 
     Each region (one per frame among the printings) is read as `ATTEMPTS` says in turn
     until a reading names a printing (measured on the collector-line benchmark: each later
-    attempt decides some lines the first left undecided, none wrongly). At most `MAX_READS`
-    readings."""
+    attempt decides some lines the first left undecided, none wrongly). When that reading
+    shows the set code but no language after it, the language another reading of the line
+    showed after the same set code is taken, and the remaining attempts are read for it
+    until one shows it: a German card whose `DE` one reading lost is not answered English.
+    At most `MAX_READS` readings."""
     started = clock()
     evidence = Evidence()
     texts: list[str] = []
+    languages: list[Evidence] = []  # readings that showed a language after a set code
     regions = line_regions(printings)
     attempts = [(height, local, region) for height, local in ATTEMPTS
                 for region in regions][:MAX_READS]
+    decided = False
     for n, (height, local, region) in enumerate(attempts):
         flat = rectify(image, quad, region, height)
         if local:
             flat = local_contrast(flat, _LETTER_HEIGHT.get(region, 0.01) * height)
         words = reader.read(flat)
         found = decode_line(words, printings)
+        if found.set is not None and (found.lang is not None or found.lang_unread):
+            languages.append(found)
+        if decided:  # reading on for the language only
+            if _take_language(evidence, languages):
+                break
+            continue
         if found.text and n < len(regions):
             texts.append(found.text)
         if foil and found.foil_word is not None and found.lang is not None:  # layout known
@@ -716,7 +727,11 @@ def read_line(
         if found.slot is not None:
             if found.text and found.text not in texts:
                 texts.append(found.text)
-            break
+            decided = True
+            frame = next(p.frame for p in printings if p.slot == found.slot)
+            if frame in FRAMES_WITHOUT_SET_CODE or found.foil_word is None or (
+                    _take_language(found, languages)):
+                break
     if evidence.slot is None and reader.second is not None and any(
             region in _TEXT_ROWS for region in regions):
         second = _second_reading(reader.second, image, quad, printings)
@@ -727,6 +742,18 @@ def read_line(
     evidence.text = " / ".join(texts) or None
     evidence.timings_ms["read_line"] = round((clock() - started) * 1000, 2)
     return evidence
+
+
+def _take_language(evidence: Evidence, languages: list[Evidence]) -> bool:
+    """Whether `evidence` now has its language: its own, or else the first of `languages`
+    (other readings of the line) read after the same set code, which it takes."""
+    if evidence.lang is not None or evidence.lang_unread:
+        return True
+    other = next((e for e in languages if e.set == evidence.set), None)
+    if other is None:
+        return False
+    evidence.lang, evidence.lang_unread = other.lang, other.lang_unread
+    return True
 
 
 def _with_first_reading(second: Evidence, first: Evidence) -> Evidence:
