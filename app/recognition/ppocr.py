@@ -18,7 +18,7 @@ library ~30 MB, the session ~50 MB, buffers), 30-90 ms a line on one core. It is
 only for lines Tesseract's readings left undecided, so the usual card pays nothing in time;
 `SECOND_LINE_READER=false` saves the memory.
 
-Telemetry: onnxruntime's Linux wheels (1.25 and later) upload usage events to Microsoft
+Telemetry: onnxruntime's recent Linux wheels (1.32 here) upload usage events to Microsoft
 (`mobile.events.data.microsoft.com`) and keep a device identifier under ~/.cache unless
 `ORT_DISABLE_TELEMETRY` is set before onnxruntime starts (microsoft/onnxruntime#27379,
 #29843). A recognition service sends nothing off its machine: this module sets it before
@@ -28,7 +28,6 @@ importing onnxruntime, and the Dockerfile sets it too.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import threading
 from pathlib import Path
@@ -36,8 +35,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 MODEL = "PP-OCRv6_rec_small.onnx"  # inside the rapidocr 3.10 wheel, rapidocr/models/
 # read by onnxruntime when it starts: no uploader, no events, no device identifier on disk
