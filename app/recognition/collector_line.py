@@ -706,9 +706,7 @@ def read_line(
                 for region in regions][:MAX_READS]
     decided = False
     for n, (height, local, region) in enumerate(attempts):
-        flat = rectify(image, quad, region, height)
-        if local:
-            flat = local_contrast(flat, _LETTER_HEIGHT.get(region, 0.01) * height)
+        flat = _line_image(image, quad, region, height, local)
         words = reader.read(flat)
         found = decode_line(words, printings)
         if found.set is not None and (found.lang is not None or found.lang_unread):
@@ -737,11 +735,26 @@ def read_line(
         second = _second_reading(reader.second, image, quad, printings)
         if second is not None:
             evidence = _with_first_reading(second, evidence)
-            texts.append(f"{second.text}")
+            texts.append(second.text or "")
         evidence.second_reader = "undecided" if second is None else "decided"
     evidence.text = " / ".join(texts) or None
     evidence.timings_ms["read_line"] = round((clock() - started) * 1000, 2)
     return evidence
+
+
+def _line_image(
+    image: np.ndarray,
+    quad: np.ndarray,
+    region: tuple[float, float, float, float],
+    height: int,
+    levelled: bool,
+) -> np.ndarray:
+    """`region` rectified at `height` (`rectify`), its contrast levelled (`local_contrast`)
+    when `levelled`: what either engine reads."""
+    flat = rectify(image, quad, region, height)
+    if levelled:
+        flat = local_contrast(flat, _LETTER_HEIGHT.get(region, 0.01) * height)
+    return flat
 
 
 def _take_language(evidence: Evidence, languages: list[Evidence]) -> bool:
@@ -780,8 +793,7 @@ def _second_reading(
         rows = _TEXT_ROWS.get(region)
         if rows is None:
             continue
-        flat = local_contrast(rectify(image, quad, region, SECOND_READ_HEIGHT),
-                              _LETTER_HEIGHT[region] * SECOND_READ_HEIGHT)
+        flat = _line_image(image, quad, region, SECOND_READ_HEIGHT, True)
         step = flat.shape[0] / rows
         words: list[Word] = []
         for row in range(rows):

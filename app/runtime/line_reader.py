@@ -43,12 +43,13 @@ class LineReaderHolder:
             return ("off: Tesseract's eng.traineddata is missing (install Debian's "
                     "tesseract-ocr-eng, or set TESSDATA_PREFIX); printings are told by "
                     "appearance only")
+        model = model_path() if self._second else None
         if not self._second:
             second = "off (SECOND_LINE_READER=false)"
-        elif model_path() is None:
+        elif model is None:
             second = "off (rapidocr is not installed: pip install -r requirements.txt)"
         else:
-            second = f"RapidOCR with {model_path()}"
+            second = f"RapidOCR with {model}"
         return f"on: Tesseract with {tessdata / 'eng.traineddata'}; second reader: {second}"
 
     @property
