@@ -389,17 +389,33 @@ def check_rollout(stack: Stack, checks: Checks) -> None:
     checks.check(rollout.returncode == 0 and not (before & after) and len(after) == len(before),
                  "scripts/compose-rollout.sh recreated every replica",
                  f"{len(before)} replaced by {len(after)} new in {took:.0f} s")
-    checks.check(lost == 0, "no request lost while the replicas were recreated",
-                 f"{len(results)} POSTs in {took + 5:.0f} s (one at a time, at most 4/s), "
-                 f"answers {dict(statuses)}, slowest "
-                 f"{slowest:.2f} s; {sum(seen.values())} answered by the new replicas, the "
-                 "others by the old ones before they stopped")
+    if not checks.check(lost == 0, "no request lost while the replicas were recreated",
+                        f"{len(results)} POSTs in {took + 5:.0f} s (one at a time, at most "
+                        f"4/s), answers {dict(statuses)}, slowest {slowest:.2f} s; "
+                        f"{sum(seen.values())} answered by the new replicas, the others by "
+                        "the old ones before they stopped"):
+        explain_lost(stack, [(sent_at - started, status) for sent_at, status, _ in results
+                             if status != 200])
     response = stack.infer(stack.new_token)
     checks.check(response.status_code == 200, "the new token is accepted after the rollout",
                  f"{response.status_code}")
     stack.compose("up", "-d", timeout=600)
     checks.check(set(stack.replicas()) == after, "a later `up -d` leaves the rolled replicas",
                  f"{len(after)} replicas kept")
+
+
+def explain_lost(stack: Stack, lost: list[tuple[float, int | str]]) -> None:
+    """What the entry point logged about the requests lost in the rollout: nginx's own
+    error lines (why no replica answered: refused, timed out, closed, no live upstream)."""
+    say("  lost: " + ", ".join(f"{status} at {at:+.1f} s into the rollout"
+                               for at, status in lost))
+    logs = stack.compose("logs", "--timestamps", ENTRY, check=False)
+    lines = [line for line in (logs.stdout + logs.stderr).splitlines()
+             if "upstream" in line or "[error]" in line or "[crit]" in line]
+    for line in lines[-30:]:
+        say(f"  entry point: {line}")
+    if not lines:
+        say("  entry point: no error line logged")
 
 
 def check_answer(stack: Stack, checks: Checks) -> None:
