@@ -10,7 +10,8 @@
 # (`up --no-recreate --scale N+1`), wait until its /readyz answers 200, wait for the entry
 # point's DNS refresh (nginx re-resolves every 10 s) so that it sends requests there, then
 # stop the old replica gracefully (SIGTERM: gunicorn finishes the requests in flight within
-# its graceful timeout; nginx sends new ones to the others and retries a refused one).
+# its graceful timeout; nginx sends new ones to the others and retries a refused one), and
+# wait for the entry point to forget its address before starting the next one.
 # It follows the environment `docker compose` reads (COMPOSE_FILE, COMPOSE_PROJECT_NAME,
 # --env-file given as COMPOSE_ENV_FILE). Exits non-zero, leaving the old replica running,
 # when a new one is not ready within READY_TIMEOUT seconds.
@@ -57,5 +58,8 @@ for id in "${old[@]}"; do
     docker rm "$id" >/dev/null
     recreated=$((recreated + 1))
     echo "replica ${id:0:12} stopped and removed ($recreated/${#old[@]})"
+    # Until its next resolve the entry point still holds the removed replica's address; a
+    # replica started now, not yet listening, would be a second address that fails.
+    if (( recreated < ${#old[@]} )); then sleep "$RESOLVE_WAIT"; fi
 done
 echo "done: $recreated replica(s) recreated"

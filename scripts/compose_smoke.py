@@ -15,12 +15,18 @@ REFRESH_SETS=rtr against ../shared/tools/scryfall_mirror.py serving
 4. both replicas answered (their logs carry the X-Request-IDs sent);
 5. a POST that a refusing replica (a container answering 503 to everything, joined under
    the replicas' DNS name) receives is answered 200 by another one;
-6. token rotation under a bounded stream of POSTs (4 per second): INFER_API_TOKENS becomes
+6. with two more addresses under the replicas' DNS name that refuse connections (containers
+   with nothing listening: what a replica just removed and one still starting are to the
+   entry point during a rollout), 24 POSTs are all answered 200; and while the addresses
+   of two containers removed from under that name are re-resolved (their connections time
+   out meanwhile), the POSTs of 3 clients over 14 s are all answered 200 (twice);
+7. token rotation under a bounded stream of POSTs (4 per second): INFER_API_TOKENS becomes
    "old,new" and scripts/compose-rollout.sh recreates the replicas one at a time; no request
-   may be lost (every answer 200), and the new token works afterwards;
-7. `down` then `up -d` keeps the release and the catalogue (same release version, same
+   may be lost (every answer 200; a lost one is shown with nginx's error lines), and the
+   new token works afterwards;
+8. `down` then `up -d` keeps the release and the catalogue (same release version, same
    card count, no new refresh run);
-8. `down -v` (KEEP_STACK=1 leaves it running).
+9. `down -v` (KEEP_STACK=1 leaves it running).
 
 Exit 0 when every check passed, 1 otherwise, 0 with "SKIPPED: ..." when there is no Docker
 or no ../shared/eval. Docker: the one the environment names (DOCKER_HOST); without one, the
@@ -347,6 +353,84 @@ def check_refused_post(stack: Stack, checks: Checks, image: str) -> None:
         run(["docker", "rm", "-f", name], check=False)
 
 
+def check_two_failing(stack: Stack, checks: Checks, image: str) -> None:
+    """During a rollout the entry point can hold, beside the live replicas, the address of one
+    just removed and one of a replica not yet listening: two tries (nginx's first choice
+    and one more) may both land on those. Two containers joined under the replicas' DNS
+    name, with nothing listening on 5001 (connections refused), stand for them; every POST
+    must still be answered 200."""
+    names = [f"{PROJECT}-silent-{n}" for n in range(2)]
+    for name in names:
+        run(["docker", "rm", "-f", name], check=False)
+        run(["docker", "run", "-d", "--name", name, "--network", f"{PROJECT}_default",
+             "--network-alias", SERVICE, "--entrypoint", "sleep", image, "600"])
+    try:
+        time.sleep(12)  # nginx re-resolves the replicas' name every 10 s
+        statuses: Counter[int] = Counter()
+        for n in range(24):  # bounded: 24 POSTs, one at a time
+            statuses[stack.infer(stack.token, request_id=f"silent-{n}").status_code] += 1
+        checks.check(statuses == Counter({200: 24}),
+                     "POSTs are answered while two replica addresses refuse connections",
+                     f"24 POSTs, answers {dict(statuses)} (2 live replicas, 2 refusing)")
+    finally:
+        for name in names:
+            run(["docker", "rm", "-f", name], check=False)
+        time.sleep(12)  # their addresses leave the entry point's list
+
+
+def check_address_removed(stack: Stack, checks: Checks, image: str) -> None:
+    """Replicas removed while the entry point still lists their addresses: requests tried
+    there time out, and when nginx re-resolves the replicas meanwhile it drops their
+    remaining tries ("no live upstreams", a 502; nginx/nginx#1656). Twice: two containers
+    joined under the replicas' DNS name are removed once nginx lists them, and three
+    clients POST until nginx has re-resolved (at most 10 s) and a little longer. Every
+    answer must be 200."""
+    statuses: Counter[int | str] = Counter()
+    lock = threading.Lock()
+    slow = 0  # answers that took a timed-out try first
+
+    def client(number: int, deadline: float) -> None:
+        nonlocal slow
+        sent = 0
+        while time.monotonic() < deadline and sent < 60:  # bounded in time and count
+            started = time.monotonic()
+            try:
+                status: int | str = stack.infer(stack.token, request_id=f"removed-{number}-"
+                                                f"{sent}", timeout=60).status_code
+            except requests.RequestException as exc:
+                status = type(exc).__name__
+            with lock:
+                statuses[status] += 1
+                slow += time.monotonic() - started > 0.9
+            sent += 1
+
+    names = [f"{PROJECT}-removed-{n}" for n in range(2)]
+    for _ in range(2):
+        for name in names:
+            run(["docker", "rm", "-f", name], check=False)
+            run(["docker", "run", "-d", "--name", name, "--network", f"{PROJECT}_default",
+                 "--network-alias", SERVICE, "--entrypoint", "sleep", image, "600"])
+        time.sleep(12)  # nginx re-resolves the replicas' name every 10 s
+        for name in names:
+            run(["docker", "rm", "-f", name], check=False)
+        deadline = time.monotonic() + 14
+        threads = [threading.Thread(target=client, args=(n, deadline), daemon=True)
+                   for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    sent = sum(statuses.values())
+    logs = stack.compose("logs", ENTRY, check=False)
+    gave_up = (logs.stdout + logs.stderr).count("no live upstreams")  # each tried again
+    if not checks.check(statuses[200] == sent and sent > 0,
+                        "POSTs are answered while removed replicas' addresses are re-resolved",
+                        f"twice 2 addresses removed: {sent} POSTs from 3 clients, answers "
+                        f"{dict(statuses)}, {slow} of them after a timed-out try; nginx gave "
+                        f"up on {gave_up} with \"no live upstreams\" (then tried @retry)"):
+        explain_lost(stack, [])
+
+
 def check_rollout(stack: Stack, checks: Checks) -> None:
     """Token rotation step 1 (old,new) applied by the rolling script under a request stream."""
     results: list[tuple[float, int | str, float]] = []
@@ -405,10 +489,12 @@ def check_rollout(stack: Stack, checks: Checks) -> None:
 
 
 def explain_lost(stack: Stack, lost: list[tuple[float, int | str]]) -> None:
-    """What the entry point logged about the requests lost in the rollout: nginx's own
-    error lines (why no replica answered: refused, timed out, closed, no live upstream)."""
-    say("  lost: " + ", ".join(f"{status} at {at:+.1f} s into the rollout"
-                               for at, status in lost))
+    """What the entry point logged about lost requests (`lost`: seconds into the rollout
+    and answer of each, when known): nginx's own error lines (why no replica answered:
+    refused, timed out, closed, no live upstreams)."""
+    if lost:
+        say("  lost: " + ", ".join(f"{status} at {at:+.1f} s into the rollout"
+                                   for at, status in lost))
     logs = stack.compose("logs", "--timestamps", ENTRY, check=False)
     lines = [line for line in (logs.stdout + logs.stderr).splitlines()
              if "upstream" in line or "[error]" in line or "[crit]" in line]
@@ -512,6 +598,8 @@ def main() -> int:
         check_answer(stack, checks)
         check_both_replicas(stack, checks)
         check_refused_post(stack, checks, image)
+        check_two_failing(stack, checks, image)
+        check_address_removed(stack, checks, image)
         check_rollout(stack, checks)
         check_down_up(stack, checks)
     except Exception as exc:
