@@ -324,11 +324,18 @@ http.server.ThreadingHTTPServer(('0.0.0.0', 5001), H).serve_forever()
 """
 
 
-def check_refused_post(stack: Stack, checks: Checks, image: str) -> None:
-    name = f"{PROJECT}-refuser"
+def join_as_replica(name: str, image: str, *command: str) -> None:
+    """Container `name` (a leftover of that name replaced) running `command` in `image`, on
+    the project's network under the replicas' DNS name: the entry point lists its address
+    at its next resolve."""
     run(["docker", "rm", "-f", name], check=False)
     run(["docker", "run", "-d", "--name", name, "--network", f"{PROJECT}_default",
-         "--network-alias", SERVICE, "--entrypoint", "python", image, "-c", REFUSER])
+         "--network-alias", SERVICE, "--entrypoint", command[0], image, *command[1:]])
+
+
+def check_refused_post(stack: Stack, checks: Checks, image: str) -> None:
+    name = f"{PROJECT}-refuser"
+    join_as_replica(name, image, "python", "-c", REFUSER)
     try:
         statuses: Counter[int] = Counter()
         refused_ids: list[str] = []
@@ -361,9 +368,7 @@ def check_two_failing(stack: Stack, checks: Checks, image: str) -> None:
     must still be answered 200."""
     names = [f"{PROJECT}-silent-{n}" for n in range(2)]
     for name in names:
-        run(["docker", "rm", "-f", name], check=False)
-        run(["docker", "run", "-d", "--name", name, "--network", f"{PROJECT}_default",
-             "--network-alias", SERVICE, "--entrypoint", "sleep", image, "600"])
+        join_as_replica(name, image, "sleep", "600")  # nothing listens: refused
     try:
         time.sleep(12)  # nginx re-resolves the replicas' name every 10 s
         statuses: Counter[int] = Counter()
@@ -407,9 +412,7 @@ def check_address_removed(stack: Stack, checks: Checks, image: str) -> None:
     names = [f"{PROJECT}-removed-{n}" for n in range(2)]
     for _ in range(2):
         for name in names:
-            run(["docker", "rm", "-f", name], check=False)
-            run(["docker", "run", "-d", "--name", name, "--network", f"{PROJECT}_default",
-                 "--network-alias", SERVICE, "--entrypoint", "sleep", image, "600"])
+            join_as_replica(name, image, "sleep", "600")
         time.sleep(12)  # nginx re-resolves the replicas' name every 10 s
         for name in names:
             run(["docker", "rm", "-f", name], check=False)
@@ -427,7 +430,8 @@ def check_address_removed(stack: Stack, checks: Checks, image: str) -> None:
                         "POSTs are answered while removed replicas' addresses are re-resolved",
                         f"twice 2 addresses removed: {sent} POSTs from 3 clients, answers "
                         f"{dict(statuses)}, {slow} of them after a timed-out try; nginx gave "
-                        f"up on {gave_up} with \"no live upstreams\" (then tried @retry)"):
+                        f"up on {gave_up} with \"no live upstreams\" so far (each then tried "
+                        "@retry)"):
         explain_lost(stack, [])
 
 
