@@ -101,6 +101,10 @@ class FeatureParams:
     printing_min_px: int = 150  # fewer differing thumbnail pixels: the photo cannot tell
     printing_slope: float = 6.0  # evidence (-1..1) to log-odds of one printing over another
     printing_sure: float = 0.8  # a lower best printing probability is `ambiguous_printing`
+    printing_highpass: float = 4.0  # printings are compared on detail finer than this
+    #   (Gaussian sigma, thumbnail px): a glare band or shading over where they differ is
+    #   gone (a glare over Reluctant Role Model 289's added figure answered 26, confidently,
+    #   in the rendered-photo benchmark at 500 px); 0 compares plain grey levels
 
     # -- several cards in one photo (scene.py) ---------------------------------------------
     multi_max_side: int = 2400  # the photo is searched at more pixels than for one card ...

@@ -64,6 +64,12 @@ def _blurred(reference: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(reference, (0, 0), sigma) if sigma else reference
 
 
+def _detail(image: np.ndarray, sigma: float) -> np.ndarray:
+    """`image` less what varies slower than `sigma` (thumbnail px): a glare band, shading
+    and exposure gradients drop out, the printed detail stays; `image` itself for 0."""
+    return image - _blurred(image, sigma) if sigma else image
+
+
 def matched_blur(view: View) -> float:
     """The blur (Gaussian sigma, thumbnail pixels) that makes the reference look most like
     the photo: the photo's effective resolution on this card, relative to this reference.
@@ -80,6 +86,10 @@ def matched_blur(view: View) -> float:
 def printing_odds(views: list[View], params: FeatureParams) -> PrintingOdds:
     """Probabilities of printings sharing one artwork, one view each.
 
+    The photo and the references are compared on their detail (`printing_highpass`), where a
+    glare band or shading over the differing part cannot pass for the other printing's
+    lighter or darker art.
+
     Every printing is judged under every candidate's alignment and keeps its best: printings
     of one layout then share the best alignment, so that none wins for its homography's own
     error, while an older frame (the art elsewhere on the card) keeps its own. Each pair is
@@ -93,9 +103,12 @@ def printing_odds(views: list[View], params: FeatureParams) -> PrintingOdds:
     valid = np.logical_and.reduce([view.valid for view in views])
     if valid.sum() < 16:
         return PrintingOdds([1.0 / count] * count, True)
-    photos = [_normalised(view.warped, valid) for view in views]
-    references = [_normalised(_blurred(view.reference, matched_blur(view)), valid)
-                  for view in views]
+    detail = params.printing_highpass
+    photos = [_normalised(_detail(view.warped, detail), valid) for view in views]
+    references = [
+        _normalised(_detail(_blurred(view.reference, matched_blur(view)), detail), valid)
+        for view in views
+    ]
     strength = np.zeros(count)
     for i in range(count):
         for j in range(i + 1, count):
