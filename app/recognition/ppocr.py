@@ -39,6 +39,7 @@ import numpy as np
 MODEL = "PP-OCRv6_rec_small.onnx"  # inside the rapidocr 3.10 wheel, rapidocr/models/
 # read by onnxruntime when it starts: no uploader, no events, no device identifier on disk
 TELEMETRY_OPT_OUT = ("ORT_DISABLE_TELEMETRY", "1")
+NOT_INSTALLED = f"rapidocr with its {MODEL} is not installed (pip install -r requirements.txt)"
 
 
 def model_path() -> Path | None:
@@ -97,8 +98,7 @@ def load_line_recognizer() -> tuple[LineRecognizer | None, str]:
     it, lines Tesseract cannot decide stay undecided."""
     path = model_path()
     if path is None:
-        return None, (f"rapidocr with its {MODEL} is not installed "
-                      "(pip install -r requirements.txt)")
+        return None, NOT_INSTALLED
     try:
         recognizer = LineRecognizer(path)
     except Exception as exc:  # onnxruntime missing or broken, a corrupt model: say so

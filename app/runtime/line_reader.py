@@ -12,7 +12,7 @@ import logging
 import threading
 
 from app.recognition.ocr import Reader, find_tessdata, load_reader
-from app.recognition.ppocr import model_path
+from app.recognition.ppocr import NOT_INSTALLED, model_path
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class LineReaderHolder:
         if not self._second:
             second = "off (SECOND_LINE_READER=false)"
         elif model is None:
-            second = "off (rapidocr is not installed: pip install -r requirements.txt)"
+            second = f"off ({NOT_INSTALLED})"
         else:
             second = f"RapidOCR with {model}"
         return f"on: Tesseract with {tessdata / 'eng.traineddata'}; second reader: {second}"
