@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlparse
 import cv2
 import numpy as np
 
-from app.recognition import layout
+from app.recognition import layout, pictures
 from app.recognition.builder import ReferenceImage
 
 IMAGE_SIZES = ("large", "normal", "png", "border_crop")  # preference order for references
@@ -42,6 +42,7 @@ class FaceImage:
     # finishes), copied into the bundle's id map with `set_name`
     printing: tuple[tuple[str, Any], ...] = ()
     layout_key: str = ""  # what its frame looks like (recognition.layout.layout_key)
+    picture: str | None = None  # the picture it shows (recognition.pictures.picture_key)
 
     def reference(
         self,
@@ -59,7 +60,7 @@ class FaceImage:
             illustration_id=self.illustration_id,
             load=load,
             extra={"set_name": self.set_name, "layout_key": self.layout_key,
-                   **dict(self.printing)},
+                   "picture": self.picture, **dict(self.printing)},
             precomputed=precomputed,
             key=key,
         )
@@ -157,8 +158,11 @@ def face_images(record: dict[str, Any], base_dir: Path) -> list[FaceImage]:
             uri = _pick(face.get("image_uris"))
             if uri:
                 faces.append((i, face, uri))
-    return [
-        FaceImage(
+    images = []
+    for i, source, uri in faces:
+        merged = {**record, **source}
+        layout_key = layout.layout_key(merged)
+        images.append(FaceImage(
             card_id=record["id"],
             face=i,
             name=source.get("name") or record.get("name", ""),
@@ -168,10 +172,10 @@ def face_images(record: dict[str, Any], base_dir: Path) -> list[FaceImage]:
             illustration_id=source.get("illustration_id") or record.get("illustration_id"),
             uri=resolve_uri(uri, base_dir),
             printing=printing_facts(record),
-            layout_key=layout.layout_key({**record, **source}),
-        )
-        for i, source, uri in faces
-    ]
+            layout_key=layout_key,
+            picture=pictures.picture_key({**merged, "face": i, "layout_key": layout_key}),
+        ))
+    return images
 
 
 PRINTING_FIELDS = (

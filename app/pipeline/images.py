@@ -195,16 +195,25 @@ class FeatureCache:
     def key(uri: str) -> str:
         return hashlib.sha256(image_version(uri).encode()).hexdigest()[:32]
 
-    def path(self, key: str) -> Path:
-        return self.dir / key[:2] / f"{key}.npz"
+    def path(self, key: str, described: bool = True) -> Path:
+        """An entry's file: `<key>.npz` with SIFT features, `<key>.thumb.npz` with the
+        thumbnails only (a printing whose picture another printing's features stand for,
+        `recognition.pictures`)."""
+        return self.dir / key[:2] / (f"{key}.npz" if described else f"{key}.thumb.npz")
 
     def has(self, key: str) -> bool:
+        """Whether the cache holds the image's features (not only its thumbnails)."""
         return self.path(key).is_file()
 
+    def has_any(self, key: str) -> bool:
+        """Whether the cache holds the image's thumbnails (with or without features)."""
+        return self.has(key) or self.path(key, described=False).is_file()
+
     def put(self, key: str, features: Features, thumb: np.ndarray,
-            color: np.ndarray | None = None) -> None:
-        """Keep a reference's features, its thumbnail and its colour thumbnail (if any)."""
-        path = self.path(key)
+            color: np.ndarray | None = None, *, described: bool = True) -> None:
+        """Keep a reference's features, its thumbnail and its colour thumbnail (if any);
+        `described=False`: thumbnails only (features without descriptors)."""
+        path = self.path(key, described)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
         arrays: dict[str, np.ndarray] = {
@@ -224,8 +233,12 @@ class FeatureCache:
     def get(self, key: str) -> tuple[Features, np.ndarray]:
         """(features, thumbnail) as `build_bundle` needs them. `gray` is a zero-stride
         placeholder of the right shape: only its shape is used for cached references; `color`
-        is the colour thumbnail (`builder.make_color_thumbnail` keeps it as it is)."""
-        with np.load(self.path(key)) as data:
+        is the colour thumbnail (`builder.make_color_thumbnail` keeps it as it is). An
+        entry of thumbnails only has no keypoints."""
+        path = self.path(key)
+        if not path.is_file():
+            path = self.path(key, described=False)
+        with np.load(path) as data:
             height, width = (int(v) for v in data["size"])
             sx, sy = (float(v) for v in data["scale"])
             features = Features(
@@ -246,7 +259,7 @@ class FeatureCache:
             if not sub.is_dir():
                 continue
             for entry in sub.iterdir():
-                if entry.stem not in keep:
+                if entry.name.split(".", 1)[0] not in keep:
                     entry.unlink(missing_ok=True)
                     removed += 1
         for other in self.dir.parent.iterdir():

@@ -489,7 +489,13 @@ class _Job:
     def _features(
         self, faces: list[_Face], cache: FeatureCache, fetcher: ImageFetcher
     ) -> list[tuple[_Face, np.ndarray]]:
-        """Fetch + extract what the cache lacks; also fetch the validation sample."""
+        """Fetch + extract what the cache lacks; also fetch the validation sample.
+
+        One printing of each picture is extracted (SIFT); the picture's other printings
+        are fetched for their thumbnails only, and extracted as well when their image does
+        not agree with the picture's reference (recognition/pictures.py): a new printing of
+        an indexed picture costs a download and a thumbnail, not a SIFT extraction."""
+        from app.recognition import pictures
         from app.recognition.builder import make_color_thumbnail, make_thumbnail
         from app.recognition.features import extract_features
         from app.recognition.imageio import decode_image
@@ -499,25 +505,59 @@ class _Job:
         sample_keys = {
             f.key for f in rng.sample(faces, min(opts.validation_sample, len(faces)))
         }
-        todo = [f for f in faces if f.key in sample_keys or not cache.has(f.key)]
-        counts = {"extracted": 0, "cached": 0, "missing": 0, "image_errors": 0}
+        firsts, others = pictures.split(faces, lambda f: f.image.picture)
+        counts = {"extracted": 0, "thumbnails": 0, "cached": 0, "missing": 0,
+                  "image_errors": 0}
         guard = threading.Lock()
         samples: list[tuple[_Face, np.ndarray]] = []
+        signatures: dict[str, np.ndarray] = {}  # picture -> its reference's signature
+
+        def extract(face: _Face, image: np.ndarray, describe: bool) -> np.ndarray:
+            features = extract_features(image, self.params, role="reference",
+                                        describe=describe)
+            thumb = make_thumbnail(features, self.params)
+            cache.put(face.key, features, thumb, make_color_thumbnail(features, self.params),
+                      described=describe)
+            metrics.REFRESH_IMAGES.labels("fetched").inc()
+            with guard:
+                counts["extracted" if describe else "thumbnails"] += 1
+            return thumb
+
+        def reference_signature(picture: str) -> np.ndarray | None:
+            with guard:
+                if picture in signatures:
+                    return signatures[picture]
+            reference = references.get(picture)
+            if reference is None or not cache.has(reference.key):
+                return None  # its image is missing: this printing is extracted itself
+            signature = pictures.signature(cache.get(reference.key)[1])
+            with guard:
+                signatures[picture] = signature
+            return signature
 
         def work(face: _Face) -> np.ndarray | None:
             data = fetcher.fetch(face.image.uri)
             image = decode_image(data, max_pixels=self.settings.max_image_pixels)
-            if not cache.has(face.key):
-                features = extract_features(image, self.params, role="reference")
-                cache.put(face.key, features, make_thumbnail(features, self.params),
-                          make_color_thumbnail(features, self.params))
-                metrics.REFRESH_IMAGES.labels("fetched").inc()
-                with guard:
-                    counts["extracted"] += 1
+            picture = face.image.picture
+            if face in shared and not cache.has_any(face.key):
+                known = reference_signature(picture) if picture else None
+                thumb = extract(face, image, describe=False)
+                if known is None or not pictures.agree(pictures.signature(thumb), known):
+                    extract(face, image, describe=True)
+            elif face not in shared and not cache.has(face.key):
+                extract(face, image, describe=True)
             return image if face.key in sample_keys else None
 
-        with Progress("images", total=len(todo), unit="img", enabled=opts.progress) as bar:
-            for face, image, error in bounded_map(work, todo, max(1, opts.image_workers)):
+        references = {f.image.picture: f for f in firsts if f.image.picture}
+        shared = set(others)
+        # references first, to the end: their picture's other printings compare with them
+        phases = [[f for f in firsts if f.key in sample_keys or not cache.has(f.key)],
+                  [f for f in others if f.key in sample_keys or not cache.has_any(f.key)]]
+        done = ((face, image, error) for todo in phases
+                for face, image, error in bounded_map(work, todo, max(1, opts.image_workers)))
+        with Progress("images", total=sum(map(len, phases)), unit="img",
+                      enabled=opts.progress) as bar:
+            for face, image, error in done:
                 bar.update(1)
                 if isinstance(error, MissingImage):
                     metrics.REFRESH_IMAGES.labels("missing").inc()
@@ -531,7 +571,8 @@ class _Job:
                                 face.image.face, error)
                 elif image is not None:
                     samples.append((face, image))
-        counts["cached"] = sum(1 for f in faces if cache.has(f.key)) - counts["extracted"]
+        counts["cached"] = (sum(1 for f in faces if cache.has_any(f.key)) - counts["extracted"]
+                            - counts["thumbnails"])
         metrics.REFRESH_IMAGES.labels("cached").inc(max(0, counts["cached"]))
         self.counts.update(counts)
         bad = counts["missing"] + counts["image_errors"]
@@ -557,7 +598,7 @@ class _Job:
         refs = [
             face.image.reference(no_load, functools.partial(cache.get, face.key), key=face.key)
             for face in faces
-            if cache.has(face.key)  # else: missing image, counted already
+            if cache.has_any(face.key)  # else: missing image, counted already
         ]
         refs = list({ref.key: ref for ref in refs}.values())  # one slot per image
         opts = self.options

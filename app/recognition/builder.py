@@ -40,6 +40,7 @@ import h5py
 import numpy as np
 
 from app.progress import Progress
+from app.recognition import mapped_index, pictures
 from app.recognition.bundle import (
     FORMAT_VERSION,
     ID_MAP_FILE,
@@ -134,19 +135,26 @@ class _Card:
     ref_size: tuple[float, float]
     thumb_jpeg: bytes
     color_jpeg: bytes = b""  # the colour thumbnail (none: the art check compares grey only)
+    thumb: np.ndarray | None = field(default=None, repr=False)  # gray, to compare pictures
+    picture: int = -1  # slot of the reference standing for its picture (-1: itself)
 
 
-def _prepare(ref: ReferenceImage, params: FeatureParams) -> _Card | None:
+def _prepare(ref: ReferenceImage, params: FeatureParams, describe: bool = True
+             ) -> _Card | None:
+    """What the bundle keeps of one reference; `describe=False`: its thumbnails only (a
+    printing of a picture another printing stands for in the index, `pictures.py`)."""
     try:
         if ref.precomputed is not None:
             features, thumb = ref.precomputed()
         else:
-            features = extract_features(ref.load(), params, role="reference")
+            features = extract_features(ref.load(), params, role="reference",
+                                        describe=describe)
             thumb = make_thumbnail(features, params)
     except Exception as exc:  # a broken image must not sink a nightly build of 90k cards
         log.warning("skipping %s face %d: %s", ref.card_id, ref.face, exc)
         return None
-    chosen = preselect(features, params.ref_candidates)
+    chosen = (preselect(features, params.ref_candidates) if describe
+              else np.zeros(0, np.int64))
     ok, jpeg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, params.thumb_quality])
     if not ok:
         log.warning("skipping %s face %d: thumbnail not encodable", ref.card_id, ref.face)
@@ -165,6 +173,7 @@ def _prepare(ref: ReferenceImage, params: FeatureParams) -> _Card | None:
         ref_size=(float(width), float(height)),
         thumb_jpeg=jpeg.tobytes(),
         color_jpeg=color_jpeg,
+        thumb=thumb,
     )
 
 
@@ -191,7 +200,8 @@ class _Spool:
     """Candidates of every card in append-only files; read back by card ranges with plain
     reads (not a memory map, whose touched pages would count as the builder's memory)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, first_slot: int = 0) -> None:
+        self.first_slot = first_slot  # the bundle slot of the spool's first card
         self.desc_path = directory / ".candidates.spool"
         self.kp_path = directory / ".keypoints.spool"
         self.thumb_path = directory / ".thumbs.spool"
@@ -203,8 +213,10 @@ class _Spool:
         self.color_sizes: list[int] = []
         self.entries: list[dict[str, Any]] = []
         self.ref_sizes: list[tuple[float, float]] = []
+        self.pictures: list[int] = []  # slot of each card's picture reference
 
-    def append(self, card: _Card) -> None:
+    def append(self, card: _Card) -> int:
+        """Spool one card; its bundle slot."""
         desc, kp, thumbs, colors = self._files
         desc.write(np.ascontiguousarray(card.descriptors, np.uint8).tobytes())
         kp.write(np.ascontiguousarray(card.keypoints, np.float32).tobytes())
@@ -215,6 +227,9 @@ class _Spool:
         self.color_sizes.append(len(card.color_jpeg))
         self.entries.append(card.entry)
         self.ref_sizes.append(card.ref_size)
+        slot = self.first_slot + len(self.counts) - 1
+        self.pictures.append(slot if card.picture < 0 else card.picture)
+        return slot
 
     def close(self) -> None:
         for fh in self._files:
@@ -256,18 +271,76 @@ class _Spool:
             path.unlink(missing_ok=True)
 
 
-def _extract_all(
-    refs: Iterable[ReferenceImage], params: FeatureParams, spool: _Spool, workers: int,
-    progress: Progress,
-) -> int:
-    skipped = 0
-    for _ref, card in _ordered_map(lambda r: _prepare(r, params), refs, workers):
-        progress.update(1)
-        if card is None:
-            skipped += 1
-            continue
-        spool.append(card)
-    return skipped
+class _Pictures:
+    """Spools references and the printings that share their picture (`pictures.py`): each
+    picture's first printing is extracted and indexed; its other printings are prepared
+    without SIFT and point at it when their images agree, else are extracted as references
+    of their own. `known` maps picture keys to (slot, gray thumbnail) of references already
+    in the bundle (an incremental build): `pictures.signature`s are kept for pictures with
+    several printings only (~2 KB each)."""
+
+    def __init__(self, params: FeatureParams, spool: _Spool, workers: int, progress: Progress,
+                 known: dict[str, tuple[int, np.ndarray]] | None = None) -> None:
+        self.params = params
+        self.spool = spool
+        self.workers = workers
+        self.progress = progress
+        self.references: dict[str, tuple[int, np.ndarray]] = dict(known or {})
+        self.skipped = 0
+        self.shared = 0  # printings spooled without features of their own
+        self.disagreed = 0  # printings whose catalogue picture their image contradicted
+        self.undescribed_strays = 0  # ... of which the cache held thumbnails only
+        self._wanted: set[str | None] = set()
+
+    def add(self, refs: list[ReferenceImage]) -> None:
+        firsts, others = pictures.split(refs, _picture_of)
+        self._wanted = {_picture_of(r) for r in others}
+        news = [r for r in firsts if _picture_of(r) not in self.references]
+        others += [r for r in firsts if _picture_of(r) in self.references]
+        self._spool(news, describe=True)
+        strays: list[ReferenceImage] = []
+        for ref, card in self._prepared(others, describe=False):
+            known = self.references.get(_picture_of(ref) or "")
+            if known is None or card.thumb is None or not pictures.agree(
+                    pictures.signature(card.thumb), known[1]):
+                if known is not None:
+                    self.disagreed += 1
+                    log.info("%s face %d: its image differs from its picture's reference "
+                             "(slot %d); indexed on its own", ref.card_id, ref.face, known[0])
+                strays.append(ref)
+                continue
+            card.picture = known[0]
+            self.spool.append(card)
+            self.shared += 1
+        self._spool(strays, describe=True, register=False)
+
+    def _spool(self, refs: list[ReferenceImage], *, describe: bool, register: bool = True
+               ) -> None:
+        for ref, card in self._prepared(refs, describe):
+            if describe and not len(card.descriptors):
+                self.undescribed_strays += not register
+                log.warning("%s face %d: no features to index (an image without detail, or "
+                            "a cache entry of thumbnails only)", ref.card_id, ref.face)
+            slot = self.spool.append(card)
+            key = _picture_of(ref)
+            if (register and key is not None and key in self._wanted
+                    and key not in self.references and card.thumb is not None):
+                self.references[key] = (slot, pictures.signature(card.thumb))
+
+    def _prepared(self, refs: list[ReferenceImage], describe: bool
+                  ) -> Iterator[tuple[ReferenceImage, _Card]]:
+        for ref, card in _ordered_map(lambda r: _prepare(r, self.params, describe), refs,
+                                      self.workers):
+            self.progress.update(1)
+            if card is None:
+                self.skipped += 1
+                continue
+            yield ref, card
+
+
+def _picture_of(ref: ReferenceImage) -> str | None:
+    key = ref.extra.get("picture")
+    return str(key) if key else None
 
 
 # -- training --------------------------------------------------------------------------------
@@ -320,21 +393,29 @@ def _coarse_centroids(x: np.ndarray, nlist: int, seed: int) -> np.ndarray:
     return np.vstack(parts)[:nlist].astype(np.float32)
 
 
-def _sample_cards(count: int, sample: int, seed: int) -> np.ndarray:
+def _sample_cards(cards: np.ndarray, sample: int, seed: int) -> np.ndarray:
+    """A random sample of `cards` (spool rows), in order; all of them when `sample` is 0."""
     rng = np.random.default_rng(seed)
-    if sample <= 0 or sample >= count:
-        return np.arange(count)
-    return np.sort(rng.choice(count, size=sample, replace=False))
+    if sample <= 0 or sample >= len(cards):
+        return cards
+    return np.sort(rng.choice(cards, size=sample, replace=False))
+
+
+def _described(spool: _Spool) -> np.ndarray:
+    """Spool rows of the cards with descriptors: the references of their pictures (the
+    other printings of a picture have none, and must not thin the samples)."""
+    return np.flatnonzero(np.asarray(spool.counts, np.int64) > 0)
 
 
 def _train(spool: _Spool, params: FeatureParams, seed: int) -> Any:
-    cards = len(spool.counts)
+    described = _described(spool)
+    cards = len(described)
     total = int(spool.offsets[-1])
     nlist = choose_nlist(min(total, cards * params.ref_keep), params)
     want = max(nlist * params.train_per_list, 40 * (1 << params.pq_nbits) * 4)
     # whole cards, chosen at random, until the sample is large enough (contiguous reads)
     per_card = max(1, total // max(1, cards))
-    order = _sample_cards(cards, min(cards, want // per_card + 1), seed)
+    order = _sample_cards(described, min(cards, want // per_card + 1), seed)
     x = np.concatenate([rootsift(spool.descriptors(int(c), int(c) + 1)) for c in order])
     if len(x) < 40 * (1 << params.pq_nbits):
         raise BundleError(f"only {len(x)} descriptors: too few to train IVF-PQ")
@@ -362,7 +443,9 @@ def _scratch(index: Any, spool: _Spool, params: FeatureParams, seed: int, progre
     if params.stop_min_cards <= 0:
         return None
     scratch = faiss.clone_index(index)
-    sample = _sample_cards(len(spool.counts), params.stop_sample_cards, seed + 1)
+    # references only: a picture's other printings hold no descriptors (pictures.py), so
+    # a picture counts once however many printings show it
+    sample = _sample_cards(_described(spool), params.stop_sample_cards, seed + 1)
     with Progress("stop-word sample", total=len(sample), unit="card", enabled=progress) as bar:
         for card in sample:
             desc = spool.descriptors(int(card), int(card) + 1)
@@ -458,6 +541,7 @@ class _Kept:
     ref_size: tuple[float, float]
     entry: dict[str, Any]
     color: bytes = b""
+    picture: int = -1  # slot of its picture's reference
 
 
 def _index_spool(
@@ -483,7 +567,8 @@ def _index_spool(
             a, b = int(bounds[i]), int(bounds[i + 1])
             yield _Kept(kps[a:b][keep[a:b]], thumbs[int(offsets[i]) : int(offsets[i + 1])],
                         spool.ref_sizes[first + i], spool.entries[first + i],
-                        colors[int(color_offsets[i]) : int(color_offsets[i + 1])])
+                        colors[int(color_offsets[i]) : int(color_offsets[i + 1])],
+                        spool.pictures[first + i])
 
 
 # -- shards ----------------------------------------------------------------------------------
@@ -496,15 +581,21 @@ class _ShardWriter:
         self.colors: list[bytes] = []
         self.ref_size: list[tuple[float, float]] = []
         self.names: list[int] = []
+        self.pictures: list[int] = []
 
     def add(self, keypoints: np.ndarray, thumb: bytes, ref_size: tuple[float, float],
-            name: str | None, color: bytes = b"") -> None:
+            name: str | None, color: bytes = b"", picture: int = -1) -> None:
         fixed = np.clip(np.rint(keypoints * KP_SCALE), 0, 65535).astype(np.uint16)
         self.keypoints.append(fixed.reshape(-1, 2))
         self.thumbs.append(thumb)
         self.colors.append(color)
         self.ref_size.append(ref_size)
         self.names.append(name_hash(name) if name is not None else -1)
+        self.pictures.append(picture)
+
+    def add_kept(self, kept: _Kept) -> None:
+        self.add(kept.keypoints, kept.thumb, kept.ref_size, kept.entry["name"], kept.color,
+                 kept.picture)
 
     def add_empty(self) -> None:
         self.add(np.zeros((0, 2), np.float32), b"", (0.0, 0.0), None)
@@ -531,6 +622,7 @@ class _ShardWriter:
             h5.create_dataset("ref_size", data=np.asarray(self.ref_size, np.float32)
                               .reshape(-1, 2))
             h5.create_dataset("name_hash", data=np.asarray(self.names, np.int64))
+            h5.create_dataset("picture", data=np.asarray(self.pictures, np.int64))
         os.replace(tmp, path)
 
 
@@ -659,9 +751,12 @@ def _build_full(
     out_dir = _fresh_dir(out_dir)
     timings: dict[str, float] = {}
     spool = _Spool(out_dir)
+    refs = list(refs)
     try:
-        with Progress("extracting", total=total, unit="img", enabled=progress) as bar:
-            skipped = _extract_all(refs, params, spool, workers, bar)
+        with Progress("extracting", total=len(refs), unit="img", enabled=progress) as bar:
+            shared = _Pictures(params, spool, workers, bar)
+            shared.add(refs)
+        skipped = shared.skipped
         spool.close()
         timings["extract"] = time.perf_counter() - started
         cards = len(spool.counts)
@@ -685,8 +780,7 @@ def _build_full(
         shard_count = 0
         with Progress("indexing", total=cards, unit="card", enabled=progress) as bar:
             for kept in _index_spool(index, scratch, spool, params, 0, True, stats):
-                shard.add(kept.keypoints, kept.thumb, kept.ref_size, kept.entry["name"],
-                          kept.color)
+                shard.add_kept(kept)
                 if len(shard) == shard_slots:
                     shard.write(out_dir / shard_name(shard_count))
                     shard_count += 1
@@ -697,6 +791,7 @@ def _build_full(
             shard_count += 1
         timings["index"] = time.perf_counter() - clock
         log.info("build: %d vectors indexed; writing the index and checksums", index.ntotal)
+        padding = mapped_index.to_mapped(index)
         _write_index(index, out_dir / INDEX_FILE)
         entries: list[dict[str, Any] | None] = list(spool.entries)
         counts_out = {
@@ -705,6 +800,10 @@ def _build_full(
             "skipped_images": skipped,
             "reused_cards": 0,
             "new_cards": cards,
+            "references": len(_described(spool)),
+            "padding_vectors": padding,
+            "shared_pictures": shared.shared,
+            "picture_disagreements": shared.disagreed,
         }
     finally:
         spool.remove()
@@ -764,6 +863,10 @@ def build_incremental(
                                   workers=workers)
 
 
+class FullBuildNeeded(BundleError):
+    """The previous release cannot be extended to this catalogue; the message says why."""
+
+
 def _build_incremental(
     refs: Iterable[ReferenceImage],
     out_dir: Path,
@@ -781,19 +884,42 @@ def _build_incremental(
         old_entries = list(old.iter_entries())
         by_key = {e["key"]: slot for slot, e in enumerate(old_entries) if e is not None}
         refs = list(refs)
-        wanted = {r.key for r in refs}
-        new_refs = [r for r in refs if r.key not in by_key]
+
+        def stays(ref: ReferenceImage) -> bool:
+            """Same image, same picture: keeps its slot. A printing whose picture changed
+            moves (its slot is emptied, it is added again)."""
+            slot = by_key.get(ref.key)
+            return slot is not None and (old_entries[slot] or {}).get("picture") == (
+                ref.extra.get("picture"))
+
+        new_refs = [r for r in refs if not stays(r)]
+        staying = {by_key[r.key] for r in refs if stays(r)}
         gone = [slot for slot, e in enumerate(old_entries) if e is not None
-                and e["key"] not in wanted]
+                and slot not in staying]
+        orphans = [slot for slot in gone if int(old.picture[slot]) == slot
+                   and any(int(old.picture[s]) == slot for s in staying)]
+        if orphans:
+            raise FullBuildNeeded(
+                f"{len(orphans)} printing(s) indexed for a picture that other printings still "
+                f"show are gone (slot {orphans[0]}): their pictures need a new reference")
         # entries: old ones (their metadata refreshed from refs), gone ones emptied
         entries: list[dict[str, Any] | None] = list(old_entries)
         changed_slots: set[int] = set(gone)
         for ref in refs:
             slot = by_key.get(ref.key)
-            if slot is not None and entries[slot] != ref.id_entry():
+            if slot in staying and entries[slot] != ref.id_entry():
                 entries[slot] = ref.id_entry()  # same image, new metadata (id map only)
         for slot in gone:
             entries[slot] = None
+        # the references already indexed for the pictures of new printings
+        wanted_pictures = {_picture_of(r) for r in new_refs} - {None}
+        known = {
+            str((entries[slot] or {})["picture"]): (slot,
+                                                     pictures.signature(old.thumbnail(slot)))
+            for slot in sorted(staying)
+            if int(old.picture[slot]) == slot and old.kept[slot] > 0
+            and (entries[slot] or {}).get("picture") in wanted_pictures
+        }
 
         clock = time.perf_counter()
         index = faiss.read_index(str(previous / INDEX_FILE))
@@ -806,20 +932,28 @@ def _build_incremental(
         timings["load"] = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        spool = _Spool(out_dir)
+        spool = _Spool(out_dir, first_slot=len(entries))
         try:
             with Progress("extracting", total=len(new_refs), unit="img",
                           enabled=progress) as bar:
-                skipped = _extract_all(new_refs, params, spool, workers, bar)
+                shared = _Pictures(params, spool, workers, bar, known)
+                shared.add(new_refs)
+            skipped = shared.skipped
             spool.close()
+            if shared.undescribed_strays:
+                raise FullBuildNeeded(
+                    f"{shared.undescribed_strays} printing(s) differ from their picture's "
+                    "reference and have no features of their own")
             timings["extract"] = time.perf_counter() - clock
             clock = time.perf_counter()
             added = len(spool.counts)
             new_kp: dict[int, _Kept] = {}
             stats = {"stop_words": 0}
-            for kept in _index_spool(index, scratch, spool, params, len(entries), False, stats):
+            adder = mapped_index.blocks_like(index)
+            for kept in _index_spool(adder, scratch, spool, params, len(entries), False, stats):
                 new_kp[len(entries)] = kept
                 entries.append(kept.entry)
+            padding = mapped_index.append_blocks(index, adder)
             timings["index"] = time.perf_counter() - clock
         finally:
             spool.remove()
@@ -842,13 +976,12 @@ def _build_incremental(
             writer = _ShardWriter()
             for slot in range(lo, hi):
                 if slot in new_kp:
-                    kept = new_kp[slot]
-                    writer.add(kept.keypoints, kept.thumb, kept.ref_size, kept.entry["name"],
-                               kept.color)
+                    writer.add_kept(new_kp[slot])
                 elif slot < len(old_entries) and (entry := entries[slot]) is not None:
                     writer.add(old.keypoints(slot), old.thumbnail_bytes(slot),
                                (float(old.ref_size[slot][0]), float(old.ref_size[slot][1])),
-                               str(entry["name"]), old.color_bytes(slot))
+                               str(entry["name"]), old.color_bytes(slot),
+                               int(old.picture[slot]))
                 else:
                     writer.add_empty()
             writer.write(out_dir / name)
@@ -863,7 +996,12 @@ def _build_incremental(
             "reused_cards": len(refs) - len(new_refs),
             "new_cards": added,
             "removed_cards": len(gone),
+            "padding_vectors": int(old.manifest["counts"].get("padding_vectors", 0)) + padding,
             "linked_shards": linked,
+            "references": int(old.manifest["counts"].get("references", 0)) + int(
+                np.count_nonzero(np.asarray(spool.counts) > 0)),
+            "shared_pictures": shared.shared,
+            "picture_disagreements": shared.disagreed,
         }
         parent = old.version
     finally:

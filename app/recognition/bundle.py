@@ -52,8 +52,9 @@ from app.recognition.params import BUILD_FIELDS, FeatureParams
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 3  # 3: colour thumbnails in the shards
-READABLE_FORMATS = (2, 3)  # 2: without them (served with the grey art check)
+FORMAT_VERSION = 4  # 4: one reference per picture (`picture`); 3: colour thumbnails
+READABLE_FORMATS = (2, 3, 4)  # 2: without them (served with the grey art check); before 4
+#                               every printing is its own picture
 INDEX_FILE = "faiss_ivf.index"
 STOPWORDS_FILE = "stopwords.index"
 ID_MAP_FILE = "id_map.jsonl"
@@ -210,6 +211,12 @@ class Bundle:
             [h5["name_hash"][:] for h5 in shards] or [np.zeros(0, np.int64)]
         )
         self.alive: np.ndarray = self.names != -1  # empty slots: printings gone since
+        # slot of the reference each printing's picture is indexed under (pictures.py):
+        # itself for a reference, -1 for an empty slot; before format 4, every slot itself
+        self.picture: np.ndarray = np.concatenate(
+            [h5["picture"][:] if "picture" in h5 else
+             np.arange(len(h5["name_hash"]), dtype=np.int64) + number * self.shard_slots
+             for number, h5 in enumerate(shards)] or [np.zeros(0, np.int64)])
         # slot -> index of its name among the distinct names (the printings of one card)
         self.name_group: np.ndarray = np.unique(self.names, return_inverse=True)[1].ravel()
         self._search_params = ivf_search_params(params)
@@ -258,7 +265,9 @@ class Bundle:
                 raise BundleError(f"{directory}: {name} does not match its manifest checksum")
         counts = manifest["counts"]
         try:
-            index = faiss.read_index(str(directory / INDEX_FILE), faiss.IO_FLAG_MMAP)
+            # mapped read-only and shared by every process (mapped_index.py); a bundle of
+            # format 3 or older (fast-scan block lists) is read into the process
+            index = faiss.read_index(str(directory / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC)
         except RuntimeError as exc:
             raise BundleError(f"{directory}: {INDEX_FILE} unreadable ({exc})") from None
         id_map = IdMap((directory / ID_MAP_FILE).read_bytes())
@@ -299,6 +308,12 @@ class Bundle:
     def printings(self, slot: int) -> list[int]:
         """Slots with the same card name as `slot` (other printings, faces with that name)."""
         return [int(s) for s in np.flatnonzero(self.names == self.names[slot])]
+
+    def picture_printings(self, slot: int) -> list[int]:
+        """The printings that show the picture of `slot` (itself included), in slot order:
+        indexed once, under one reference (pictures.py)."""
+        return [int(s) for s in np.flatnonzero((self.picture == self.picture[slot])
+                                               & self.alive)]
 
     def _where(self, slot: int) -> tuple[h5py.File, int, int]:
         number, local = divmod(slot, self.shard_slots)

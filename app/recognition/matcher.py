@@ -501,9 +501,12 @@ def verify_candidates(
     hidden: np.ndarray | None = None,
 ) -> list[_Verified]:
     """Geometric (+ photometric) verification of candidates in vote order, stopping early:
-    once a candidate's art clearly matches, much less voted candidates are skipped. Other
-    printings of the leader's name are then verified even if they got few votes: reprints
-    share most features, so votes split between them and the right printing can rank low."""
+    once a candidate's art clearly matches, much less voted candidates are skipped. Then
+    every printing of the leader's picture is compared where the leader matched: they are
+    indexed once, under the leader (pictures.py), so only their thumbnails tell them apart;
+    and up to `max_printings` other printings of its name even if they got few votes:
+    reprints in another frame share most features, so votes split between them and the
+    right printing can rank low."""
     photo = _Photo(query) if params.decision == "photometric" else None
     verified: list[_Verified] = []
     leader: _Verified | None = None
@@ -544,10 +547,12 @@ def verify_candidates(
     if leader is not None:
         place = corners(leader, bundle)
         here = {v.row for v in verified if overlap(corners(v, bundle), place) > 0.5}
-        siblings = [r for r in bundle.printings(leader.row) if r not in here]
-        siblings.sort(key=lambda r: -votes[r])
+        twins = [r for r in bundle.picture_printings(leader.row) if r not in here]
+        seen = here | set(twins)
+        others = [r for r in bundle.printings(leader.row) if r not in seen]
+        others.sort(key=lambda r: -votes[r])
         chief = leader
-        for row in siblings[: params.max_printings]:
+        for row in twins + others[: params.max_printings]:
             check(row, chief)
     return verified
 
