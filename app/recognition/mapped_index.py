@@ -32,7 +32,8 @@ BLOCK = 32  # vectors per fast-scan block (FAISS's bbs)
 
 
 def _ivf(index: Any) -> Any:
-    return faiss.extract_index_ivf(index)
+    """The IVF index inside `index`, as its own class (extract_index_ivf gives the base)."""
+    return faiss.downcast_index(faiss.extract_index_ivf(index))
 
 
 def is_fast_scan(index: Any) -> bool:
@@ -96,7 +97,9 @@ def blocks_like(index: Any) -> Any:
         return index
     empty = faiss.clone_index(index)
     target = _ivf(empty)
-    blocks = faiss.BlockInvertedLists(target.nlist, target.get_CodePacker())
+    packer = target.get_CodePacker()
+    packer.this.disown()  # the block lists delete their packer
+    blocks = faiss.BlockInvertedLists(target.nlist, packer)
     target.replace_invlists(blocks, True)
     blocks.this.disown()
     target.ntotal = empty.ntotal = 0
