@@ -59,7 +59,9 @@ def test_two_processes_opening_one_bundle_share_the_index_pages(
     opened = Bundle.open(bundle)
     try:
         assert mapped_index.is_fast_scan(opened.index)
-        lists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(opened.index).invlists)
+        invlists = faiss.extract_index_ivf(opened.index).invlists
+        assert invlists is not None
+        lists = faiss.downcast_InvertedLists(invlists)
         assert isinstance(lists, faiss.ArrayInvertedLists), "array lists: mappable"
     finally:
         opened.close()
