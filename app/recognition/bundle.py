@@ -35,6 +35,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -101,10 +103,18 @@ def ivf_search_params(
 
 
 class IdMap:
-    """`id_map.jsonl` held as one bytes buffer; an entry is parsed when it is asked for.
-    100k printings as Python dicts would cost ~120 MB per process; the buffer costs 30 MB."""
+    """`id_map.jsonl` held as one buffer; an entry is parsed when it is asked for. 100k
+    printings as Python dicts would cost ~120 MB per process, the file is ~30 MB: served
+    mapped read-only (`IdMap.open`), it is shared by every process on the host."""
 
-    def __init__(self, data: bytes) -> None:
+    @classmethod
+    def open(cls, path: Path) -> IdMap:
+        with path.open("rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                return cls(b"")
+            return cls(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+
+    def __init__(self, data: bytes | mmap.mmap) -> None:
         self._data = data
         ends = np.flatnonzero(np.frombuffer(data, np.uint8) == ord("\n"))
         self._starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
@@ -115,7 +125,7 @@ class IdMap:
 
     def __getitem__(self, slot: int) -> dict[str, Any] | None:
         entry: dict[str, Any] | None = json.loads(
-            self._data[self._starts[slot] : self._ends[slot]]
+            self._data[int(self._starts[slot]) : int(self._ends[slot])]
         )
         return entry
 
@@ -221,7 +231,8 @@ class Bundle:
         self.name_group: np.ndarray = np.unique(self.names, return_inverse=True)[1].ravel()
         self._search_params = ivf_search_params(params)
         self.stale_fields: tuple[str, ...] = ()  # build fields the service would set otherwise
-        self._layout_keys: list[str] | None = None
+        self._layout_codes: np.ndarray | None = None  # slot -> its layout key's number
+        self._layout_names: np.ndarray = np.zeros(0, str)  # number -> layout key
         self._layout_means: dict[str, np.ndarray | None] = {}
         self._layout_chroma: dict[str, np.ndarray | None] = {}
 
@@ -270,7 +281,7 @@ class Bundle:
             index = faiss.read_index(str(directory / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC)
         except RuntimeError as exc:
             raise BundleError(f"{directory}: {INDEX_FILE} unreadable ({exc})") from None
-        id_map = IdMap((directory / ID_MAP_FILE).read_bytes())
+        id_map = IdMap.open(directory / ID_MAP_FILE)
         shards = [
             h5py.File(directory / name, "r", locking=False) for name in manifest["shards"]
         ]
@@ -387,15 +398,20 @@ class Bundle:
         compute: Callable[[list[int]], np.ndarray | None],
     ) -> np.ndarray | None:
         with self._lock:
-            if self._layout_keys is None:
-                self._layout_keys = self._id_map.strings("layout_key")
-            key = self._layout_keys[slot]
+            if self._layout_codes is None:
+                # one number per slot, not a string object per printing (0: no key)
+                keys = np.asarray([""] + self._id_map.strings("layout_key"))
+                self._layout_codes = np.unique(keys, return_inverse=True)[1][1:].astype(
+                    np.int32)
+                self._layout_names = np.unique(keys)
+            code = int(self._layout_codes[slot])
+            key = str(self._layout_names[code])
             if not key:
                 return None
             if key in cache:
                 return cache[key]
-            keys = self._layout_keys
-        group = [s for s, k in enumerate(keys) if k == key and self.alive[s]]
+            codes = self._layout_codes
+        group = [int(s) for s in np.flatnonzero((codes == code) & self.alive)]
         mean = None
         if len(group) >= layout.MIN_PRINTINGS:
             picks = np.linspace(0, len(group) - 1, min(layout.SAMPLE, len(group)))
