@@ -1,0 +1,177 @@
+"""Twin-printing benchmark: photos of printings that share their picture, decided by their line.
+
+The catalogue is one written by `../shared/tools/distractors.py --twins F`: printings of one
+picture (`"synthetic": "twin"`, a shared `illustration_id`, frame 2015) differ only by their
+two-line collector line (`C 0038` / `T1F • EN`); the set symbol is the same. For --pictures
+pictures (half of them from groups of 5 or more printings, where stop words used to eat the
+art: issue 25), one member each is rendered at each of --heights px (card height; the
+renderer of `bench_renders.py`: a table, perspective, a glare band, blur, noise, JPEG) and
+recognised and settled in a serving process as `POST /infer` does (decode, recognize,
+settle with the collector-line reader) against --bundle. Each photo is:
+
+- decided right: the photographed printing, not flagged (the line named it);
+- right, flagged: the photographed printing, flagged `ambiguous_printing`;
+- other printing: the right card, another printing (WRONG printing unless flagged);
+- WRONG card: another card;
+- none: no answer.
+
+    python scripts/bench_twins.py --bundle RESOURCES/run --catalog CARDS.jsonl.gz
+                                  [--pictures 40] [--heights 800,1200] [--seed S]
+
+Skips with a message when the catalogue has no twins (or is absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+SEED = 20261207
+OUTCOMES = ("decided right", "right, flagged", "other printing", "WRONG card", "none")
+
+
+def twin_groups(catalog: Path) -> dict[str, list[dict[str, Any]]]:
+    """Printings of each synthetic twin picture, by illustration_id, in catalogue order."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    with gzip.open(catalog, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            card = json.loads(line)
+            if card.get("synthetic") == "twin":
+                groups[card["illustration_id"]].append(
+                    {"id": card["id"], "name": card["name"], "set": card["set"],
+                     "number": card["collector_number"],
+                     "image": str(catalog.parent / card["image_uris"]["large"])})
+    return groups
+
+
+def plan(catalog: Path, pictures: int, seed: int) -> list[dict[str, Any]]:
+    """One member of each of `pictures` pictures, half from groups of >= 5 printings."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    groups = [g for g in twin_groups(catalog).values() if len(g) >= 2]
+    large = [g for g in groups if len(g) >= 5]
+    small = [g for g in groups if len(g) < 5]
+    chosen: list[list[dict[str, Any]]] = []
+    for pool, count in ((large, pictures // 2), (small, pictures - pictures // 2)):
+        picks = rng.choice(len(pool), size=min(count, len(pool)), replace=False) if pool else []
+        chosen += [pool[int(i)] for i in picks]
+    return [{**group[int(rng.integers(len(group)))], "group": len(group)} for group in chosen]
+
+
+def serve(bundle_dir: Path, items: list[dict[str, Any]], heights: list[int], seed: int
+          ) -> list[dict[str, Any]]:
+    import cv2
+    from bench_renders import render
+
+    from app.recognition.bundle import Bundle
+    from app.recognition.exact_printing import settle
+    from app.recognition.features import configure_threads
+    from app.recognition.imageio import Photo, decode
+    from app.recognition.matcher import recognize
+    from app.recognition.ocr import load_reader
+
+    configure_threads(1)
+    bundle = Bundle.open(bundle_dir)
+    reader, detail = load_reader()
+    if reader is None:
+        raise SystemExit(f"no OCR engine: {detail}")
+    rows = []
+    for n, item in enumerate(items):
+        scan = cv2.imread(item["image"], cv2.IMREAD_COLOR)
+        for height in heights:
+            data = render(scan, height, seed * 1000 + n * 10 + heights.index(height))
+            start = time.perf_counter()
+            decoded = decode(data, max_side=bundle.params.query_max_side)
+            rec = recognize(bundle, decoded.image, quad_scale=decoded.reduction,
+                            deadline=start + 1.5)
+            evidence = settle(bundle, rec, Photo(data, decoded, 50_000_000), reader)
+            match = rec.match
+            if match is None:
+                outcome = "none"
+            elif match.card["id"] == item["id"]:
+                outcome = "right, flagged" if rec.ambiguous_printing else "decided right"
+            elif match.card["name"] == item["name"]:
+                outcome = "other printing"
+            else:
+                outcome = "WRONG card"
+            rows.append({**item, "height": height, "outcome": outcome,
+                         "flagged": rec.ambiguous_printing, "source": evidence.source,
+                         "answer": (f"{match.card['name']} {match.card['set']} "
+                                    f"{match.card['collector_number']}") if match else None,
+                         "ms": round((time.perf_counter() - start) * 1000, 1)})
+    bundle.close()
+    return rows
+
+
+def table(rows: list[dict[str, Any]], heights: list[int]) -> str:
+    lines = ["| card height | group size | photos | " + " | ".join(OUTCOMES) + " | ms p50 |",
+             "|---" * (len(OUTCOMES) + 4) + "|"]
+    for height in heights:
+        for label, test in (("2-4", lambda g: g < 5), (">= 5", lambda g: g >= 5),
+                            ("all", lambda g: True)):
+            mine = [r for r in rows if r["height"] == height and test(r["group"])]
+            if not mine:
+                continue
+            counts = [sum(r["outcome"] == o for r in mine) for o in OUTCOMES]
+            ms = sorted(r["ms"] for r in mine)[len(mine) // 2]
+            lines.append(f"| {height} px | {label} | {len(mine)} | "
+                         + " | ".join(map(str, counts)) + f" | {ms:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", required=True, help="a bundle directory (resources/run)")
+    parser.add_argument("--catalog", required=True, help="the catalogue it was built from")
+    parser.add_argument("--pictures", type=int, default=40)
+    parser.add_argument("--heights", default="800,1200")
+    parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--out", default=None, help="JSON rows (default: none)")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    heights = [int(h) for h in args.heights.split(",")]
+    if args.serve:
+        items = json.loads(Path(args.serve).read_text())
+        print(json.dumps(serve(Path(args.bundle), items, heights, args.seed)))
+        return 0
+    catalog = Path(args.catalog).resolve()
+    items = plan(catalog, args.pictures, args.seed) if catalog.is_file() else []
+    if not items:
+        print(f"twins bench skipped: no twin printings in {catalog}")
+        return 0
+    plan_path = Path(args.bundle).resolve().parent.parent / "twins-plan.json"
+    plan_path.write_text(json.dumps(items))
+    proc = subprocess.run(
+        [sys.executable, __file__, "--serve", str(plan_path), "--bundle", args.bundle,
+         "--catalog", str(catalog), "--heights", args.heights, "--seed", str(args.seed)],
+        check=True, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"twin printings of {len(items)} pictures ({sum(i['group'] >= 5 for i in items)} "
+          f"of >= 5 printings), catalogue {catalog.name}, bundle {Path(args.bundle).resolve()}")
+    print(table(rows, heights))
+    for r in rows:
+        if r["outcome"] != "decided right":
+            print(f"  {r['height']:>5} px  {r['name']} ({r['set']} {r['number']}, group of "
+                  f"{r['group']}): {r['outcome']}{' -> ' + r['answer'] if r['answer'] else ''}"
+                  f" [{r['source']}]")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
