@@ -332,6 +332,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-read", action="store_true",
                         help="do not read the collector line (the appearance's answer alone)")
     parser.add_argument("--build-only", action="store_true", help="build the bundle and stop")
+    parser.add_argument("--bundle", default=None,
+                        help="recognise against this built bundle (e.g. the scale "
+                             "benchmark's release) instead of building one")
     parser.add_argument("--cache-dir", default=str(ROOT / "data" / "bench-renders"))
     parser.add_argument("--out", default=None,
                         help="JSON results (default bench-results/renders[-dN].json)")
@@ -357,7 +360,10 @@ def main(argv: list[str]) -> int:
     if args.distractors:
         catalogue = distractor_catalogue(eval_dir, Path(args.distractors_dir), args.distractors)
         tag = f"-d{args.distractors}"
-    bundle_dir = ensure_bundle(catalogue, params, Path(args.cache_dir), tag, args.workers)
+    if args.bundle:
+        bundle_dir, tag = Path(args.bundle).resolve(), "-given"
+    else:
+        bundle_dir = ensure_bundle(catalogue, params, Path(args.cache_dir), tag, args.workers)
     if args.build_only:
         print(f"bundle: {bundle_dir}")
         return 0

@@ -146,31 +146,50 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in text.split()]
 
 
-def serve_http(env: dict[str, str], eval_dir: Path, repeat: int) -> dict[str, Any]:
-    """Start `python -m app` on loopback and POST every photo; memory of the serving
-    process (gunicorn's worker) read from /proc."""
+def start_server(env: dict[str, str], timeout: float = 600) -> tuple[subprocess.Popen[bytes],
+                                                                     str, float]:
+    """`python -m app` on a free loopback port: (process, URL, seconds until /readyz said
+    ready). The caller terminates it."""
     import requests
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench import load_labels
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     # as in the Docker image: glibc keeps at most 2 malloc arenas
     server_env = {**env, "PORT": str(port), "LOG_LEVEL": "warning", "MALLOC_ARENA_MAX": "2"}
+    started = time.perf_counter()
     server = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=server_env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return server, url, time.perf_counter() - started
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.terminate()
+            raise RuntimeError("server did not become ready")
+        time.sleep(0.25)
+
+
+def _private_kb(pid: int) -> int:
+    """What the process alone holds (smaps_rollup Private_*): pages of a file another
+    process maps too are shared, not private."""
+    return _proc_kb(pid, "Private_", "smaps_rollup")
+
+
+def serve_http(env: dict[str, str], eval_dir: Path, repeat: int) -> dict[str, Any]:
+    """Start `python -m app` on loopback and POST every photo; memory of the serving
+    process (gunicorn's worker) read from /proc; then a second serving process on the same
+    release files (a replica or pod on the same host), sent every photo too: what it adds
+    is its private memory."""
+    import requests
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench import load_labels
+
+    server, url, _ = start_server(env)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("server did not become ready")
-            time.sleep(0.25)
         workers = _children(server.pid) or [server.pid]
         worker = workers[0]
         rss_ready = _proc_kb(worker, "VmRSS:")
@@ -219,7 +238,24 @@ def serve_http(env: dict[str, str], eval_dir: Path, repeat: int) -> dict[str, An
         for thread in threads:
             thread.join()
         concurrent_ms = (time.perf_counter() - start) * 1000 / len(blobs)
+        second, second_url, _ = start_server(env)
+        try:
+            client_session = requests.Session()
+            for data in blobs:
+                client_session.post(f"{second_url}/infer",
+                                    files={"roi_image": ("p.jpg", data, "image/jpeg")},
+                                    timeout=120)
+            other = (_children(second.pid) or [second.pid])[0]
+            second_private = _private_kb(other)
+            second_rss = _proc_kb(other, "VmRSS:")
+            first_private = _private_kb(worker)  # with the second alive: what it shares
+        finally:
+            second.terminate()
+            second.wait(timeout=60)
         return {
+            "second_private_mb": round(second_private / 1024, 1),
+            "second_rss_mb": round(second_rss / 1024, 1),
+            "first_private_with_second_mb": round(first_private / 1024, 1),
             "photos": results,
             "rss_ready_mb": round(rss_ready / 1024, 1),
             "peak_rss_1_mb": round(peak_1 / 1024, 1),
@@ -231,6 +267,52 @@ def serve_http(env: dict[str, str], eval_dir: Path, repeat: int) -> dict[str, An
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def archive_to_ready(release: Path, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """The release archive a new replica downloads (`RESOURCE_BUNDLE_URL`): its size, and
+    the time from starting a server with an empty RESOURCES_DIR to /readyz ready (download
+    from a file: URL, unpack, verify every checksum, open)."""
+    sys.path.insert(0, str(ROOT))
+    from app.pipeline.bootstrap import make_release_archive
+    from app.recognition.bundle import sha256_file
+
+    archive = make_release_archive(release, work / "release.tar.gz")
+    digest = sha256_file(archive)
+    fresh = work / "fresh"
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh_env = _env(work, fresh / "resources", env["RECOGNITION_PROFILE"])
+    fresh_env["RESOURCE_BUNDLE_URL"] = f"file://{archive}#sha256={digest}"
+    try:
+        server, _, seconds = start_server(fresh_env, timeout=1800)
+        server.terminate()
+        server.wait(timeout=60)
+    finally:
+        size = archive.stat().st_size
+        archive.unlink(missing_ok=True)
+        shutil.rmtree(fresh, ignore_errors=True)
+    return {"archive_mb": round(size / 1e6, 1), "download_to_ready_s": round(seconds, 1)}
+
+
+def other_benchmarks(release: Path, catalog: Path, eval_dir: Path, out_dir: Path
+                     ) -> dict[str, str]:
+    """Twin printings decided by their line (bench_twins.py) and rendered photos of the
+    eval catalogue's printings at 700 and 1000 px (bench_renders.py), against the release:
+    their tables as printed."""
+    tables = {}
+    for name, command in (
+        ("twins", [sys.executable, str(ROOT / "scripts" / "bench_twins.py"), "--bundle",
+                   str(release), "--catalog", str(catalog),
+                   "--out", str(out_dir / "twins.json")]),
+        ("renders", [sys.executable, str(ROOT / "scripts" / "bench_renders.py"), "--bundle",
+                     str(release), "--eval-dir", str(eval_dir), "--heights", "700,1000",
+                     "--out", str(out_dir / "renders.json")]),
+    ):
+        _log(f"{name} on {release.name} ...")
+        done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        tables[name] = done.stdout
+        print(done.stdout, flush=True)
+    return tables
 
 
 def summarise(served: dict[str, Any]) -> dict[str, Any]:
@@ -272,6 +354,7 @@ def run_scale(n: int, profile: str, args: argparse.Namespace, cards: Path, eval_
         served = serve_http(env, eval_dir, args.repeat)
         result.update({"serve": {k: v for k, v in served.items() if k != "photos"},
                        "photos": served["photos"], "summary": summarise(served)})
+        _more(result, args, resources, base, eval_dir, env)
         return result
     shutil.rmtree(resources.parent, ignore_errors=True)
     resources.mkdir(parents=True)
@@ -313,7 +396,18 @@ def run_scale(n: int, profile: str, args: argparse.Namespace, cards: Path, eval_
     served = serve_http(env, eval_dir, args.repeat)
     result.update({"serve": {k: v for k, v in served.items() if k != "photos"},
                    "photos": served["photos"], "summary": summarise(served)})
+    _more(result, args, resources, base, eval_dir, env)
     return result
+
+
+def _more(result: dict[str, Any], args: argparse.Namespace, resources: Path, catalog: Path,
+          eval_dir: Path, env: dict[str, str]) -> None:
+    """The archive a new replica downloads, then the twins and renders benchmarks."""
+    release = _current(resources)
+    if not args.no_archive:
+        result["archive"] = archive_to_ready(release, resources.parent, env)
+    if not args.no_renders:
+        result["tables"] = other_benchmarks(release, catalog, eval_dir, resources.parent)
 
 
 def _last_counts(log_path: Path) -> dict[str, Any]:
@@ -352,7 +446,12 @@ def print_tables(results: list[dict[str, Any]]) -> None:
             ("serving RSS MB, ready", r["serve"]["rss_ready_mb"]),
             ("serving peak RSS MB, 1 in flight", r["serve"]["peak_rss_1_mb"]),
             ("serving peak RSS MB, 2 in flight", r["serve"]["peak_rss_2_mb"]),
-            ("private MB (2nd process adds)", r["serve"]["private_2_mb"]),
+            ("private MB (the process alone)", r["serve"]["private_2_mb"]),
+            ("a 2nd serving process adds, private MB", r["serve"].get("second_private_mb")),
+            ("  its RSS MB", r["serve"].get("second_rss_mb")),
+            ("references indexed (pictures)", r["counts"].get("references")),
+            ("release archive MB", (r.get("archive") or {}).get("archive_mb")),
+            ("  download to ready s", (r.get("archive") or {}).get("download_to_ready_s")),
             ("throughput ms/photo, 2 at a time", r["serve"]["ms_per_photo_2_concurrent"]),
         ]
         for name in ("webcam", "phone", "out-of-catalogue", "all single-card"):
@@ -385,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--legacy-at", type=int, default=10_000,
                         help="also run the legacy profile at this N (0: never)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-archive", action="store_true",
+                        help="skip the release archive's size and download-to-ready time")
+    parser.add_argument("--no-renders", action="store_true",
+                        help="skip the twins and renders benchmarks on the release")
     parser.add_argument("--reuse", action="store_true",
                         help="serve the bundles a previous run built (measure again, no build)")
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "scale.json"))

@@ -10,8 +10,9 @@ recognised and settled in a serving process as `POST /infer` does (decode, recog
 settle with the collector-line reader) against --bundle. Each photo is:
 
 - decided right: the photographed printing, not flagged (the line named it);
-- right, flagged: the photographed printing, flagged `ambiguous_printing`;
-- other printing: the right card, another printing (WRONG printing unless flagged);
+- flagged: the right card, flagged `ambiguous_printing` (the photographed printing first, or
+  among the alternatives: an honest "cannot tell");
+- WRONG printing: another printing of the card, not flagged;
 - WRONG card: another card;
 - none: no answer.
 
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 SEED = 20261207
-OUTCOMES = ("decided right", "right, flagged", "other printing", "WRONG card", "none")
+OUTCOMES = ("decided right", "flagged", "WRONG printing", "WRONG card", "none")
 
 
 def twin_groups(catalog: Path) -> dict[str, list[dict[str, Any]]]:
@@ -65,8 +66,9 @@ def plan(catalog: Path, pictures: int, seed: int) -> list[dict[str, Any]]:
     small = [g for g in groups if len(g) < 5]
     chosen: list[list[dict[str, Any]]] = []
     for pool, count in ((large, pictures // 2), (small, pictures - pictures // 2)):
-        picks = rng.choice(len(pool), size=min(count, len(pool)), replace=False) if pool else []
-        chosen += [pool[int(i)] for i in picks]
+        if pool:
+            picks = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
+            chosen += [pool[int(i)] for i in picks]
     return [{**group[int(rng.integers(len(group)))], "group": len(group)} for group in chosen]
 
 
@@ -100,12 +102,12 @@ def serve(bundle_dir: Path, items: list[dict[str, Any]], heights: list[int], see
             match = rec.match
             if match is None:
                 outcome = "none"
-            elif match.card["id"] == item["id"]:
-                outcome = "right, flagged" if rec.ambiguous_printing else "decided right"
-            elif match.card["name"] == item["name"]:
-                outcome = "other printing"
-            else:
+            elif match.card["name"] != item["name"]:
                 outcome = "WRONG card"
+            elif rec.ambiguous_printing:
+                outcome = "flagged"
+            else:
+                outcome = "decided right" if match.card["id"] == item["id"] else "WRONG printing"
             rows.append({**item, "height": height, "outcome": outcome,
                          "flagged": rec.ambiguous_printing, "source": evidence.source,
                          "answer": (f"{match.card['name']} {match.card['set']} "
