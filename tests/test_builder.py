@@ -107,6 +107,21 @@ def test_incremental_plan_says_when_a_full_build_is_needed(previous: Path) -> No
     assert "image keys" in str(incremental_plan(previous, [*keys, None], PARAMS, 0.2))
 
 
+def test_a_release_of_an_older_format_is_rebuilt_in_full(previous: Path, tmp_path: Path
+                                                          ) -> None:
+    """A format 3 release indexed each printing on its own, in lists every process copied:
+    extending it would keep both; the next refresh builds format 4 in full."""
+    import shutil
+
+    older = tmp_path / "v3"
+    shutil.copytree(previous, older)
+    manifest = json.loads((older / "manifest.json").read_text())
+    manifest["format_version"] = 3
+    (older / "manifest.json").write_text(json.dumps(manifest))
+    keys: list[str | None] = [f"key-{s}" for s in SEEDS]
+    assert "format 3" in str(incremental_plan(older, keys, PARAMS, 0.2))
+
+
 def test_a_reference_describes_only_the_keypoints_the_selection_keeps() -> None:
     """Extraction chooses among a reference's keypoints before describing them: the same
     keypoints and descriptors as describing all 4,000 and choosing after, a tenth of the

@@ -819,6 +819,10 @@ def incremental_plan(previous: Path, keys: list[str | None], params: FeaturePara
         manifest = read_manifest(previous)
     except BundleError as exc:
         return str(exc)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        # before format 4 every printing was its own picture, in lists each process copied
+        return f"format {manifest.get('format_version')} release (this build writes " \
+               f"format {FORMAT_VERSION})"
     try:
         old = manifest_params(manifest)
     except (KeyError, ValueError, TypeError):

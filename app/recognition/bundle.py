@@ -1,14 +1,18 @@
 """The descriptor bundle as served: open, verify and read it (the builder is `builder.py`).
 
-Layout of a bundle directory (format 3; every file written under a temporary name, renamed,
+Layout of a bundle directory (format 4; every file written under a temporary name, renamed,
 the manifest last):
 
-- `faiss_ivf.index`     IVF-PQ (fast-scan, HNSW coarse quantizer) over RootSIFT. A FAISS id
-                        is `slot << LOCAL_BITS | local`: the card slot and the descriptor's
-                        position among that card's kept descriptors, so the card of a neighbour
-                        is a shift and no id map per descriptor exists. Only a few hundred
-                        stable, distinctive descriptors per card are kept; descriptors that
-                        recur across cards ("stop words": frame, mana symbols) are left out.
+- `faiss_ivf.index`     IVF-PQ (fast-scan, HNSW coarse quantizer) over RootSIFT, its lists in
+                        the layout every serving process maps and shares (`mapped_index.py`).
+                        A FAISS id is `slot << LOCAL_BITS | local`: the card slot and the
+                        descriptor's position among that card's kept descriptors, so the card
+                        of a neighbour is a shift and no id map per descriptor exists. Only a
+                        few hundred stable, distinctive descriptors per card are kept;
+                        descriptors that recur across cards ("stop words": frame, mana
+                        symbols) are left out. Printings that show one picture are indexed
+                        once, under one of them (`pictures.py`): the others' slots hold no
+                        descriptor and name that reference in their shard's `picture`.
 - `stopwords.index`     the sample of other cards' descriptors the stop words were found
                         with, kept so that an incremental build classifies new cards alike.
 - `cards-NNNNN.h5`      per-card data of slots [N*S, (N+1)*S) (S = manifest shard_slots): kept
@@ -16,7 +20,9 @@ the manifest last):
                         feature-image size, and a JPEG thumbnail for photometric verification
                         by `thumb_offsets` (equalised gray, 128x178), and since format 3 a
                         colour one by `color_offsets` (BGR, 64x89; empty for a slot without
-                        one). An incremental build hard-links unchanged shards.
+                        one). Since format 4, `picture`: the slot of the reference each slot's
+                        picture is indexed under. An incremental build hard-links unchanged
+                        shards.
 - `id_map.jsonl`        one JSON object per slot (Scryfall id, face, name, set, collector
                         number, image key, ...) or `null` for a slot whose printing is gone.
 - `manifest.json`       format version, release version, parameters, counts, sha256 per file.
@@ -25,9 +31,9 @@ Format 2 (before colour thumbnails) is still read and served: its art check comp
 levels only, and the service's next refresh rebuilds it (its parameters lack `color_scale`,
 which reads as 0: a build field that differs).
 
-Serving opens the index with IO_FLAG_MMAP (FAISS 1.15 maps array inverted lists only; fast-scan
-lists are read into the process) and reads the id map as one bytes buffer, parsing an entry
-only when it is answered; per-card data are read for the few candidates that are verified.
+Serving maps the index with IO_FLAG_MMAP_IFC (read-only, shared through the page cache; a
+format 3 bundle's fast-scan block lists are read into the process) and the id map, parsing an
+entry only when it is answered; per-card data are read for the few candidates verified.
 """
 
 from __future__ import annotations
