@@ -112,3 +112,23 @@ def test_a_printing_whose_picture_changes_moves(world: World) -> None:
         assert mapped_index.is_fast_scan(bundle.index)
     finally:
         bundle.close()
+
+
+def test_a_picture_whose_indexed_printing_is_gone_gets_a_new_reference(world: World) -> None:
+    """Card 4's printing is gone; its picture's other printing (202) stays: the refresh
+    builds in full, and 202, extracted now, stands for the picture."""
+    gone = world.fake.cards[3]
+    stays = next(c for c in world.fake.cards if c["collector_number"] == "202")
+    world.fake.cards.remove(gone)
+    world.fake.touch()
+    result = world.refresh()
+    assert result.status == "succeeded", result.error
+    assert result.counts["build"] == "full"
+    assert result.counts["extracted"] == 1  # 202's features; nothing else changed
+    bundle = _opened(world)
+    try:
+        slot = _slot(bundle, stays["id"])
+        assert int(bundle.picture[slot]) == slot and bundle.kept[slot] > 0
+        assert all(e is None or e["id"] != gone["id"] for e in bundle.iter_entries())
+    finally:
+        bundle.close()

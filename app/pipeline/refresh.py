@@ -587,6 +587,7 @@ class _Job:
     def _build(self, faces: list[_Face], cache: FeatureCache, out: Path) -> dict[str, Any]:
         """Extend the served release when few printings changed, else build in full."""
         from app.recognition.builder import (
+            FullBuildNeeded,
             build_bundle,
             build_incremental,
             incremental_plan,
@@ -606,13 +607,18 @@ class _Job:
         why = "disabled" if not opts.incremental else (
             "no release is served" if previous is None else incremental_plan(
                 previous, [r.key for r in refs], self.params, opts.max_incremental_change))
+        manifest: dict[str, Any] | None = None
         if why is None and previous is not None:
             log.info("refresh: extending release %s in %s", previous.name, out)
-            manifest = build_incremental(refs, out, self.params, previous,
-                                         progress=opts.progress,
-                                         workers=max(1, opts.build_workers))
-            self.counts["build"] = "incremental"
-        else:
+            try:
+                manifest = build_incremental(refs, out, self.params, previous,
+                                             progress=opts.progress,
+                                             workers=max(1, opts.build_workers))
+                self.counts["build"] = "incremental"
+            except FullBuildNeeded as exc:  # e.g. a picture's indexed printing is gone
+                why = str(exc)
+                shutil.rmtree(out, ignore_errors=True)
+        if manifest is None:
             log.info("refresh: full build in %s (not incremental: %s)", out, why)
             manifest = build_bundle(refs, out, self.params, progress=opts.progress,
                                     workers=max(1, opts.build_workers), total=len(refs))
