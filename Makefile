@@ -45,12 +45,14 @@ services:
 # (printing decisions, collector lines read), then the collector line on photos rendered from
 # the real scans by card height (reading accuracy, exact printing among twins), then the
 # catalogue-scale benchmark (the eval
-# catalogue + SCALE synthetic printings each, legacy at 10,000; `make bench SCALE="10000
-# 100000"` for the whole catalogue, ~2 h more), the rendered photos again against the eval
+# catalogue + SCALE synthetic printings each with the real reprint structure, twins 0.52:
+# 1,493 is a REFRESH_SETS-sized catalogue of 2,213; legacy at 10,000; each with its twins and
+# renders; `make bench SCALE="1493 10000 100000"` for the whole catalogue, ~2 h more), the
+# rendered photos again against the eval
 # catalogue + its first 10,000 synthetic printings (~25-40 min to build that bundle the first
 # time, cached in data/bench-renders), then the service under load and hot swaps,
 # then catalogue ingest speed. Results also go to bench-results/*.json.
-SCALE ?= 10000
+SCALE ?= 1493 10000
 bench: install
 	$(PY) scripts/bench.py
 	$(PY) scripts/bench_renders.py

@@ -324,7 +324,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--distractors", type=int, default=0,
                         help="recognise against the eval catalogue + N synthetic printings")
     parser.add_argument("--distractors-dir",
-                        default=str(ROOT / "data" / "bench-scale" / "synth"),
+                        default=str(ROOT / "data" / "bench-scale" / "twins"),
                         help="where the scale benchmark keeps its synthetic printings")
     parser.add_argument("--workers", type=int, default=2, help="bundle build threads")
     parser.add_argument("--budget-ms", type=int, default=1500,

@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = 20261127
+SEED = 20261207
+TWINS = 0.52  # the real catalogue's share of printings that share their picture (issue 25)
 
 
 def _log(message: str) -> None:
@@ -39,8 +40,11 @@ def _log(message: str) -> None:
 
 
 # -- catalogue -------------------------------------------------------------------------------
-def ensure_distractors(eval_dir: Path, out: Path, count: int, seed: int) -> Path:
-    """OUT/cards.jsonl.gz with at least `count` distractors after the eval catalogue."""
+def ensure_distractors(eval_dir: Path, out: Path, count: int, seed: int,
+                       twins: float = TWINS) -> Path:
+    """OUT/cards.jsonl.gz with at least `count` distractor printings after the eval
+    catalogue; with `twins`, the real reprint structure (distractors.py counts pictures:
+    about count * (1 - 0.63 * twins) of them, 3% more for the spread)."""
     cards = out / "cards.jsonl.gz"
     have = 0
     if cards.exists():
@@ -49,9 +53,11 @@ def ensure_distractors(eval_dir: Path, out: Path, count: int, seed: int) -> Path
     if have >= count:
         return cards
     tool = eval_dir.parent / "tools" / "distractors.py"
-    _log(f"generating {count} distractors into {out} (seed {seed}) ...")
-    subprocess.run([sys.executable, str(tool), str(eval_dir), str(out), str(count),
-                    "--seed", str(seed)], check=True)
+    pictures = int(count * (1 - 0.63 * twins) * 1.03) + 10
+    _log(f"generating {pictures} distractor pictures (twins {twins}) into {out} "
+         f"(seed {seed}) ...")
+    subprocess.run([sys.executable, str(tool), str(eval_dir), str(out), str(pictures),
+                    "--seed", str(seed), "--twins", str(twins)], check=True)
     return cards
 
 
@@ -477,9 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="scale benchmark")
     parser.add_argument("--scale", type=int, action="append", required=True)
     parser.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval"))
-    parser.add_argument("--distractors", default=str(ROOT / "data" / "bench-scale" / "synth"))
+    parser.add_argument("--distractors", default=str(ROOT / "data" / "bench-scale" / "twins"))
     parser.add_argument("--work", default=str(ROOT / "data" / "bench-scale"))
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--twins", type=float, default=TWINS,
+                        help="share of printings that share their picture (distractors.py)")
     parser.add_argument("--profiles", default="default")
     parser.add_argument("--legacy-at", type=int, default=10_000,
                         help="also run the legacy profile at this N (0: never)")
@@ -499,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.work).mkdir(parents=True, exist_ok=True)
     top = max(args.scale)
     cards = ensure_distractors(eval_dir, Path(args.distractors), top + max(1, top // 100),
-                               args.seed)
+                               args.seed, args.twins)
     runs: list[tuple[int, str]] = []
     for n in sorted(args.scale):
         for profile in [p.strip() for p in args.profiles.split(",") if p.strip()]:
