@@ -86,12 +86,14 @@ def test_bundle_layout_and_manifest(bundle: Bundle, bundle_dir: Path) -> None:
     # frame features are "stop words": at most ref_keep of the rest are indexed per card
     counts = manifest["counts"]
     assert 0 < counts["stop_words"] < counts["candidates"]
-    assert counts["indexed_descriptors"] <= len(CARD_SEEDS) * PARAMS.ref_keep
-    assert counts["indexed_descriptors"] <= counts["candidates"] - counts["stop_words"]
+    kept = counts["indexed_descriptors"] - counts["padding_vectors"]  # mapped_index.py
+    assert 0 <= counts["padding_vectors"] < 32 * bundle.index.nlist
+    assert kept <= len(CARD_SEEDS) * PARAMS.ref_keep
+    assert kept <= counts["candidates"] - counts["stop_words"]
     assert bundle.card(3)["id"] == f"card-{CARD_SEEDS[3]}"
     with h5py.File(bundle_dir / shards[0], "r") as h5:
         assert h5["keypoints"].dtype == np.uint16
-        assert h5["kp_offsets"][-1] == counts["indexed_descriptors"]
+        assert h5["kp_offsets"][-1] == kept
         assert h5["thumbs"].dtype == np.uint8  # JPEG bytes
     thumb = bundle.thumbnail(3)
     assert thumb.shape == (PARAMS.thumb_height, PARAMS.thumb_width)

@@ -685,6 +685,8 @@ def _finish(
         "counts": {
             "cards": sum(1 for e in entries if e is not None),
             "slots": len(entries),
+            # vectors in the index: the descriptors kept, and `padding_vectors` copies of
+            # some of them that fill the lists' last blocks (mapped_index.py)
             "indexed_descriptors": int(index.ntotal),
             **counts,
         },
@@ -819,10 +821,6 @@ def incremental_plan(previous: Path, keys: list[str | None], params: FeaturePara
         manifest = read_manifest(previous)
     except BundleError as exc:
         return str(exc)
-    if manifest.get("format_version") != FORMAT_VERSION:
-        # before format 4 every printing was its own picture, in lists each process copied
-        return f"format {manifest.get('format_version')} release (this build writes " \
-               f"format {FORMAT_VERSION})"
     try:
         old = manifest_params(manifest)
     except (KeyError, ValueError, TypeError):
@@ -830,6 +828,10 @@ def incremental_plan(previous: Path, keys: list[str | None], params: FeaturePara
     differ = old.build_differences(params)
     if differ:
         return f"parameters changed ({', '.join(differ)})"
+    if manifest.get("format_version") != FORMAT_VERSION:
+        # before format 4 every printing was its own picture, in lists each process copied
+        return f"format {manifest.get('format_version')} release (this build writes " \
+               f"format {FORMAT_VERSION})"
     if any(k is None for k in keys):
         return "references without image keys"
     slots = int(manifest["counts"]["slots"])
