@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -77,19 +76,10 @@ def main(argv: list[str]) -> int:
           f"query descriptors of {len(queries)} photos, nlist {nlist}\n")
     print("| structure | bytes/vector | recall@8 | 1-recall@1 | search ms p50 / p95 per photo "
           "| copied into the process MB |\n|---|---|---|---|---|---|")
-    coarse: Any = None
     for name in STRUCTURES:
         codes = name.split()[0]
         index = faiss.index_factory(128, f"IVF{nlist}_HNSW32,{codes}")
-        if coarse is None:
-            index.train(train)
-            coarse = faiss.clone_index(faiss.extract_index_ivf(index).quantizer)
-        else:
-            ivf = faiss.extract_index_ivf(index)
-            ivf.quantizer = faiss.clone_index(coarse)
-            ivf.own_fields = True
-            ivf.quantizer.this.disown()
-            index.train(train)
+        index.train(train)  # the same sample, the same seeds: the same coarse centroids
         index.add(base)
         if "mapped" in name:
             mapped_index.to_mapped(index)

@@ -87,7 +87,7 @@ def test_bundle_layout_and_manifest(bundle: Bundle, bundle_dir: Path) -> None:
     counts = manifest["counts"]
     assert 0 < counts["stop_words"] < counts["candidates"]
     kept = counts["indexed_descriptors"] - counts["padding_vectors"]  # mapped_index.py
-    assert 0 <= counts["padding_vectors"] < 32 * bundle.index.nlist
+    assert 0 <= counts["padding_vectors"] < 32 * manifest["index"]["nlist"]
     assert kept <= len(CARD_SEEDS) * PARAMS.ref_keep
     assert kept <= counts["candidates"] - counts["stop_words"]
     assert bundle.card(3)["id"] == f"card-{CARD_SEEDS[3]}"
