@@ -275,7 +275,7 @@ class _Pictures:
     """Spools references and the printings that share their picture (`pictures.py`): each
     picture's first printing is extracted and indexed; its other printings are prepared
     without SIFT and point at it when their images agree, else are extracted as references
-    of their own. `known` maps picture keys to (slot, gray thumbnail) of references already
+    of their own. `known` maps picture keys to (slot, signature) of references already
     in the bundle (an incremental build): `pictures.signature`s are kept for pictures with
     several printings only (~2 KB each)."""
 
