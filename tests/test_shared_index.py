@@ -93,3 +93,31 @@ def test_two_processes_opening_one_bundle_share_the_index_pages(
     shared = theirs.get("Shared_Clean", 0) + theirs.get("Shared_Dirty", 0)
     assert shared >= 0.9 * theirs["Rss"], json.dumps([mine, theirs])
     assert np.isclose(theirs["Rss"], mine["Rss"], rtol=0.1)
+
+
+def test_the_mapped_layout_finds_what_the_block_lists_find() -> None:
+    """Fast-scan lists stored as array lists of packed blocks, padded with copies of each
+    list's last vector: the nearest neighbour and its distance are the block lists' own,
+    and an index in that layout takes additions (an incremental build)."""
+    rng = np.random.default_rng(3)
+    vectors = rng.random((12_000, 128), dtype=np.float32)
+    index = faiss.index_factory(128, "IVF32,PQ32x4fs")
+    index.train(vectors)
+    index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64) * 3)
+    queries = vectors[:300] + rng.normal(0, 0.01, (300, 128)).astype(np.float32)
+    params = faiss.SearchParametersIVF()
+    params.nprobe = 4
+    before_d, before_i = index.search(queries, 8, params=params)
+    padding = mapped_index.to_mapped(index)
+    assert padding > 0 and index.ntotal == len(vectors) + padding
+    after_d, after_i = index.search(queries, 8, params=params)
+    assert (after_i[:, 0] == before_i[:, 0]).all()
+    assert np.allclose(after_d[:, 0], before_d[:, 0])
+    # additions go through block lists, appended whole blocks
+    added = mapped_index.blocks_like(index)
+    assert added is not index and added.ntotal == 0
+    extra = rng.random((500, 128), dtype=np.float32)
+    added.add_with_ids(extra, np.arange(500, dtype=np.int64) + 10**6)
+    mapped_index.append_blocks(index, added)
+    _, found = index.search(extra[:50], 1, params=params)
+    assert (found[:, 0] == np.arange(50) + 10**6).mean() > 0.9
