@@ -300,8 +300,8 @@ def archive_to_ready(release: Path, work: Path, env: dict[str, str]) -> dict[str
     return {"archive_mb": round(size / 1e6, 1), "download_to_ready_s": round(seconds, 1)}
 
 
-def other_benchmarks(release: Path, catalog: Path, eval_dir: Path, out_dir: Path
-                     ) -> dict[str, str]:
+def other_benchmarks(release: Path, catalog: Path, eval_dir: Path, out_dir: Path,
+                     stride: int = 1) -> dict[str, str]:
     """Twin printings decided by their line (bench_twins.py) and rendered photos of the
     eval catalogue's printings at 700 and 1000 px (bench_renders.py), against the release:
     their tables as printed."""
@@ -312,7 +312,7 @@ def other_benchmarks(release: Path, catalog: Path, eval_dir: Path, out_dir: Path
                    "--out", str(out_dir / "twins.json")]),
         ("renders", [sys.executable, str(ROOT / "scripts" / "bench_renders.py"), "--bundle",
                      str(release), "--eval-dir", str(eval_dir), "--heights", "700,1000",
-                     "--out", str(out_dir / "renders.json")]),
+                     "--stride", str(stride), "--out", str(out_dir / "renders.json")]),
     ):
         _log(f"{name} on {release.name} ...")
         done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -413,7 +413,8 @@ def _more(result: dict[str, Any], args: argparse.Namespace, resources: Path, cat
     if not args.no_archive:
         result["archive"] = archive_to_ready(release, resources.parent, env)
     if not args.no_renders:
-        result["tables"] = other_benchmarks(release, catalog, eval_dir, resources.parent)
+        result["tables"] = other_benchmarks(release, catalog, eval_dir, resources.parent,
+                                           args.renders_stride)
 
 
 def _last_counts(log_path: Path) -> dict[str, Any]:
@@ -494,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-archive", action="store_true",
                         help="skip the release archive's size and download-to-ready time")
+    parser.add_argument("--renders-stride", type=int, default=1,
+                        help="render every Nth printing of the eval catalogue only")
     parser.add_argument("--no-renders", action="store_true",
                         help="skip the twins and renders benchmarks on the release")
     parser.add_argument("--reuse", action="store_true",
