@@ -310,3 +310,15 @@ def install_release(resources: Path, bundle: Path, name: str) -> Path:
     target = releases.releases_dir(resources) / name
     shutil.copytree(bundle, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def reader() -> Iterator[Any]:
+    """The collector-line reader as `/infer` loads it (Tesseract; the second engine too)."""
+    from app.recognition.ocr import load_reader
+
+    loaded, detail = load_reader()
+    if loaded is None:
+        pytest.fail(f"the OCR engine must be installed for these tests (make install): {detail}")
+    yield loaded
+    loaded.close()

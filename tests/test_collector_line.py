@@ -38,7 +38,7 @@ from app.recognition.exact_printing import answer_finish, settle
 from app.recognition.features import configure_threads
 from app.recognition.imageio import Photo, decode
 from app.recognition.matcher import Recognition, recognize
-from app.recognition.ocr import Reader, Word, load_reader
+from app.recognition.ocr import Reader, Word
 from app.recognition.params import PROFILES
 from tests.synthetic import CARD_H, CARD_W, draw_collector_line, make_card, make_reprint, photograph
 
@@ -90,15 +90,6 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
     opened = Bundle.open(out, expected_params=PARAMS)
     yield opened
     opened.close()
-
-
-@pytest.fixture(scope="module")
-def reader() -> Iterator[Reader]:
-    loaded, detail = load_reader()
-    if loaded is None:
-        pytest.fail(f"the OCR engine must be installed for these tests (make install): {detail}")
-    yield loaded
-    loaded.close()
 
 
 def _photo_bytes(card: np.ndarray, *, seed: int = 5, card_height: float = 0.8,

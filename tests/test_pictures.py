@@ -24,7 +24,7 @@ from app.recognition.exact_printing import settle
 from app.recognition.features import configure_threads
 from app.recognition.imageio import Photo, decode
 from app.recognition.matcher import recognize
-from app.recognition.ocr import Reader, load_reader
+from app.recognition.ocr import Reader
 from app.recognition.params import PROFILES
 from tests.synthetic import draw_collector_line, make_card, make_reprint, photograph
 
@@ -78,15 +78,6 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
     opened = Bundle.open(out, expected_params=PARAMS)
     yield opened
     opened.close()
-
-
-@pytest.fixture(scope="module")
-def reader() -> Iterator[Reader]:
-    loaded, detail = load_reader()
-    if loaded is None:
-        pytest.fail(f"the OCR engine must be installed for these tests (make install): {detail}")
-    yield loaded
-    loaded.close()
 
 
 def slot_of(bundle: Bundle, card_id: str) -> int:
