@@ -122,6 +122,39 @@ def test_a_release_of_an_older_format_is_rebuilt_in_full(previous: Path, tmp_pat
     assert "format 3" in str(incremental_plan(older, keys, PARAMS, 0.2))
 
 
+def test_thumbnails_are_stored_as_webp_and_decode_close_to_the_reference(previous: Path
+                                                                         ) -> None:
+    """WebP at q80 (gray) / q90 (colour): ~6.6 + 2.8 KB a reference instead of JPEG q90's
+    10.6 + 3.5 (docs/design-notes.md); what is decoded stays close to the image it came from."""
+    from app.recognition.builder import make_thumbnail
+    from app.recognition.features import extract_features
+
+    bundle = Bundle.open(previous)
+    try:
+        for slot in range(3):
+            assert bundle.thumbnail_bytes(slot)[8:12] == b"WEBP"
+            assert bundle.color_bytes(slot)[8:12] == b"WEBP"
+            source = make_thumbnail(extract_features(make_card(SEEDS[slot]), PARAMS,
+                                                     role="reference"), PARAMS)
+            error = np.abs(bundle.thumbnail(slot).astype(int) - source.astype(int))
+            assert float(np.sqrt(np.mean(error ** 2))) < 6
+    finally:
+        bundle.close()
+
+
+def test_parameters_written_before_thumbnail_formats_say_jpeg_and_ask_for_a_rebuild() -> None:
+    """A manifest of an older release names one JPEG quality: it reads as what it is, and
+    its build fields differ from today's, so the next refresh rebuilds it in full."""
+    old = {**PARAMS.to_dict(), "thumb_quality": 90}
+    del old["thumb_format"], old["color_quality"]
+    read = type(PARAMS).from_dict(old)
+    assert (read.thumb_format, read.thumb_quality, read.color_quality) == ("jpg", 90, 90)
+    assert {"thumb_format", "thumb_quality"} <= set(read.build_differences(PARAMS))
+    assert not read.serving_differences(PARAMS)
+    with pytest.raises(ValueError, match="thumb_format"):
+        dataclasses.replace(PARAMS, thumb_format="png")
+
+
 def test_a_reference_describes_only_the_keypoints_the_selection_keeps() -> None:
     """Extraction chooses among a reference's keypoints before describing them: the same
     keypoints and descriptors as describing all 4,000 and choosing after, a tenth of the

@@ -118,6 +118,18 @@ def make_color_thumbnail(features: Features, params: FeatureParams) -> np.ndarra
     return out
 
 
+_QUALITY_FLAG = {"jpg": cv2.IMWRITE_JPEG_QUALITY, "webp": cv2.IMWRITE_WEBP_QUALITY}
+
+
+def encode_thumbnail(image: np.ndarray, params: FeatureParams, quality: int) -> bytes | None:
+    """A thumbnail as the bundle stores it (`params.thumb_format`; the reader's
+    `cv2.imdecode` tells the formats apart, so shards of either kind mix). None when the
+    encoder refuses it."""
+    fmt = params.thumb_format
+    ok, data = cv2.imencode(f".{fmt}", image, [_QUALITY_FLAG[fmt], quality])
+    return data.tobytes() if ok else None
+
+
 def color_size(params: FeatureParams) -> tuple[int, int]:
     """(width, height) of the colour thumbnail."""
     scale = max(1, params.color_scale)
@@ -127,14 +139,15 @@ def color_size(params: FeatureParams) -> tuple[int, int]:
 # -- one reference -------------------------------------------------------------------------
 @dataclass
 class _Card:
-    """What the build keeps of one reference: candidates (best first) and a JPEG thumbnail."""
+    """What the build keeps of one reference: candidates (best first) and its thumbnails,
+    encoded (`encode_thumbnail`)."""
 
     entry: dict[str, Any]
     descriptors: np.ndarray  # uint8 [n,128]
     keypoints: np.ndarray  # float32 [n,2]
     ref_size: tuple[float, float]
-    thumb_jpeg: bytes
-    color_jpeg: bytes = b""  # the colour thumbnail (none: the art check compares grey only)
+    thumb_image: bytes
+    color_image: bytes = b""  # the colour thumbnail (none: the art check compares grey only)
     thumb: np.ndarray | None = field(default=None, repr=False)  # gray, to compare pictures
     picture: int = -1  # slot of the reference standing for its picture (-1: itself)
 
@@ -155,24 +168,21 @@ def _prepare(ref: ReferenceImage, params: FeatureParams, describe: bool = True
         return None
     chosen = (preselect(features, params.ref_candidates) if describe
               else np.zeros(0, np.int64))
-    ok, jpeg = cv2.imencode(".jpg", thumb, [cv2.IMWRITE_JPEG_QUALITY, params.thumb_quality])
-    if not ok:
+    encoded = encode_thumbnail(thumb, params, params.thumb_quality)
+    if encoded is None:
         log.warning("skipping %s face %d: thumbnail not encodable", ref.card_id, ref.face)
         return None
     color = make_color_thumbnail(features, params)
-    color_jpeg = b""
-    if color is not None:
-        done, encoded = cv2.imencode(".jpg", color,
-                                     [cv2.IMWRITE_JPEG_QUALITY, params.thumb_quality])
-        color_jpeg = encoded.tobytes() if done else b""
+    color_encoded = (encode_thumbnail(color, params, params.color_quality)
+                     if color is not None else None)
     height, width = features.gray.shape[:2]
     return _Card(
         entry=ref.id_entry(),
         descriptors=features.descriptors[chosen],
         keypoints=features.keypoints[chosen],
         ref_size=(float(width), float(height)),
-        thumb_jpeg=jpeg.tobytes(),
-        color_jpeg=color_jpeg,
+        thumb_image=encoded,
+        color_image=color_encoded or b"",
         thumb=thumb,
     )
 
@@ -220,11 +230,11 @@ class _Spool:
         desc, kp, thumbs, colors = self._files
         desc.write(np.ascontiguousarray(card.descriptors, np.uint8).tobytes())
         kp.write(np.ascontiguousarray(card.keypoints, np.float32).tobytes())
-        thumbs.write(card.thumb_jpeg)
-        colors.write(card.color_jpeg)
+        thumbs.write(card.thumb_image)
+        colors.write(card.color_image)
         self.counts.append(len(card.descriptors))
-        self.thumb_sizes.append(len(card.thumb_jpeg))
-        self.color_sizes.append(len(card.color_jpeg))
+        self.thumb_sizes.append(len(card.thumb_image))
+        self.color_sizes.append(len(card.color_image))
         self.entries.append(card.entry)
         self.ref_sizes.append(card.ref_size)
         slot = self.first_slot + len(self.counts) - 1

@@ -17,12 +17,13 @@ the manifest last):
                         with, kept so that an incremental build classifies new cards alike.
 - `cards-NNNNN.h5`      per-card data of slots [N*S, (N+1)*S) (S = manifest shard_slots): kept
                         keypoints (uint16, 1/KP_SCALE px) by `kp_offsets`, the reference's
-                        feature-image size, and a JPEG thumbnail for photometric verification
+                        feature-image size, and a thumbnail for photometric verification
                         by `thumb_offsets` (equalised gray, 128x178), and since format 3 a
                         colour one by `color_offsets` (BGR, 64x89; empty for a slot without
-                        one). Since format 4, `picture`: the slot of the reference each slot's
-                        picture is indexed under. An incremental build hard-links unchanged
-                        shards.
+                        one), encoded as the parameters' `thumb_format` says (WebP; JPEG
+                        where they do not name one). Since format 4, `picture`: the slot
+                        of the reference each slot's picture is indexed under. An
+                        incremental build hard-links unchanged shards.
 - `id_map.jsonl`        one JSON object per slot (Scryfall id, face, name, set, collector
                         number, image key, ...) or `null` for a slot whose printing is gone.
 - `manifest.json`       format version, release version, parameters, counts, sha256 per file.
@@ -345,7 +346,7 @@ class Bundle:
         return raw.astype(np.float32) / KP_SCALE
 
     def thumbnail_bytes(self, slot: int) -> bytes:
-        """The JPEG of one card's thumbnail, as stored."""
+        """The encoded thumbnail of one card, as stored (WebP, or JPEG in older bundles)."""
         h5, number, local = self._where(slot)
         offsets = self.thumb_offsets[number]
         with self._lock:
@@ -353,7 +354,7 @@ class Bundle:
         return bytes(np.asarray(data, np.uint8))
 
     def thumbnail(self, slot: int) -> np.ndarray:
-        """The reference's equalised gray thumbnail (decoded from its JPEG)."""
+        """The reference's equalised gray thumbnail (decoded from what is stored)."""
         data = np.frombuffer(self.thumbnail_bytes(slot), np.uint8)
         thumb = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if len(data) else None
         if thumb is None:
@@ -361,7 +362,7 @@ class Bundle:
         return thumb
 
     def color_bytes(self, slot: int) -> bytes:
-        """The JPEG of one card's colour thumbnail, as stored (b"" when it has none)."""
+        """The encoded colour thumbnail of one card, as stored (b"" when it has none)."""
         h5, number, local = self._where(slot)
         offsets = self.color_offsets[number]
         if offsets is None:

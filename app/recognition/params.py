@@ -35,7 +35,13 @@ class FeatureParams:
     thumb_width: int = 128  # stored reference thumbnail, for photometric verification
     thumb_height: int = 178
 
-    thumb_quality: int = 90  # JPEG quality of the stored thumbnail (~4 KB instead of 23 KB)
+    thumb_format: str = "webp"  # how thumbnails are stored: "webp" or "jpg". The gray
+    #   thumbnail of a CLAHE-equalised card is busy (text, hatching): at 128x178 px JPEG q90
+    #   took 10.6 KB of a reference's 19 KB; WebP q80 6.6 KB at half JPEG q80's error (RMS
+    #   3.8 vs 6.8 grey levels; 0.56 ms to decode instead of 0.19), measured on the 719 eval
+    #   references (docs/design-notes.md, "Thumbnails")
+    thumb_quality: int = 80  # encoder quality of the gray thumbnail
+    color_quality: int = 90  # ... and of the colour one (64x89 px: WebP q90 2.8 KB, JPEG 3.5)
     color_scale: int = 2  # a colour thumbnail at 1/this of the thumbnail's size (64x89 px) is
     #                       stored too, for the art check's colour (layout.py); 0: none (a
     #                       bundle whose manifest does not name it was built without them)
@@ -117,6 +123,11 @@ class FeatureParams:
     multi_knn: int = 12  # neighbours per descriptor: a small card has few features, and at
     #                      10k printings 8 left a sleeved one without enough correspondences
 
+    def __post_init__(self) -> None:
+        if self.thumb_format not in THUMB_FORMATS:
+            raise ValueError(f"thumb_format {self.thumb_format!r}: one of "
+                             f"{', '.join(THUMB_FORMATS)}")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
         out = asdict(self)
@@ -136,6 +147,10 @@ class FeatureParams:
             values["art_box"] = tuple(float(v) for v in values["art_box"])
         if "query_passes" in values:
             values["query_passes"] = tuple(int(v) for v in values["query_passes"])
+        if "thumb_quality" in values and "thumb_format" not in values:
+            # written before thumbnails had a format: JPEG, one quality for both
+            values["thumb_format"] = "jpg"
+            values.setdefault("color_quality", values["thumb_quality"])
         return cls(**values)
 
     def extraction_dict(self) -> dict[str, Any]:
@@ -161,15 +176,17 @@ class FeatureParams:
         return [name for name in BUILD_FIELDS if getattr(self, name) != getattr(other, name)]
 
 
+THUMB_FORMATS = ("jpg", "webp")  # what `builder.encode_thumbnail` writes
+
 EXTRACTION_FIELDS = (
     "squash", "ref_max_side", "ref_nfeatures", "clahe_clip", "clahe_grid", "sift_contrast",
     "sift_edge", "sift_layers", "thumb_width", "thumb_height", "color_scale",
 )
 
 BUILD_FIELDS = (
-    *EXTRACTION_FIELDS, "thumb_quality", "ref_candidates", "ref_keep", "nlist", "coarse",
-    "pq_m", "pq_nbits", "pq_residual", "train_per_list", "stop_radius", "stop_min_cards",
-    "stop_sample_cards",
+    *EXTRACTION_FIELDS, "thumb_format", "thumb_quality", "color_quality", "ref_candidates",
+    "ref_keep", "nlist", "coarse", "pq_m", "pq_nbits", "pq_residual", "train_per_list",
+    "stop_radius", "stop_min_cards", "stop_sample_cards",
 )
 
 # what a query must share with the references, and the coarse quantizer kind (its search
