@@ -230,7 +230,11 @@ class Settings:
     infer_time_budget_ms: int = 1500
     infer_multi_time_budget_ms: int = 5000
     recognition_profile: str = "default"
-    recognition_threads: int = 1
+    # OpenCV's and FAISS's threads per recognition: a lone request uses both cores of the
+    # 2-core deployment (SIFT's DoG, extrema and descriptors run in parallel: HTTP p50 on
+    # the eval photos -N% measured side by side, docs/benchmarks.md); with several requests
+    # in flight the cores are shared. Two by default: more was not measured.
+    recognition_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     read_collector_line: bool = True
     second_line_reader: bool = True
 

@@ -184,11 +184,12 @@ def _private_kb(pid: int) -> int:
     return _proc_kb(pid, "Private_", "smaps_rollup")
 
 
-def serve_http(env: dict[str, str], eval_dir: Path, repeat: int) -> dict[str, Any]:
+def serve_http(env: dict[str, str], eval_dir: Path, repeat: int, second: bool = True
+               ) -> dict[str, Any]:
     """Start `python -m app` on loopback and POST every photo; memory of the serving
-    process (gunicorn's worker) read from /proc; then a second serving process on the same
-    release files (a replica or pod on the same host), sent every photo too: what it adds
-    is its private memory."""
+    process (gunicorn's worker) read from /proc; then (`second`) a second serving process on
+    the same release files (a replica or pod on the same host), sent every photo too: what
+    it adds is its private memory."""
     import requests
 
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -244,20 +245,24 @@ def serve_http(env: dict[str, str], eval_dir: Path, repeat: int) -> dict[str, An
         for thread in threads:
             thread.join()
         concurrent_ms = (time.perf_counter() - start) * 1000 / len(blobs)
-        second, second_url, _ = start_server(env)
+        if not second:
+            return {"photos": results, "ms_per_photo_2_concurrent": round(concurrent_ms, 1),
+                    "rss_ready_mb": round(rss_ready / 1024, 1),
+                    "peak_rss_2_mb": round(_proc_kb(worker, "VmHWM:") / 1024, 1)}
+        other_server, second_url, _ = start_server(env)
         try:
             client_session = requests.Session()
             for data in blobs:
                 client_session.post(f"{second_url}/infer",
                                     files={"roi_image": ("p.jpg", data, "image/jpeg")},
                                     timeout=120)
-            other = (_children(second.pid) or [second.pid])[0]
+            other = (_children(other_server.pid) or [other_server.pid])[0]
             second_private = _private_kb(other)
             second_rss = _proc_kb(other, "VmRSS:")
             first_private = _private_kb(worker)  # with the second alive: what it shares
         finally:
-            second.terminate()
-            second.wait(timeout=60)
+            other_server.terminate()
+            other_server.wait(timeout=60)
         return {
             "second_private_mb": round(second_private / 1024, 1),
             "second_rss_mb": round(second_rss / 1024, 1),
@@ -410,11 +415,32 @@ def _more(result: dict[str, Any], args: argparse.Namespace, resources: Path, cat
           eval_dir: Path, env: dict[str, str]) -> None:
     """The archive a new replica downloads, then the twins and renders benchmarks."""
     release = _current(resources)
+    if args.compare_threads:
+        result["threads"] = compare_threads(env, eval_dir, args)
     if not args.no_archive:
         result["archive"] = archive_to_ready(release, resources.parent, env)
     if not args.no_renders:
         result["tables"] = other_benchmarks(release, catalog, eval_dir, resources.parent,
                                            args.renders_stride)
+
+
+def compare_threads(env: dict[str, str], eval_dir: Path, args: argparse.Namespace
+                    ) -> dict[str, Any]:
+    """The same server with each RECOGNITION_THREADS value, one after the other in one run:
+    HTTP p50/p95 one request at a time, and ms per photo with 2 in flight."""
+    out: dict[str, Any] = {}
+    for threads in args.compare_threads.split(","):
+        _log(f"RECOGNITION_THREADS={threads}: serving ...")
+        served = serve_http({**env, "RECOGNITION_THREADS": threads.strip()}, eval_dir,
+                            args.repeat, second=False)
+        summary = summarise(served)
+        out[threads.strip()] = {
+            "latency": summary["latency"], "right": summary["right"],
+            "false_accepts": summary["false_accepts"],
+            "ms_per_photo_2_concurrent": served["ms_per_photo_2_concurrent"],
+            "peak_rss_2_mb": served["peak_rss_2_mb"],
+        }
+    return out
 
 
 def _last_counts(log_path: Path) -> dict[str, Any]:
@@ -464,6 +490,13 @@ def print_tables(results: list[dict[str, Any]]) -> None:
         for name in ("webcam", "phone", "out-of-catalogue", "all single-card"):
             rows.append((f"HTTP p50 / p95 ms, {name} (n={lat[name]['n']})",
                          f"{lat[name]['p50']} / {lat[name]['p95']}"))
+        for threads, t in (r.get("threads") or {}).items():
+            single, out = t["latency"]["all single-card"], t["latency"]["out-of-catalogue"]
+            rows += [(f"RECOGNITION_THREADS={threads}: p50 / p95 ms",
+                      f"{single['p50']} / {single['p95']}"),
+                     ("  out-of-catalogue p50 / p95 ms", f"{out['p50']} / {out['p95']}"),
+                     ("  ms/photo 2 at a time, peak RSS MB",
+                      f"{t['ms_per_photo_2_concurrent']}, {t['peak_rss_2_mb']}")]
         rows += [("right (catalogued single-card)", f"{s['right']}/{s['right_of']}"),
                  ("false accepts (out-of-catalogue)", f"{s['false_accepts']}/{s['false_of']}")]
         if s.get("multi_of"):
@@ -499,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="render every Nth printing of the eval catalogue only")
     parser.add_argument("--no-renders", action="store_true",
                         help="skip the twins and renders benchmarks on the release")
+    parser.add_argument("--compare-threads", default="",
+                        help="serve again with each of these RECOGNITION_THREADS (e.g. 1,2)")
     parser.add_argument("--reuse", action="store_true",
                         help="serve the bundles a previous run built (measure again, no build)")
     parser.add_argument("--out", default=str(ROOT / "bench-results" / "scale.json"))
