@@ -1,6 +1,6 @@
 """The exact printing, from the collector line printed on the card.
 
-Half of all printings share their art, frame and border with another printing (figures.md,
+Half of all printings share their art, frame and border with another printing (docs/design-notes.md,
 "Printings that look alike"): the photo's appearance can only guess among them. What tells
 them apart is the collector line at the bottom of the card: `M 0194` / `DSK • EN` on 2015
 and later frames (rarity, collector number, set code, language; a ★ instead of the • on

@@ -4,10 +4,10 @@ A reference image gives up to `ref_nfeatures` (4,000) SIFT keypoints; indexing a
 would cost hundreds of KB per printing and most are useless for recognition: tiny keypoints
 vanish when the card fills a fifth of a webcam frame, and frame elements (name bar, mana
 symbols, text box, set symbol) recur on thousands of cards. Keeping the 250 highest-contrast
-keypoints (OpenCV's own choice) halved the real-photo accuracy (figures.md); what works is
-keeping keypoints that survive the photo's downscaling (large ones first) spread over the
-whole card, then removing the ones other cards repeat (stop words, found on a sample of cards
-by the builder).
+keypoints (OpenCV's own choice) halved the real-photo accuracy (docs/design-notes.md, "Which
+descriptors to keep"); what works is keeping keypoints that survive the photo's downscaling
+(large ones first) spread over the whole card, then removing the ones other cards repeat
+(stop words, found on a sample of cards by the builder).
 
 The choice is made on keypoints alone (`spread`), so extraction describes only the chosen
 ones (`features.extract_features`), and it is idempotent: choosing again among the chosen
