@@ -3,7 +3,8 @@
 One APScheduler `BackgroundScheduler` per serving process (one process per container, see
 docs/design-notes.md, "One process per container"), cron from REFRESH_CRON in UTC,
 `max_instances=1` and `coalesce=True` so a slow run is never doubled and missed runs
-collapse into one. Across replicas, the job's update lock (Redis lease) makes exactly one of them do the work.
+collapse into one. Across replicas, the job's update lock (Redis lease) makes exactly one
+of them do the work.
 """
 
 from __future__ import annotations
