@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from flasgger import swag_from
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
 
 from app import metrics
@@ -229,15 +229,19 @@ def infer() -> ResponseReturnValue:
     multi = _multi_flag()
     if not isinstance(multi, bool):
         return multi
+    admission = _admission()
     try:
-        with _admission().slot():
-            return _recognise(upload, settings, started, multi)
+        with admission.slot():
+            response = make_response(_recognise(upload, settings, started, multi))
     except Overloaded as exc:
         log.warning("infer refused: %s", exc)
         response = jsonify(error="Busy: too many recognitions in flight; retry shortly.")
         response.status_code = 503
         response.headers["Retry-After"] = "1"
         return response
+    # once the answer is sent, not before: returning freed memory takes a few ms
+    response.call_on_close(admission.when_idle)
+    return response
 
 
 def _recognise(

@@ -19,8 +19,10 @@ class Overloaded(Exception):
 
 
 class Admission:
-    """`on_idle` runs when the last recognition in flight ends (the service returns the
-    freed SIFT working memory to the system there: see features.release_freed_memory)."""
+    """`on_idle` is what `when_idle` runs once no recognition is in flight (the service
+    returns the freed SIFT working memory to the system there: see
+    features.release_freed_memory). The view calls it after its response has been sent:
+    run at the end of the slot, malloc_trim added 5-12 ms to every answer (measured)."""
 
     def __init__(
         self, slots: int, queue_timeout: float, on_idle: Callable[[], None] | None = None
@@ -46,7 +48,12 @@ class Admission:
             with self._count_lock:
                 self.in_flight -= 1
                 metrics.INFER_IN_FLIGHT.dec()
-                idle = self.in_flight == 0
             self._semaphore.release()
-            if idle and self._on_idle is not None:
-                self._on_idle()
+
+    def when_idle(self) -> None:
+        """Run `on_idle` if no recognition is in flight now (one that starts meanwhile
+        only waits for it: malloc_trim is thread-safe)."""
+        with self._count_lock:
+            idle = self.in_flight == 0
+        if idle and self._on_idle is not None:
+            self._on_idle()
