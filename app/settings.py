@@ -231,9 +231,10 @@ class Settings:
     infer_multi_time_budget_ms: int = 5000
     recognition_profile: str = "default"
     # OpenCV's and FAISS's threads per recognition: a lone request uses both cores of the
-    # 2-core deployment (SIFT's DoG, extrema and descriptors run in parallel: HTTP p50 on
-    # the eval photos -N% measured side by side, docs/benchmarks.md); with several requests
-    # in flight the cores are shared. Two by default: more was not measured.
+    # 2-core deployment (SIFT's DoG, extrema and descriptors run in parallel). Side by side
+    # at 2,213 printings: HTTP p50/p95 198/386 -> 158/327 ms, but 125 -> 138 ms per photo
+    # with 2 in flight (docs/design-notes.md, "Threads per recognition"). Two by default:
+    # more was not measured.
     recognition_threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
     read_collector_line: bool = True
     second_line_reader: bool = True
