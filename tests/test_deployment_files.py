@@ -745,7 +745,7 @@ def test_replicas_get_longer_than_gunicorns_graceful_timeout_to_stop() -> None:
 
 def test_token_rotation_recreates_replicas_one_at_a_time() -> None:
     """Item 5: `docker compose up -d` recreates every replica at once (a POST meanwhile got
-    nginx's 502); the README's rotation uses the rolling script, which waits for the new
+    nginx's 502); docs/operations.md's rotation uses the rolling script, which waits for the new
     replica's /readyz and nginx's DNS refresh before stopping an old one."""
     script = ROOT / "scripts" / "compose-rollout.sh"
     assert script.stat().st_mode & 0o111, "scripts/compose-rollout.sh is not executable"
@@ -757,7 +757,7 @@ def test_token_rotation_recreates_replicas_one_at_a_time() -> None:
     stop = re.search(r"STOP_TIMEOUT:-(\d+)", text)
     assert stop and float(stop.group(1)) >= duration_seconds(
         services()[INFER]["stop_grace_period"])
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "operations.md").read_text()
     rotation = readme[readme.index("### Rotating proxy tokens"):]
     rotation = rotation[: rotation.index("\n### ", 5)]
     first_step = rotation[rotation.index("\n1. "):rotation.index("\n2. ")]

@@ -4,7 +4,7 @@ manifests agree with each other, with the image and with the service's settings.
 The schemas are the ones the `kubernetes-validate` package ships (offline, strict: unknown
 fields are errors), for the oldest Kubernetes these manifests support (1.30: CronJob
 timeZone, autoscaling/v2, policy/v1) and the newest the package knows. No cluster is needed,
-and none was used: see README "Kubernetes" for what was and was not run.
+and none was used: see docs/deployment.md "Kubernetes" for what was and was not run.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ KUBE = ROOT / "deploy" / "kubernetes"
 OLDEST = "1.30"
 VERSIONS = (OLDEST, kubernetes_validate.latest_version())
 SECRET = "descriptor-infer-secrets"
-# README "Scaling replicas": ~930 MB per replica with two recognitions in flight at
+# docs/deployment.md "Scaling replicas": ~950 MB per replica with two recognitions in flight at
 # 100,000 printings (the second line reader included); one recognition keeps about one core
 # busy.
 REPLICA_PEAK_BYTES = 0.955e9  # scale benchmark at 100k, 2026-12-07 (afternoon run)
@@ -244,9 +244,10 @@ def test_configuration_is_valid_and_names_only_known_variables() -> None:
 
 
 def test_the_readme_says_how_to_run_it() -> None:
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "deployment.md").read_text()
     section = readme[readme.index("## Kubernetes"):]
-    section = section[: section.index("\n## ", 5)]
+    end = section.find("\n## ", 5)  # the last section of docs/deployment.md
+    section = section[:end] if end > 0 else section
     for command in ("kubectl apply -k deploy/kubernetes/",
                     "create job", "--from=cronjob/descriptor-refresh",
                     "ReadWriteMany"):

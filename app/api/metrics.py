@@ -1,7 +1,7 @@
 """GET /metrics: Prometheus text format (the metric objects live in app/metrics.py).
 
 Not behind the bearer token: Prometheus scrapes it without one, and it carries numbers only
-(no settings, no card data). Keep the port on the internal network (README, Operations).
+(no settings, no card data). Keep the port on the internal network (docs/operations.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ run through RapidOCR on onnxruntime.
 Why a second engine: on the 2003 frame the collector number is 8 px serif type at the end of
 the copyright line, on a marbled frame; at card heights of 800-1000 px Tesseract reads those
 digits as letters (`Tees`, `Tory` for 188 and 190) and no preprocessing measured changed it
-(see README, "The exact printing"). PP-OCRv6 reads most of them (`184/271`, `143224`), and
+(see docs/api.md, "The exact printing"). PP-OCRv6 reads most of them (`184/271`, `143224`), and
 on the lines Tesseract left undecided on the collector-line benchmark it decided 11 of 16,
 none wrongly (`scripts/bench_collector_line.py`).
 
