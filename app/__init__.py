@@ -30,10 +30,11 @@ from dotenv import load_dotenv  # noqa: E402
 from flask import Flask  # noqa: E402
 from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: E402
 
-from app.settings import Settings, SettingsError  # noqa: E402
+from app.common.settings import Settings, SettingsError  # noqa: E402
+from app.common.version import SERVICE_NAME, __version__  # noqa: E402
 
-__version__ = "0.1.0"
-SERVICE_NAME = "descriptor-infer-service"
+__all__ = ["SERVICE_NAME", "__version__", "create_app", "create_serving_app"]
+
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,11 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     a developer's file must not change what tests mean), or None to read the environment and
     `.env`. A bad value raises `SettingsError` naming the variable.
     """
-    from app import api, catalog, cli
-    from app import startup as lifecycle
+    from app.api import routes
+    from app.catalog import access
     from app.runtime import http_logging, logging_setup
+    from app.wiring import cli
+    from app.wiring import startup as lifecycle
 
     if isinstance(config, Settings):
         settings = config
@@ -81,8 +84,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
         )
 
     http_logging.init_app(app)
-    catalog.init_app(app)
-    api.init_app(app)
+    access.init_app(app)
+    routes.init_app(app)
     cli.init_app(app)
     lifecycle.init_app(app)
     return app
@@ -93,9 +96,9 @@ def create_serving_app(config: Settings | Mapping[str, Any] | None = None) -> Fl
 
     A separate call from `create_app` so that building an app (tests, `flask` commands,
     tools) never starts threads: only the process that serves asks for them, and stops them
-    with `app.startup.shutdown`. See app/startup.py.
+    with `app.wiring.startup.shutdown`. See app/wiring/startup.py.
     """
-    from app import startup
+    from app.wiring import startup
 
     app = create_app(config)
     startup.start(app)

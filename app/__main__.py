@@ -13,9 +13,9 @@ from typing import Any
 from dotenv import load_dotenv
 from gunicorn.app.base import BaseApplication
 
-from app.metrics import MULTIPROC_ENV, gunicorn_child_exit
+from app.common.metrics import MULTIPROC_ENV, gunicorn_child_exit
+from app.common.settings import Settings, SettingsError
 from app.runtime.logging_setup import gunicorn_logconfig
-from app.settings import Settings, SettingsError
 
 
 class _Server(BaseApplication):

@@ -77,13 +77,13 @@ def load_labels(eval_dir: Path) -> list[dict[str, Any]]:
 def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int,
           heic_cache: Path | None) -> dict[str, Any]:
     """Open the bundle and recognise every photo; runs in its own process (clean RSS)."""
-    from app.recognition.bundle import Bundle
-    from app.recognition.exact_printing import settle
-    from app.recognition.features import configure_threads
-    from app.recognition.imageio import Photo, decode
-    from app.recognition.matcher import recognize
-    from app.recognition.ocr import load_reader
-    from app.recognition.scene import recognize_all
+    from app.recognition.collector_line.settle import settle
+    from app.recognition.collector_line.tesseract import load_reader
+    from app.recognition.decode.uploads import Photo, decode
+    from app.recognition.features.extraction import configure_threads
+    from app.recognition.index.bundle import Bundle
+    from app.recognition.match.card import recognize
+    from app.recognition.match.scene import recognize_all
 
     configure_threads(threads)
     # the collector line is read as POST /infer reads it (None: not installed, not read)
@@ -184,7 +184,7 @@ def mirrored_copy(data: bytes) -> bytes:
     quality 95 of the decoded photo, EXIF orientation applied)."""
     import cv2
 
-    from app.recognition.imageio import decode_image
+    from app.recognition.decode.uploads import decode_image
 
     image = decode_image(data, max_pixels=1 << 30)
     ok, out = cv2.imencode(".jpg", cv2.flip(image, 1), [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -200,7 +200,7 @@ def phone_copy(data: bytes, cache: Path, fmt: str) -> bytes:
     import pillow_heif
     from PIL import Image
 
-    from app.recognition.imageio import decode_image
+    from app.recognition.decode.uploads import decode_image
 
     path = cache / f"{hashlib.sha256(data).hexdigest()[:16]}.{fmt}"
     if not path.exists():
@@ -223,8 +223,8 @@ def _copies(bundle: Any, eval_dir: Path,
     out-of-catalogue photo: `as_is`, the photo; `direct`, the photo without the mirrored
     search (the difference is what that search costs a photo without a match); `mirrored`,
     the photo mirrored. `heic`, `avif`: every phone photo in that format."""
-    from app.recognition.imageio import decode
-    from app.recognition.scene import recognize_all
+    from app.recognition.decode.uploads import decode
+    from app.recognition.match.scene import recognize_all
 
     def row(entry: dict[str, Any], ms: float, rec: Any) -> dict[str, Any]:
         return {"photo": entry["photo"], "kind": entry["kind"], "truth": entry["truth"],
@@ -489,7 +489,7 @@ def _dir_mb(path: Path) -> float:
 def run_profile(name: str, params: Any, eval_dir: Path, work: Path, args: argparse.Namespace
                 ) -> dict[str, Any]:
     from app.catalog.records import reference_images
-    from app.recognition.builder import build_bundle
+    from app.recognition.index.build import build_bundle
 
     digest = hashlib.sha256(json.dumps(params.to_dict(), sort_keys=True).encode()).hexdigest()
     bundle_dir = (Path(args.cache_dir) if args.cache_dir else work) / f"{name}-{digest[:10]}"
@@ -567,7 +567,7 @@ def main() -> int:
         print(f"bench skipped: no evaluation set at {eval_dir} (labels.csv, cards.jsonl.gz)")
         return 0
 
-    from app.recognition.features import configure_threads
+    from app.recognition.features.extraction import configure_threads
     from app.recognition.params import PROFILES
 
     configure_threads(args.threads)

@@ -62,7 +62,12 @@ def _star(center: tuple[float, float], radius: float) -> np.ndarray:
 def edit_line(card: np.ndarray, kind: str, reader: Any) -> np.ndarray | None:
     """The reference with its • drawn as a ★ ("foil") or `EN` written `DE` ("lang"), found
     with the service's own reading of the flat reference; None when the line is not found."""
-    from app.recognition.collector_line import CARD_ASPECT, MODERN_LINE, RECTIFIED_HEIGHT, rectify
+    from app.recognition.collector_line.read import (
+        CARD_ASPECT,
+        MODERN_LINE,
+        RECTIFIED_HEIGHT,
+        rectify,
+    )
 
     h, w = card.shape[:2]
     quad = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
@@ -105,7 +110,7 @@ def printed_mark(card: np.ndarray, reader: Any) -> bool | None:
     """The foil mark the clean scan itself shows (some of Scryfall's scans are of foils: a ★
     on a printing sold in both finishes), read flat at full resolution: the truth a photo of
     it is scored against."""
-    from app.recognition.collector_line import MODERN_LINE, foil_mark, rectify
+    from app.recognition.collector_line.read import MODERN_LINE, foil_mark, rectify
 
     h, w = card.shape[:2]
     quad = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
@@ -197,12 +202,12 @@ def catalogue(eval_dir: Path, work: Path, cards: list[dict[str, Any]], seed: int
 
 # -- serving process -------------------------------------------------------------------------
 def serve(bundle_dir: Path, plan_path: Path) -> list[dict[str, Any]]:
-    from app.recognition.bundle import Bundle
-    from app.recognition.exact_printing import answer_finish, settle
-    from app.recognition.features import configure_threads
-    from app.recognition.imageio import Photo, decode
-    from app.recognition.matcher import recognize
-    from app.recognition.ocr import load_reader
+    from app.recognition.collector_line.settle import answer_finish, settle
+    from app.recognition.collector_line.tesseract import load_reader
+    from app.recognition.decode.uploads import Photo, decode
+    from app.recognition.features.extraction import configure_threads
+    from app.recognition.index.bundle import Bundle
+    from app.recognition.match.card import recognize
 
     configure_threads(1)
     bundle = Bundle.open(bundle_dir)
@@ -365,7 +370,7 @@ def main(argv: list[str]) -> int:
     if not (eval_dir / "labels.csv").is_file():
         print(f"collector-line bench skipped: no evaluation set at {eval_dir}")
         return 0
-    from app.recognition.ocr import load_reader
+    from app.recognition.collector_line.tesseract import load_reader
 
     reader, detail = load_reader(second=False)  # for edit_line and printed_mark only
     if reader is None:

@@ -42,14 +42,14 @@ def main(argv: list[str]) -> int:
     import faiss
     from bench import load_labels
 
-    from app.recognition import mapped_index
-    from app.recognition.features import (
+    from app.recognition.decode.uploads import decode
+    from app.recognition.features.extraction import (
         configure_threads,
         extract_features,
         release_freed_memory,
         rootsift,
     )
-    from app.recognition.imageio import decode
+    from app.recognition.index import mapped_lists
     from app.recognition.params import DEFAULT
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
         index.train(train)  # the same sample, the same seeds: the same coarse centroids
         index.add(base)
         if "mapped" in name:
-            mapped_index.to_mapped(index)
+            mapped_lists.to_mapped(index)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "index"
             faiss.write_index(index, str(path))

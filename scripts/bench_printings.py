@@ -55,7 +55,7 @@ def ensure_bundle(cards: Path, bundle_dir: Path, threads: int, log: Any) -> Path
     bundle; one of older code, another format or other build fields, is built again)."""
     import shutil
 
-    from app.recognition.bundle import FORMAT_VERSION, manifest_params, read_manifest
+    from app.recognition.index.bundle import FORMAT_VERSION, manifest_params, read_manifest
     from app.recognition.params import DEFAULT
 
     if (bundle_dir / "manifest.json").exists():
@@ -66,7 +66,7 @@ def ensure_bundle(cards: Path, bundle_dir: Path, threads: int, log: Any) -> Path
             shutil.rmtree(bundle_dir)
     if not (bundle_dir / "manifest.json").exists():
         from app.catalog.records import reference_images
-        from app.recognition.builder import build_bundle
+        from app.recognition.index.build import build_bundle
 
         log(f"building {bundle_dir} ...")
         build_bundle(reference_images(cards), bundle_dir, DEFAULT, progress=False,

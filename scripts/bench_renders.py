@@ -143,8 +143,8 @@ def diagnose(bundle: Any, image: Any, slot: int) -> dict[str, Any]:
     """Why the reference `slot` was not the answer: the descriptors it keeps in the index and,
     per query pass, the query's descriptors, its votes and rank among all cards by votes, and
     its RANSAC inliers and art correlation when verified on its own (None: no homography)."""
-    from app.recognition.features import extract_features, rootsift
-    from app.recognition.matcher import _Photo, photometric, verify, vote
+    from app.recognition.features.extraction import extract_features, rootsift
+    from app.recognition.match.card import _Photo, photometric, verify, vote
 
     params = bundle.params
     passes: list[dict[str, Any]] = []
@@ -185,13 +185,13 @@ def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit
     import cv2
     from bench import _override
 
-    from app.recognition.bundle import Bundle, manifest_params, read_manifest
-    from app.recognition.exact_printing import settle
-    from app.recognition.features import configure_threads
-    from app.recognition.imageio import Photo, decode
-    from app.recognition.matcher import recognize
-    from app.recognition.ocr import load_reader
-    from app.settings import Settings
+    from app.common.settings import Settings
+    from app.recognition.collector_line.settle import settle
+    from app.recognition.collector_line.tesseract import load_reader
+    from app.recognition.decode.uploads import Photo, decode
+    from app.recognition.features.extraction import configure_threads
+    from app.recognition.index.bundle import Bundle, manifest_params, read_manifest
+    from app.recognition.match.card import recognize
 
     configure_threads(1)
     own = manifest_params(read_manifest(bundle_dir))
@@ -283,7 +283,7 @@ def ensure_bundle(catalogue: Path, params: Any, cache_dir: Path, tag: str, worke
     what the id map holds and the catalogue (`tag`: "" for the eval catalogue). Keyed by the
     build fields only: a query-time knob (`--set nprobe=8`) reuses the bundle."""
     from app.catalog.records import reference_images
-    from app.recognition.builder import build_bundle
+    from app.recognition.index.build import build_bundle
     from app.recognition.params import BUILD_FIELDS
 
     built = {name: params.to_dict()[name] for name in BUILD_FIELDS}

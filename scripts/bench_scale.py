@@ -286,7 +286,7 @@ def archive_to_ready(release: Path, work: Path, env: dict[str, str]) -> dict[str
     from a file: URL, unpack, verify every checksum, open)."""
     sys.path.insert(0, str(ROOT))
     from app.pipeline.bootstrap import make_release_archive
-    from app.recognition.bundle import sha256_file
+    from app.recognition.index.bundle import sha256_file
 
     archive = make_release_archive(release, work / "release.tar.gz")
     digest = sha256_file(archive)

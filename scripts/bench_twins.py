@@ -77,12 +77,12 @@ def serve(bundle_dir: Path, items: list[dict[str, Any]], heights: list[int], see
     import cv2
     from bench_renders import render
 
-    from app.recognition.bundle import Bundle
-    from app.recognition.exact_printing import settle
-    from app.recognition.features import configure_threads
-    from app.recognition.imageio import Photo, decode
-    from app.recognition.matcher import recognize
-    from app.recognition.ocr import load_reader
+    from app.recognition.collector_line.settle import settle
+    from app.recognition.collector_line.tesseract import load_reader
+    from app.recognition.decode.uploads import Photo, decode
+    from app.recognition.features.extraction import configure_threads
+    from app.recognition.index.bundle import Bundle
+    from app.recognition.match.card import recognize
 
     configure_threads(1)
     bundle = Bundle.open(bundle_dir)

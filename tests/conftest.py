@@ -22,8 +22,8 @@ from flask.testing import FlaskClient
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from app import create_app, create_serving_app
-from app import startup as lifecycle
-from app.settings import Settings
+from app.common.settings import Settings
+from app.wiring import startup as lifecycle
 
 PG_HOST = os.environ.get("TEST_POSTGRES_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("TEST_POSTGRES_PORT", "5432"))
@@ -52,7 +52,7 @@ class _LookupRecorder(Mapping[str, str]):
 def settings_variables() -> frozenset[str]:
     """Every variable `Settings.from_env` reads, current and old names: found by letting it
     read an empty environment that records the lookups, so a variable or old name added to
-    app/settings.py is scrubbed without anyone updating a list here."""
+    app/common/settings.py is scrubbed without anyone updating a list here."""
     recorder = _LookupRecorder()
     Settings.from_env(recorder)
     return frozenset(recorder.names)
@@ -254,7 +254,8 @@ def synthetic_card_record(seed: int) -> dict[str, Any]:
 
 def build_synthetic_bundle(seeds: list[int], out_dir: Path) -> dict[str, Any]:
     """Build a real bundle of synthetic cards with the default profile."""
-    from app.recognition.builder import ReferenceImage, build_bundle
+    from app.common.reference import ReferenceImage
+    from app.recognition.index.build import build_bundle
     from app.recognition.params import PROFILES
     from tests.synthetic import make_card
 
@@ -315,7 +316,7 @@ def install_release(resources: Path, bundle: Path, name: str) -> Path:
 @pytest.fixture(scope="session")
 def reader() -> Iterator[Any]:
     """The collector-line reader as `/infer` loads it (Tesseract; the second engine too)."""
-    from app.recognition.ocr import load_reader
+    from app.recognition.collector_line.tesseract import load_reader
 
     loaded, detail = load_reader()
     if loaded is None:

@@ -9,17 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.recognition.builder import (
-    ReferenceImage,
+from app.common.reference import ReferenceImage
+from app.recognition.features.extraction import configure_threads
+from app.recognition.features.selection import GRID, preselect
+from app.recognition.index.build import (
     build_bundle,
     build_incremental,
     incremental_plan,
 )
-from app.recognition.bundle import INDEX_FILE, Bundle, sha256_file, shard_name
-from app.recognition.features import configure_threads
-from app.recognition.matcher import Recognition, recognize
+from app.recognition.index.bundle import INDEX_FILE, Bundle, sha256_file, shard_name
+from app.recognition.match.card import Recognition, recognize
 from app.recognition.params import PROFILES
-from app.recognition.selection import GRID, preselect
 from tests.synthetic import make_card, photograph
 
 PARAMS = PROFILES["default"]
@@ -74,7 +74,7 @@ def test_incremental_build_reuses_slots_vectors_and_shards(previous: Path, tmp_p
     try:
         new_kept = len(bundle.keypoints(14)) + len(bundle.keypoints(15))
         # the gone card's vectors stay (an empty slot) until a full build compacts them; the
-        # new ones fill whole blocks of their lists (mapped_index.py)
+        # new ones fill whole blocks of their lists (mapped_lists.py)
         old_padding = json.loads((previous / "manifest.json").read_text())["counts"][
             "padding_vectors"]
         added_padding = counts["padding_vectors"] - old_padding
@@ -126,8 +126,8 @@ def test_thumbnails_are_stored_as_webp_and_decode_close_to_the_reference(previou
                                                                          ) -> None:
     """WebP at q80 (gray) / q90 (colour): ~6.6 + 2.8 KB a reference instead of JPEG q90's
     10.6 + 3.5 (docs/design-notes.md); what is decoded stays close to the image it came from."""
-    from app.recognition.builder import make_thumbnail
-    from app.recognition.features import extract_features
+    from app.recognition.features.extraction import extract_features
+    from app.recognition.index.build import make_thumbnail
 
     bundle = Bundle.open(previous)
     try:
@@ -159,8 +159,8 @@ def test_a_reference_describes_only_the_keypoints_the_selection_keeps() -> None:
     """Extraction chooses among a reference's keypoints before describing them: the same
     keypoints and descriptors as describing all 4,000 and choosing after, a tenth of the
     descriptors computed; choosing again keeps them in order (a feature cache holds either)."""
-    from app.recognition.features import _sift_once, extract_features, prepare_gray
-    from app.recognition.selection import spread
+    from app.recognition.features.extraction import _sift_once, extract_features, prepare_gray
+    from app.recognition.features.selection import spread
 
     card = make_card(7)
     features = extract_features(card, PARAMS, role="reference")
@@ -176,7 +176,7 @@ def test_a_reference_describes_only_the_keypoints_the_selection_keeps() -> None:
 
 
 def test_preselect_spreads_over_the_card() -> None:
-    from app.recognition.features import extract_features
+    from app.recognition.features.extraction import extract_features
 
     features = extract_features(make_card(7), PARAMS, role="reference")
     chosen = preselect(features, 96)

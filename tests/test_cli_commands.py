@@ -12,9 +12,9 @@ import pytest
 from flask import Flask
 
 from app import create_app
-from app import startup as lifecycle
 from app.pipeline import releases
 from app.pipeline.locks import UPDATE_LOCK_NAME, FileLock
+from app.wiring import startup as lifecycle
 from tests.fake_scryfall import FakeScryfall
 
 OLD, NEW = "20260101T000000Z-aaaa", "20260102T000000Z-bbbb"

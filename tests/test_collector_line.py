@@ -1,4 +1,4 @@
-"""The exact printing from the collector line (app/recognition/collector_line.py,
+"""The exact printing from the collector line (app/recognition/collector_line/read.py,
 exact_printing.py), on a real bundle of synthetic cards read by the real Tesseract.
 
 Card 101 has a twin (card-101-twin) that differs only by its set symbol and collector line:
@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 import requests
 
-from app.recognition.builder import ReferenceImage, build_bundle
-from app.recognition.bundle import Bundle
-from app.recognition.collector_line import (
+from app.common.reference import ReferenceImage
+from app.recognition.collector_line.read import (
     COPYRIGHT_LINE,
     MIN_CARD_HEIGHT,
     MODERN_LINE,
@@ -34,11 +33,13 @@ from app.recognition.collector_line import (
     read_line,
     rectify,
 )
-from app.recognition.exact_printing import answer_finish, settle
-from app.recognition.features import configure_threads
-from app.recognition.imageio import Photo, decode
-from app.recognition.matcher import Recognition, recognize
-from app.recognition.ocr import Reader, Word
+from app.recognition.collector_line.settle import answer_finish, settle
+from app.recognition.collector_line.tesseract import Reader, Word
+from app.recognition.decode.uploads import Photo, decode
+from app.recognition.features.extraction import configure_threads
+from app.recognition.index.build import build_bundle
+from app.recognition.index.bundle import Bundle
+from app.recognition.match.card import Recognition, recognize
 from app.recognition.params import PROFILES
 from tests.synthetic import CARD_H, CARD_W, draw_collector_line, make_card, make_reprint, photograph
 
@@ -486,7 +487,7 @@ def test_the_second_engine_starts_no_telemetry(tmp_path: Any) -> None:
 
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
     env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / ".cache"))
-    script = ("from app.recognition.ppocr import load_line_recognizer\n"
+    script = ("from app.recognition.collector_line.rapidocr import load_line_recognizer\n"
               "engine, detail = load_line_recognizer()\n"
               "assert engine is not None, detail\n"
               "engine.close()\n")
@@ -499,7 +500,7 @@ def test_the_second_engine_starts_no_telemetry(tmp_path: Any) -> None:
 def test_two_engines_reading_two_languages_leave_the_language_unread() -> None:
     """Tesseract reads DE, the second engine EN: neither is believed, and the answer is
     flagged as for a language code seen but not read."""
-    from app.recognition.collector_line import Evidence, _with_first_reading
+    from app.recognition.collector_line.read import Evidence, _with_first_reading
 
     first = Evidence(set="syn", lang="de", foil_mark=True)
     merged = _with_first_reading(Evidence(set="syn", lang="en", slot=0), first)
@@ -699,7 +700,7 @@ def test_without_the_engine_the_service_says_so_and_answers_by_appearance(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """No eng.traineddata anywhere: one start-up line says so, requests do not fail."""
-    from app.recognition import ocr
+    from app.recognition.collector_line import tesseract as ocr
     from tests.conftest import serve_bundle, shutdown
 
     monkeypatch.setattr(ocr, "TESSDATA_DIRS", ())

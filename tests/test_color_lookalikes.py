@@ -15,11 +15,13 @@ import h5py
 import numpy as np
 import pytest
 
-from app.recognition import layout
-from app.recognition.builder import ReferenceImage, build_bundle, incremental_plan
-from app.recognition.bundle import MANIFEST_FILE, Bundle, read_manifest, sha256_file
-from app.recognition.features import configure_threads
-from app.recognition.matcher import recognize
+from app.common import reference
+from app.common.reference import ReferenceImage
+from app.recognition.features import layout
+from app.recognition.features.extraction import configure_threads
+from app.recognition.index.build import build_bundle, incremental_plan
+from app.recognition.index.bundle import MANIFEST_FILE, Bundle, read_manifest, sha256_file
+from app.recognition.match.card import recognize
 from app.recognition.params import PROFILES
 from tests.synthetic import make_layout_card, photograph, recolored, tinted
 
@@ -42,7 +44,7 @@ def _ref(seed: int, kind: str, twin: bool = False) -> ReferenceImage:
         name=f"{kind.title()} {seed}{' Twin' if twin else ''}", set="syn",
         collector_number=str(seed), illustration_id=None,
         load=lambda: _card(seed, kind, twin),
-        extra={"layout_key": layout.layout_key({"layout": kind})},
+        extra={"layout_key": reference.layout_key({"layout": kind})},
     )
 
 

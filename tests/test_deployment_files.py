@@ -1,7 +1,7 @@
 """The deployment files agree with each other and with the service's settings.
 
 Docker is not needed: the Dockerfile, docker-compose.yml, .env.example and .dockerignore are
-parsed as text and checked against `app.settings` (variable names, defaults, ports, paths).
+parsed as text and checked against `app.common.settings` (variable names, defaults, ports, paths).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.settings import ENV_VARIABLES, Settings
+from app.common.settings import ENV_VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

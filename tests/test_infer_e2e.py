@@ -227,8 +227,8 @@ def test_time_budget_skips_the_finer_pass(synthetic_bundles: dict[str, Path]) ->
     """A photo of an unknown card runs every pass unless the budget says stop."""
     import time
 
-    from app.recognition.bundle import Bundle
-    from app.recognition.matcher import recognize
+    from app.recognition.index.bundle import Bundle
+    from app.recognition.match.card import recognize
 
     photo, _ = photograph(make_card(777), seed=9)
     bundle = Bundle.open(synthetic_bundles["A"])

@@ -20,8 +20,8 @@ import pytest
 import requests
 
 from app import create_app
-from app.progress import Progress
-from app.settings import Settings, SettingsError
+from app.common.progress import Progress
+from app.common.settings import Settings, SettingsError
 from tests.conftest import serve_bundle, shutdown
 from tests.synthetic import make_card, photograph
 
@@ -101,7 +101,7 @@ def test_progress_is_structured_events_in_json_mode(
                 bar.update(1)
     finally:
         shutdown(app)
-    events = [e for e in read_json_lines(log_file) if e["logger"] == "app.progress"]
+    events = [e for e in read_json_lines(log_file) if e["logger"] == "app.common.progress"]
     progress = [e for e in events if e["event"] == "images.progress"]
     assert [e["done"] for e in progress] == [1, 2, 3, 4]
     assert all(e["total"] == 4 and e["unit"] == "img" for e in progress)

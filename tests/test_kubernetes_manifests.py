@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from app.settings import ENV_VARIABLES, Settings
+from app.common.settings import ENV_VARIABLES, Settings
 from tests.test_deployment_files import (
     INFER,
     dockerfile_env,
@@ -214,7 +214,7 @@ def test_the_refresh_is_the_cronjob_under_the_same_lock() -> None:
     assert cronjob["spec"]["timeZone"] in ("Etc/UTC", "UTC")  # REFRESH_CRON is UTC
     (container,) = pod_spec("CronJob")["containers"]
     assert container["command"] == ["flask", "--app", "app", "refresh"]
-    from app.cli import refresh
+    from app.wiring.cli import refresh
 
     assert refresh.name == "refresh"
     # same configuration as the replicas, so the same Redis lock (model_update_lock)

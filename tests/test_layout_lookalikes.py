@@ -1,6 +1,6 @@
 """No wrong card on a look-alike layout: Rooms, split cards and sagas of one layout share most
 of what the fixed art box sees, so the photometric check must look where a printing is its own
-(app/recognition/layout.py). The real pipeline on synthetic cards of three such layouts."""
+(app/recognition/features/layout.py). The real pipeline on synthetic cards of three such layouts."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.recognition import layout
-from app.recognition.builder import ReferenceImage, build_bundle
-from app.recognition.bundle import Bundle
-from app.recognition.features import configure_threads
-from app.recognition.matcher import recognize
+from app.common import reference
+from app.common.reference import ReferenceImage
+from app.recognition.features.extraction import configure_threads
+from app.recognition.index.build import build_bundle
+from app.recognition.index.bundle import Bundle
+from app.recognition.match.card import recognize
 from app.recognition.params import PROFILES
 from tests.synthetic import make_card, make_layout_card, photograph
 
@@ -35,7 +36,7 @@ def _ref(seed: int, kind: str) -> ReferenceImage:
     return ReferenceImage(
         card_id=f"{kind}-{seed}", face=0, name=f"{kind.title()} {seed}", set="syn",
         collector_number=str(seed), illustration_id=None, load=load,
-        extra={"layout_key": layout.layout_key({"layout": kind})},
+        extra={"layout_key": reference.layout_key({"layout": kind})},
     )
 
 
@@ -57,10 +58,10 @@ def bundle(bundle_dir: Path) -> Iterator[Bundle]:
 
 
 def test_layout_keys_are_what_the_frame_looks_like() -> None:
-    assert layout.layout_key({"layout": "split", "frame": "2015"}) == "split/2015"
-    assert layout.layout_key({"type_line": "Legendary Planeswalker — Jace"}) == (
+    assert reference.layout_key({"layout": "split", "frame": "2015"}) == "split/2015"
+    assert reference.layout_key({"type_line": "Legendary Planeswalker — Jace"}) == (
         "normal//planeswalker")
-    assert layout.layout_key({"layout": "normal", "border_color": "borderless"}) == (
+    assert reference.layout_key({"layout": "normal", "border_color": "borderless"}) == (
         "normal//borderless")
 
 

@@ -16,7 +16,6 @@ import h5py
 import numpy as np
 import pytest
 
-from app import startup as lifecycle
 from app.pipeline.bootstrap import make_release_archive
 from app.pipeline.legacy_import import (
     LegacyImportError,
@@ -25,10 +24,11 @@ from app.pipeline.legacy_import import (
     is_legacy_release,
     iter_json_strings,
 )
-from app.recognition.bundle import Bundle
-from app.recognition.features import extract_features, rootsift
-from app.recognition.matcher import recognize
+from app.recognition.features.extraction import extract_features, rootsift
+from app.recognition.index.bundle import Bundle
+from app.recognition.match.card import recognize
 from app.recognition.params import DEFAULT, LEGACY, FeatureParams
+from app.wiring import startup as lifecycle
 from tests import conftest
 from tests.synthetic import make_card, photograph
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from app.common.settings import Settings
 from app.pipeline.locks import FileLock, RedisUpdateLock, make_update_lock
-from app.settings import Settings
 
 
 def test_file_lock_excludes_a_second_holder(tmp_path: Path) -> None:

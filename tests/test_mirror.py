@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import requests
 
-from app.recognition.features import extract_features, mirror, rootsift
+from app.recognition.features.extraction import extract_features, mirror, rootsift
 from app.recognition.params import PROFILES
 from tests.conftest import LiveServer, isolated_config, serve_bundle, shutdown
 from tests.conftest import synthetic_card_record as record

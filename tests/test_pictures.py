@@ -1,4 +1,5 @@
-"""One reference per picture (app/recognition/pictures.py), on real bundles of synthetic cards.
+"""One reference per picture (app/recognition/index/pictures.py), on real bundles of synthetic
+cards.
 
 Card 101 is printed three times with one picture (its own collector line each: the real
 catalogue's twins); card 102 twice with one `illustration_id`, in the 2015 and the 2003
@@ -17,14 +18,16 @@ import cv2
 import numpy as np
 import pytest
 
-from app.recognition import pictures
-from app.recognition.builder import ReferenceImage, build_bundle
-from app.recognition.bundle import Bundle
-from app.recognition.exact_printing import settle
-from app.recognition.features import configure_threads
-from app.recognition.imageio import Photo, decode
-from app.recognition.matcher import recognize
-from app.recognition.ocr import Reader
+from app.common import reference
+from app.common.reference import ReferenceImage
+from app.recognition.collector_line.settle import settle
+from app.recognition.collector_line.tesseract import Reader
+from app.recognition.decode.uploads import Photo, decode
+from app.recognition.features.extraction import configure_threads
+from app.recognition.index import pictures
+from app.recognition.index.build import build_bundle
+from app.recognition.index.bundle import Bundle
+from app.recognition.match.card import recognize
 from app.recognition.params import PROFILES
 from tests.synthetic import draw_collector_line, make_card, make_reprint, photograph
 
@@ -55,7 +58,7 @@ def record(card_id: str) -> dict[str, Any]:
     extra: dict[str, Any] = {"frame": frame, "lang": "en", "finishes": ["nonfoil"],
                              "rarity": "common", "border_color": "black",
                              "illustration_id": illustration, "face": 0}
-    extra["picture"] = pictures.picture_key(extra)
+    extra["picture"] = reference.picture_key(extra)
     return extra
 
 

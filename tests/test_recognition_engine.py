@@ -15,8 +15,10 @@ import h5py
 import numpy as np
 import pytest
 
-from app.recognition.builder import ReferenceImage, build_bundle
-from app.recognition.bundle import (
+from app.common.reference import ReferenceImage
+from app.recognition.features.extraction import configure_threads, extract_features, rootsift
+from app.recognition.index.build import build_bundle
+from app.recognition.index.bundle import (
     ID_MAP_FILE,
     INDEX_FILE,
     KP_SCALE,
@@ -26,8 +28,7 @@ from app.recognition.bundle import (
     BundleError,
     shard_name,
 )
-from app.recognition.features import configure_threads, extract_features, rootsift
-from app.recognition.matcher import recognize
+from app.recognition.match.card import recognize
 from app.recognition.params import PROFILES, FeatureParams
 from tests.synthetic import make_card, photograph
 
@@ -86,7 +87,7 @@ def test_bundle_layout_and_manifest(bundle: Bundle, bundle_dir: Path) -> None:
     # frame features are "stop words": at most ref_keep of the rest are indexed per card
     counts = manifest["counts"]
     assert 0 < counts["stop_words"] < counts["candidates"]
-    kept = counts["indexed_descriptors"] - counts["padding_vectors"]  # mapped_index.py
+    kept = counts["indexed_descriptors"] - counts["padding_vectors"]  # mapped_lists.py
     assert 0 <= counts["padding_vectors"] < 32 * manifest["index"]["nlist"]
     assert kept <= len(CARD_SEEDS) * PARAMS.ref_keep
     assert kept <= counts["candidates"] - counts["stop_words"]
@@ -155,7 +156,7 @@ def test_a_bundle_of_other_selection_settings_is_served_until_rebuilt(
     must not leave the service unready while the new bundle is built: the old one is served
     with its own build settings, and says it is stale."""
     other = dataclasses.replace(PARAMS, ref_keep=PARAMS.ref_keep + 1, stop_radius=0.2)
-    with caplog.at_level("WARNING", logger="app.recognition.bundle"):
+    with caplog.at_level("WARNING", logger="app.recognition.index.bundle"):
         opened = Bundle.open(bundle_dir, expected_params=other)
     try:
         assert opened.stale_fields == ("ref_keep", "stop_radius")
@@ -256,7 +257,7 @@ def test_configure_threads() -> None:
 
 def test_precomputed_features_are_used_without_loading(tmp_path: Path) -> None:
     """The pipeline's feature cache hands over (features, thumbnail): no image is loaded."""
-    from app.recognition.builder import make_thumbnail
+    from app.recognition.index.build import make_thumbnail
 
     def cached(seed: int) -> ReferenceImage:
         features = extract_features(make_card(seed), PARAMS, role="reference")

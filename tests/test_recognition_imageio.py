@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from app.recognition.imageio import (
+from app.recognition.decode.uploads import (
     ImageTooLarge,
     ImageTooSmall,
     NotAnImage,

@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.catalog import make_store
+from app.catalog.access import make_store
+from app.common.settings import Settings
 from app.pipeline import releases
 from app.pipeline.locks import UPDATE_LOCK_NAME, FileLock, UpdateLock
 from app.pipeline.refresh import RefreshResult, perturb, run_refresh
-from app.settings import Settings
 from tests import conftest
 from tests.fake_scryfall import FAST_REFRESH, FakeScryfall, card_image, encode_jpeg
 
@@ -45,9 +45,9 @@ CHILD = textwrap.dedent(
     import logging, sys, time
     from dataclasses import replace
     from pathlib import Path
-    from app.catalog import make_store
+    from app.catalog.access import make_store
     from app.pipeline import refresh, releases
-    from app.settings import Settings
+    from app.common.settings import Settings
 
     cfg = {cfg!r}
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
@@ -154,8 +154,8 @@ class World:
 
     def assert_previous_release_serves(self) -> None:
         """`run` unchanged, the bundle opens and recognises, the records are as before."""
-        from app.recognition.bundle import Bundle
-        from app.recognition.matcher import recognize
+        from app.recognition.index.bundle import Bundle
+        from app.recognition.match.card import recognize
 
         current = releases.current_release(self.resources)
         assert current is not None and current.name == self.base.release
@@ -240,7 +240,7 @@ def test_kill_during_the_build_file_lock(world: World) -> None:
 
     # a server started on this deployment serves the previous release
     from app import create_app
-    from app import startup as lifecycle
+    from app.wiring import startup as lifecycle
 
     app = create_app({"FLASK_ENV": "testing", "RESOURCES_DIR": str(world.resources),
                       "SCRYFALL_DATA_DIR": str(world.root / "data"),
@@ -273,7 +273,7 @@ def test_kill_between_storing_and_promoting_the_release(world: World) -> None:
         [world.base.release, orphan])
     current = releases.current_release(world.resources)
     assert current is not None and current.name == world.base.release
-    from app.recognition.bundle import Bundle
+    from app.recognition.index.bundle import Bundle
 
     Bundle.open(world.settings.run_dir).close()
     Bundle.open(world.resources / "releases" / orphan).close()  # complete, just never served
@@ -405,8 +405,8 @@ def test_signed_bundle_urls_are_masked_in_errors(tmp_path: Path) -> None:
     errors end up in logs and in the unauthenticated /readyz."""
     import socket
 
+    from app.common.settings import mask_url
     from app.pipeline.bootstrap import BootstrapError, install_release_archive
-    from app.settings import mask_url
 
     assert mask_url("https://u:pw@cdn.example:8443/r/x.tar.gz?X-Amz-Signature=s3cr3t#f") == (
         "https://***@cdn.example:8443/r/x.tar.gz?***")

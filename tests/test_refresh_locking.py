@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from app import create_app, create_serving_app
-from app import startup as lifecycle
-from app.pipeline.images import params_digest
+from app.common.settings import Settings
+from app.pipeline.downloads import params_digest
 from app.pipeline.refresh import RefreshOptions
 from app.recognition.params import DEFAULT
-from app.scheduler import JOB_ID, make_scheduler, should_schedule
-from app.settings import Settings
+from app.wiring import startup as lifecycle
+from app.wiring.scheduler import JOB_ID, make_scheduler, should_schedule
 from tests import conftest
 from tests.fake_scryfall import FakeScryfall
 
@@ -29,9 +29,9 @@ RACER = textwrap.dedent(
     """
     import logging, sys, time
     from pathlib import Path
-    from app.catalog import make_store
+    from app.catalog.access import make_store
     from app.pipeline.refresh import RefreshOptions, run_refresh
-    from app.settings import Settings
+    from app.common.settings import Settings
 
     cfg = {cfg!r}
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(message)s")
@@ -149,7 +149,7 @@ def test_serving_app_starts_and_stops_its_scheduler(base_config: dict[str, str])
 def test_redis_down_skips_the_refresh_and_leaves_serving_alone(tmp_path: Path) -> None:
     import redis
 
-    from app.catalog import make_store
+    from app.catalog.access import make_store
     from app.pipeline.locks import RedisUpdateLock
     from app.pipeline.refresh import RefreshOptions, run_refresh
 

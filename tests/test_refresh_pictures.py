@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from app.recognition import mapped_index
-from app.recognition.bundle import Bundle
+from app.recognition.index import mapped_lists
+from app.recognition.index.bundle import Bundle
 from tests import conftest
 from tests.fake_scryfall import FakeScryfall
 from tests.test_refresh_pipeline import World
@@ -109,7 +109,7 @@ def test_a_printing_whose_picture_changes_moves(world: World) -> None:
     try:
         slot = _slot(bundle, moved["id"])
         assert int(bundle.picture[slot]) == slot and bundle.kept[slot] > 0
-        assert mapped_index.is_fast_scan(bundle.index)
+        assert mapped_lists.is_fast_scan(bundle.index)
     finally:
         bundle.close()
 

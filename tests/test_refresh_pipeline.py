@@ -23,12 +23,12 @@ import pytest
 from flask import Flask
 
 from app import create_app, create_serving_app
-from app.catalog import make_store
+from app.catalog.access import make_store
 from app.catalog.store import CatalogStore
+from app.common.settings import Settings
 from app.pipeline import releases
 from app.pipeline.refresh import RefreshResult, perturb, run_refresh
-from app.recognition.bundle import Bundle
-from app.settings import Settings
+from app.recognition.index.bundle import Bundle
 from tests import conftest
 from tests.fake_scryfall import FAST_REFRESH, FakeScryfall, card_image, encode_jpeg
 
@@ -299,8 +299,8 @@ def test_perturbation_changes_the_image_but_keeps_it_recognisable() -> None:
 def test_bootstrap_installs_a_verified_release_archive(
     world: World, first: RefreshResult, tmp_path: Path
 ) -> None:
-    from app import startup as lifecycle
     from app.pipeline.bootstrap import BootstrapError, install_release_archive, make_release_archive
+    from app.wiring import startup as lifecycle
 
     current = releases.current_release(world.settings.resources_dir)
     assert current is not None

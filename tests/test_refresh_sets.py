@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from app import create_serving_app
+from app.common.settings import Settings, SettingsError
 from app.pipeline.refresh import run_refresh
-from app.settings import Settings, SettingsError
 from tests.conftest import shutdown
 from tests.fake_scryfall import FakeScryfall
 

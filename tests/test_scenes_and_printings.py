@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.recognition.builder import ReferenceImage, build_bundle
-from app.recognition.bundle import Bundle
-from app.recognition.features import configure_threads
-from app.recognition.matcher import Recognition, candidates, recognize
+from app.common.reference import ReferenceImage
+from app.recognition.features.extraction import configure_threads
+from app.recognition.index.build import build_bundle
+from app.recognition.index.bundle import Bundle
+from app.recognition.match.appearance import PrintingOdds, View, pair_evidence, printing_odds
+from app.recognition.match.card import Recognition, candidates, recognize
+from app.recognition.match.scene import recognize_all
 from app.recognition.params import PROFILES
-from app.recognition.printing import PrintingOdds, View, pair_evidence, printing_odds
-from app.recognition.scene import recognize_all
 from tests.synthetic import make_card, make_reprint, photograph, table
 
 PARAMS = PROFILES["default"]

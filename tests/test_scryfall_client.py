@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from app.catalog.records import face_images, iter_records
-from app.pipeline.images import (
+from app.pipeline.downloads import (
     FeatureCache,
     ImageFetcher,
     ImageFetchError,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app import create_app
-from app.settings import Settings, SettingsError
+from app.common.settings import Settings, SettingsError
 
 
 def test_defaults_without_environment() -> None:
@@ -190,7 +190,7 @@ def test_the_settings_variables_of_the_shell_do_not_reach_the_tests(tmp_path: Pa
 
 def test_every_variable_the_settings_read_is_scrubbed() -> None:
     """The scrub list is what Settings.from_env looks up: every current and old name."""
-    from app.settings import ENV_VARIABLES, RENAMED_VARIABLES
+    from app.common.settings import ENV_VARIABLES, RENAMED_VARIABLES
     from tests.conftest import scrub_settings_environment, settings_variables
 
     assert {*ENV_VARIABLES, *RENAMED_VARIABLES} <= settings_variables()

@@ -1,4 +1,4 @@
-"""Two serving processes that open one bundle share its index's pages (mapped_index.py):
+"""Two serving processes that open one bundle share its index's pages (mapped_lists.py):
 the second process maps the same file and pays no private copy of the inverted lists."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from app.recognition import mapped_index
-from app.recognition.bundle import INDEX_FILE, Bundle
+from app.recognition.index import mapped_lists
+from app.recognition.index.bundle import INDEX_FILE, Bundle
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,7 @@ OPEN_AND_REPORT = r"""
 import json, sys
 import numpy as np
 from pathlib import Path
-from app.recognition.bundle import Bundle
+from app.recognition.index.bundle import Bundle
 bundle = Bundle.open(Path(sys.argv[1]))
 rng = np.random.default_rng(0)
 queries = rng.random((64, 128), dtype=np.float32)
@@ -58,7 +58,7 @@ def test_two_processes_opening_one_bundle_share_the_index_pages(
     bundle = synthetic_bundles["A"]
     opened = Bundle.open(bundle)
     try:
-        assert mapped_index.is_fast_scan(opened.index)
+        assert mapped_lists.is_fast_scan(opened.index)
         invlists = faiss.extract_index_ivf(opened.index).invlists
         assert invlists is not None
         lists = faiss.downcast_InvertedLists(invlists)
@@ -108,16 +108,16 @@ def test_the_mapped_layout_finds_what_the_block_lists_find() -> None:
     params = faiss.SearchParametersIVF()
     params.nprobe = 4
     before_d, before_i = index.search(queries, 8, params=params)
-    padding = mapped_index.to_mapped(index)
+    padding = mapped_lists.to_mapped(index)
     assert padding > 0 and index.ntotal == len(vectors) + padding
     after_d, after_i = index.search(queries, 8, params=params)
     assert (after_i[:, 0] == before_i[:, 0]).all()
     assert np.allclose(after_d[:, 0], before_d[:, 0])
     # additions go through block lists, appended whole blocks
-    added = mapped_index.blocks_like(index)
+    added = mapped_lists.blocks_like(index)
     assert added is not index and added.ntotal == 0
     extra = rng.random((500, 128), dtype=np.float32)
     added.add_with_ids(extra, np.arange(500, dtype=np.int64) + 10**6)
-    mapped_index.append_blocks(index, added)
+    mapped_lists.append_blocks(index, added)
     _, found = index.search(extra[:50], 1, params=params)
     assert (found[:, 0] == np.arange(50) + 10**6).mean() > 0.9

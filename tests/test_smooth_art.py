@@ -12,10 +12,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from app.recognition.builder import ReferenceImage, build_bundle
-from app.recognition.bundle import Bundle
-from app.recognition.features import configure_threads
-from app.recognition.matcher import recognize
+from app.common.reference import ReferenceImage
+from app.recognition.features.extraction import configure_threads
+from app.recognition.index.build import build_bundle
+from app.recognition.index.bundle import Bundle
+from app.recognition.match.card import recognize
 from app.recognition.params import PROFILES
 from tests.synthetic import make_card, make_smooth_card, photograph
 

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from app import create_app, create_serving_app
+from app.common.settings import Settings, SettingsError
 from app.pipeline import releases
-from app.settings import Settings, SettingsError
 from tests.conftest import LiveServer, install_release, shutdown, synthetic_card_record
 from tests.fake_scryfall import FakeScryfall
 from tests.synthetic import make_card, photograph

@@ -12,7 +12,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from app import create_app
 from app.pipeline.locks import make_update_lock
-from app.scheduler import make_scheduler
+from app.wiring.scheduler import make_scheduler
 from tests.conftest import LiveServer, serve_bundle, shutdown
 
 SECRETS = {

@@ -15,7 +15,7 @@ from typing import Any
 from flask import current_app, request
 
 from app.api.errors import error_response
-from app.settings import Settings
+from app.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

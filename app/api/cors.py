@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, request
 
-from app.settings import Settings
+from app.common.settings import Settings
 
 BROWSER_ROUTES = frozenset({"/", "/healthz", "/readyz", "/apispec_1.json"})
 

@@ -7,7 +7,7 @@ import logging
 from flask import Blueprint, current_app, jsonify, url_for
 from flask.typing import ResponseReturnValue
 
-from app.catalog import get_store
+from app.catalog.access import get_store
 from app.runtime.model import get_holder
 
 bp = Blueprint("health", __name__)
@@ -32,7 +32,7 @@ def index() -> ResponseReturnValue:
             index_version: {type: string, x-nullable: true}
             index_loaded_at: {type: string, x-nullable: true}
     """
-    from app import SERVICE_NAME, __version__
+    from app.common.version import SERVICE_NAME, __version__
 
     state = get_holder().state
     return jsonify(

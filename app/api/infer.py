@@ -12,21 +12,21 @@ from flasgger import swag_from
 from flask import Blueprint, Flask, current_app, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
 
-from app import metrics
 from app.api.auth import require_token
 from app.api.errors import error_response
-from app.catalog import get_store
-from app.recognition.bundle import Bundle
-from app.recognition.collector_line import Evidence
-from app.recognition.exact_printing import answer_finish, settle
-from app.recognition.imageio import ImageError, Photo, decode
-from app.recognition.matcher import Candidate, Recognition, recognize
-from app.recognition.scene import recognize_all
+from app.catalog.access import get_store
+from app.common import metrics
+from app.common.settings import Settings
+from app.recognition.collector_line.read import Evidence
+from app.recognition.collector_line.settle import answer_finish, settle
+from app.recognition.decode.uploads import ImageError, Photo, decode
+from app.recognition.index.bundle import Bundle
+from app.recognition.match.card import Candidate, Recognition, recognize
+from app.recognition.match.scene import recognize_all
 from app.runtime.admission import Admission, Overloaded
 from app.runtime.http_logging import annotate
 from app.runtime.line_reader import LineReaderHolder
 from app.runtime.model import ModelHolder, get_holder
-from app.settings import Settings
 
 bp = Blueprint("infer", __name__)
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ FALSE_WORDS = ("false", "0", "no", "off", "")
 def init_app(app: Flask) -> None:
     """The recognition gate, made once with the app: made lazily by the first requests,
     two of them could each make one and let more recognitions run than allowed."""
-    from app.recognition.features import release_freed_memory
+    from app.recognition.features.extraction import release_freed_memory
 
     settings: Settings = app.config["SETTINGS"]
     app.extensions["admission"] = Admission(

@@ -1,4 +1,4 @@
-"""GET /metrics: Prometheus text format (the metric objects live in app/metrics.py).
+"""GET /metrics: Prometheus text format (the metric objects live in app/common/metrics.py).
 
 Not behind the bearer token: Prometheus scrapes it without one, and it carries numbers only
 (no settings, no card data). Keep the port on the internal network (docs/operations.md).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from app import metrics
+from app.common import metrics
 
 bp = Blueprint("metrics", __name__)
 

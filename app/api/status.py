@@ -20,10 +20,10 @@ from flask import Blueprint, Flask, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
 from app.api.auth import require_token
+from app.common.settings import Settings
 from app.pipeline import releases
 from app.pipeline.locks import UPDATE_LOCK_NAME, held_here
 from app.runtime.model import get_holder
-from app.settings import Settings
 
 bp = Blueprint("status", __name__)
 
@@ -67,10 +67,10 @@ def _run(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _next_run(app: Flask) -> str | None:
-    from app.scheduler import JOB_ID
-
+    # the scheduler (app/wiring/scheduler.py, above this layer) holds one job: the refresh
     scheduler = app.extensions.get("scheduler")
-    job = scheduler.get_job(JOB_ID) if scheduler is not None else None
+    jobs = scheduler.get_jobs() if scheduler is not None else []
+    job = jobs[0] if jobs else None
     when = job.next_run_time if job is not None else None
     return when.isoformat() if when is not None else None
 
@@ -100,7 +100,7 @@ def _settings(settings: Settings) -> dict[str, Any]:
 
 def build_status(app: Flask) -> dict[str, Any]:
     """The status document (also what `flask --app app status` could grow into)."""
-    from app import SERVICE_NAME, __version__
+    from app.common.version import SERVICE_NAME, __version__
 
     settings: Settings = app.config["SETTINGS"]
     now = datetime.now(UTC)

@@ -19,8 +19,8 @@ from urllib.parse import unquote, urlparse
 import cv2
 import numpy as np
 
-from app.recognition import layout, pictures
-from app.recognition.builder import ReferenceImage
+from app.common import reference
+from app.common.reference import ReferenceImage
 
 IMAGE_SIZES = ("large", "normal", "png", "border_crop")  # preference order for references
 SKIP_IMAGE_STATUS = {"missing", "placeholder"}
@@ -41,8 +41,8 @@ class FaceImage:
     # what the collector line shows and the answer's finish needs (frame, lang, rarity,
     # finishes), copied into the bundle's id map with `set_name`
     printing: tuple[tuple[str, Any], ...] = ()
-    layout_key: str = ""  # what its frame looks like (recognition.layout.layout_key)
-    picture: str | None = None  # the picture it shows (recognition.pictures.picture_key)
+    layout_key: str = ""  # what its frame looks like (common.reference.layout_key)
+    picture: str | None = None  # the picture it shows (common.reference.picture_key)
 
     def reference(
         self,
@@ -161,7 +161,7 @@ def face_images(record: dict[str, Any], base_dir: Path) -> list[FaceImage]:
     images = []
     for i, source, uri in faces:
         merged = {**record, **source}
-        layout_key = layout.layout_key(merged)
+        layout_key = reference.layout_key(merged)
         images.append(FaceImage(
             card_id=record["id"],
             face=i,
@@ -173,7 +173,7 @@ def face_images(record: dict[str, Any], base_dir: Path) -> list[FaceImage]:
             uri=resolve_uri(uri, base_dir),
             printing=printing_facts(record),
             layout_key=layout_key,
-            picture=pictures.picture_key({**merged, "face": i, "layout_key": layout_key}),
+            picture=reference.picture_key({**merged, "face": i, "layout_key": layout_key}),
         ))
     return images
 

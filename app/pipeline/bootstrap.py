@@ -22,9 +22,9 @@ import numpy as np
 import requests
 
 from app.catalog.store import CatalogStore
+from app.common.settings import Settings, mask_url
 from app.pipeline import releases
 from app.pipeline.locks import make_update_lock
-from app.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def install_release_archive(
     An archive of a release in the older layout (no manifest; see legacy_import) is converted
     to the current layout first, with card fields and reference images (for thumbnails) from
     the catalogue `store` when it has them."""
-    from app.recognition.bundle import MANIFEST_FILE, Bundle, BundleError, sha256_file
+    from app.recognition.index.bundle import MANIFEST_FILE, Bundle, BundleError, sha256_file
     from app.recognition.params import PROFILES
 
     shown = mask_url(url)  # signed URLs carry tokens: never in errors, /readyz or logs
@@ -167,7 +167,7 @@ def _convert_legacy(
         find_legacy_release,
         iter_json_strings,
     )
-    from app.recognition.bundle import MANIFEST_FILE
+    from app.recognition.index.bundle import MANIFEST_FILE
     from app.recognition.params import PROFILES
 
     source = find_legacy_release(unpacked)
@@ -202,14 +202,14 @@ class _CatalogueImages:
     """card id -> its reference image, fetched from the catalogue record's image URL."""
 
     def __init__(self, settings: Settings, cards: dict[str, dict[str, Any]]) -> None:
-        from app.pipeline.images import ImageFetcher
+        from app.pipeline.downloads import ImageFetcher
 
         self.settings = settings
         self.cards = cards
         self.fetcher = ImageFetcher()
 
     def __call__(self, card_id: str) -> np.ndarray | None:
-        from app.recognition.imageio import decode_image
+        from app.recognition.decode.uploads import decode_image
 
         record: dict[str, Any] = dict(self.cards.get(card_id) or {})
         uris = record.get("image_uris") or {}

@@ -12,7 +12,7 @@ The older layout (what the service this one replaces published):
 
 Conversion: card rows follow the first appearance of each id in id_map.json (read as a
 stream: the full catalogue's file is ~360 MB), each row takes its group's descriptors and
-keypoints, and the bundle is written by `app.recognition.bundle.build_bundle` through its
+keypoints, and the bundle is written by `app.recognition.index.bundle.build_bundle` through its
 `precomputed` hook, so the FAISS index is rebuilt (the old one is keyed by id_map positions,
 not descriptor rows, and has other parameters) and the stop words, offsets and manifest are
 made exactly as for a bundle built from images.
@@ -53,9 +53,10 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from app.recognition.builder import ReferenceImage, build_bundle, make_thumbnail
-from app.recognition.bundle import INDEX_FILE, MANIFEST_FILE, BundleError
-from app.recognition.features import Features, prepare_gray
+from app.common.reference import ReferenceImage
+from app.recognition.features.extraction import Features, prepare_gray
+from app.recognition.index.build import build_bundle, make_thumbnail
+from app.recognition.index.bundle import INDEX_FILE, MANIFEST_FILE, BundleError
 from app.recognition.params import FeatureParams
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from typing import Protocol
 import redis
 from redis.exceptions import LockError, RedisError
 
-from app import metrics
-from app.settings import Settings
+from app.common import metrics
+from app.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -34,11 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from app import metrics
 from app.catalog.records import FaceImage, face_images, iter_records
 from app.catalog.store import CatalogStore, card_row
+from app.common import metrics
+from app.common.progress import Progress
+from app.common.settings import DEFAULT_EXCLUDED_LAYOUTS, Settings
 from app.pipeline import releases
-from app.pipeline.images import (
+from app.pipeline.downloads import (
     FeatureCache,
     ImageFetcher,
     MissingImage,
@@ -47,9 +49,7 @@ from app.pipeline.images import (
 )
 from app.pipeline.locks import UpdateLock, make_update_lock
 from app.pipeline.scryfall import BulkItem, ScryfallClient, ScryfallError
-from app.progress import Progress
 from app.recognition.params import PROFILES, FeatureParams
-from app.settings import DEFAULT_EXCLUDED_LAYOUTS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -495,10 +495,10 @@ class _Job:
         are fetched for their thumbnails only, and extracted as well when their image does
         not agree with the picture's reference (recognition/pictures.py): a new printing of
         an indexed picture costs a download and a thumbnail, not a SIFT extraction."""
-        from app.recognition import pictures
-        from app.recognition.builder import make_color_thumbnail, make_thumbnail
-        from app.recognition.features import extract_features
-        from app.recognition.imageio import decode_image
+        from app.recognition.decode.uploads import decode_image
+        from app.recognition.features.extraction import extract_features
+        from app.recognition.index import pictures
+        from app.recognition.index.build import make_color_thumbnail, make_thumbnail
 
         opts = self.options
         rng = random.Random(len(faces))
@@ -586,7 +586,7 @@ class _Job:
 
     def _build(self, faces: list[_Face], cache: FeatureCache, out: Path) -> dict[str, Any]:
         """Extend the served release when few printings changed, else build in full."""
-        from app.recognition.builder import (
+        from app.recognition.index.build import (
             FullBuildNeeded,
             build_bundle,
             build_incremental,
@@ -634,8 +634,8 @@ class _Job:
         manifest: dict[str, Any],
         before: int,
     ) -> None:
-        from app.recognition.bundle import Bundle
-        from app.recognition.matcher import recognize
+        from app.recognition.index.bundle import Bundle
+        from app.recognition.match.card import recognize
 
         opts = self.options
         cards = int(manifest["counts"]["cards"])

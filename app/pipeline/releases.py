@@ -24,7 +24,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from app.recognition.bundle import VERSION_PATTERN
+from app.recognition.index.bundle import VERSION_PATTERN
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ _CHUNK = 1 << 20
 
 
 def user_agent() -> str:
-    from app import __version__
+    from app.common.version import __version__
 
     return f"MTGScan-descriptor-infer-service/{__version__} (+{REPO_URL})"
 

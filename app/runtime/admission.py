@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from app import metrics
+from app.common import metrics
 
 
 class Overloaded(Exception):

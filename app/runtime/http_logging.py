@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from app import metrics
+from app.common import metrics
 
 log = logging.getLogger("app.access")
 

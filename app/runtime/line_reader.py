@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
-from app.recognition.ocr import Reader, find_tessdata, load_reader
-from app.recognition.ppocr import NOT_INSTALLED, model_path
+from app.recognition.collector_line.rapidocr import NOT_INSTALLED, model_path
+from app.recognition.collector_line.tesseract import Reader, find_tessdata, load_reader
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import g, has_request_context
 
-from app import progress
+from app.common import progress
 
 FORMAT = "%(asctime)s %(levelname)s [%(name)s] [%(request_id)s] %(message)s"
 _HANDLER_MARK = "_mtgscan_handler"

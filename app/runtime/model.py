@@ -18,13 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from app import metrics
+from app.common import metrics
 
 log = logging.getLogger(__name__)
 
 
 class ServableBundle(Protocol):
-    """What the holder needs of a bundle; `app.recognition.bundle.Bundle` provides it."""
+    """What the holder needs of a bundle; `app.recognition.index.bundle.Bundle` provides it."""
 
     version: str
 
@@ -211,7 +211,7 @@ class ModelHolder(Generic[B]):
 
 def get_holder() -> ModelHolder[Any]:
     """The serving app's model holder (in a request or app context); the app's holder makes
-    `app.recognition.bundle.Bundle`s, which this layer does not import."""
+    `app.recognition.index.bundle.Bundle`s, which this layer does not import."""
     from flask import current_app
 
     holder: ModelHolder[Any] = current_app.extensions["model"]

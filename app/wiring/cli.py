@@ -15,9 +15,9 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from app.common.settings import Settings
 from app.pipeline import releases
 from app.pipeline.locks import make_update_lock
-from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def refresh(
     if langs:
         changes["langs"] = () if "any" in langs else tuple(langs)
     if set_codes:
-        from app.settings import SettingsError, parse_set_codes
+        from app.common.settings import SettingsError, parse_set_codes
 
         try:
             parsed = parse_set_codes("--set", ",".join(set_codes))

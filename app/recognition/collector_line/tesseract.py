@@ -28,7 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from app.recognition.ppocr import LineRecognizer, load_line_recognizer
+from app.recognition.collector_line.rapidocr import LineRecognizer, load_line_recognizer
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,12 @@ import faiss
 import h5py
 import numpy as np
 
-from app.progress import Progress
-from app.recognition import mapped_index, pictures
-from app.recognition.bundle import (
+from app.common.progress import Progress
+from app.common.reference import ReferenceImage
+from app.recognition.features.extraction import Features, extract_features, rootsift
+from app.recognition.features.selection import preselect
+from app.recognition.index import mapped_lists, pictures
+from app.recognition.index.bundle import (
     FORMAT_VERSION,
     ID_MAP_FILE,
     INDEX_FILE,
@@ -59,44 +62,11 @@ from app.recognition.bundle import (
     sha256_file,
     shard_name,
 )
-from app.recognition.features import Features, extract_features, rootsift
 from app.recognition.params import FeatureParams
-from app.recognition.selection import preselect
 
 log = logging.getLogger(__name__)
 
 _CARDS_PER_CHUNK = 256  # cards per block through FAISS in the stop-word/add pass
-
-
-@dataclass
-class ReferenceImage:
-    """One face image to index. `load` returns BGR uint8 and is called once, in a worker."""
-
-    card_id: str
-    face: int
-    name: str
-    set: str
-    collector_number: str
-    illustration_id: str | None
-    load: Callable[[], np.ndarray]
-    extra: dict[str, Any] = field(default_factory=dict)  # copied into id_map (set_name, ...)
-    # Optional (features, thumbnail) from a feature cache (the nightly refresh's incremental
-    # build); when set, build_bundle uses it instead of calling `load` and extracting again
-    # (the features' `color`, when set, gives the colour thumbnail).
-    precomputed: Callable[[], tuple[Features, np.ndarray]] | None = None
-    key: str | None = None  # image version key: an incremental build reuses equal keys
-
-    def id_entry(self) -> dict[str, Any]:
-        return {
-            **self.extra,
-            "id": self.card_id,
-            "face": self.face,
-            "name": self.name,
-            "set": self.set,
-            "collector_number": self.collector_number,
-            "illustration_id": self.illustration_id,
-            "key": self.key,
-        }
 
 
 def make_thumbnail(features: Features, params: FeatureParams) -> np.ndarray:
@@ -696,7 +666,7 @@ def _finish(
             "cards": sum(1 for e in entries if e is not None),
             "slots": len(entries),
             # vectors in the index: the descriptors kept, and `padding_vectors` copies of
-            # some of them that fill the lists' last blocks (mapped_index.py)
+            # some of them that fill the lists' last blocks (mapped_lists.py)
             "indexed_descriptors": int(index.ntotal),
             **counts,
         },
@@ -803,7 +773,7 @@ def _build_full(
             shard_count += 1
         timings["index"] = time.perf_counter() - clock
         log.info("build: %d vectors indexed; writing the index and checksums", index.ntotal)
-        padding = mapped_index.to_mapped(index)
+        padding = mapped_lists.to_mapped(index)
         _write_index(index, out_dir / INDEX_FILE)
         entries: list[dict[str, Any] | None] = list(spool.entries)
         counts_out = {
@@ -965,11 +935,11 @@ def _build_incremental(
             added = len(spool.counts)
             new_kp: dict[int, _Kept] = {}
             stats = {"stop_words": 0}
-            adder = mapped_index.blocks_like(index)
+            adder = mapped_lists.blocks_like(index)
             for kept in _index_spool(adder, scratch, spool, params, len(entries), False, stats):
                 new_kp[len(entries)] = kept
                 entries.append(kept.entry)
-            padding = mapped_index.append_blocks(index, adder)
+            padding = mapped_lists.append_blocks(index, adder)
             timings["index"] = time.perf_counter() - clock
         finally:
             spool.remove()

@@ -31,8 +31,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from app.recognition.ocr import Reader, Word
-from app.recognition.ppocr import LineRecognizer
+from app.recognition.collector_line.rapidocr import LineRecognizer
+from app.recognition.collector_line.tesseract import Reader, Word
 
 # Card height in the uploaded photo's pixels under which the line is not read: its letters
 # are then under ~6 px tall (scripts/bench_collector_line.py measures readings by height).

@@ -24,20 +24,11 @@ another frame, language or with a stamp is another picture.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import cv2
 import numpy as np
-
-# Fields of a Scryfall card object (or of one face) that change what is printed around the
-# same illustration. `promo_types` is taken whole: a stamp ("prerelease", "datestamped",
-# "stamped", "planeswalkerstamped", "promopack") changes the picture, and a kind of foil
-# that does not only costs one more reference.
-PICTURE_FIELDS = ("illustration_id", "lang", "frame", "border_color", "frame_effects",
-                  "full_art", "promo_types", "layout_key", "face")
 
 # Art-box correlation (blurred, equalised gray thumbnails at half size) above which two
 # printings' images agree. Measured on the 2,212-printing twins catalogue (docs/benchmarks.md):
@@ -50,21 +41,6 @@ _BLUR = 1.0  # signature px (2 thumbnail px): two scans a pixel apart still agre
 _ART = (0.08, 0.11, 0.92, 0.56)  # x0, y0, x1, y1 of the art box, as a share of the card
 
 T = TypeVar("T")
-
-
-def picture_key(entry: Mapping[str, Any]) -> str | None:
-    """A short key naming the picture a printing (face) shows, or None when the catalogue
-    does not say (no `illustration_id`): such a printing is its own picture."""
-    if not entry.get("illustration_id"):
-        return None
-    parts = []
-    for name in PICTURE_FIELDS:
-        value = entry.get(name)
-        if isinstance(value, (list, tuple)):
-            value = sorted(str(v) for v in value)
-        parts.append(value)
-    digest = hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=10)
-    return digest.hexdigest()
 
 
 def signature(thumb: np.ndarray) -> np.ndarray:

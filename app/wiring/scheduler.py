@@ -18,7 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from flask import Flask
 
-from app.settings import Settings
+from app.common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import requests
 
-from app.recognition.features import Features
+from app.recognition.features.extraction import Features
 from app.recognition.params import BUILD_FIELDS, FeatureParams
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-log = logging.getLogger("app.progress")
+log = logging.getLogger("app.common.progress")
 _bars_allowed = True
 
 

@@ -19,8 +19,6 @@ pass for a blue one. Pure functions of arrays; `Bundle.layout_mean` and
 
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 
@@ -29,20 +27,6 @@ WEIGHT_BLUR = 3.0  # thumbnail px: weights spread to regions (a photo's warp is 
 SAMPLE = 48  # printings of a layout averaged into its mean
 MIN_PRINTINGS = 6  # fewer printings of a layout: no mean (the fixed art box is used)
 MIN_WEIGHT_SHARE = 0.15  # the weights must cover this much of the card's area (see below)
-
-
-def layout_key(record: dict[str, Any]) -> str:
-    """What a printing's layout looks like, as a key: printings with equal keys share
-    their frame. Scryfall's `layout` (split, saga, class, case, adventure, battle, ...),
-    `frame` (1993, 1997, 2003, 2015, future), borderless or full art, and planeswalkers
-    (their own layout under `layout: normal`)."""
-    parts = [str(record.get("layout") or "normal"), str(record.get("frame") or "")]
-    if record.get("border_color") == "borderless" or record.get("full_art"):
-        parts.append("borderless")
-    type_line = str(record.get("type_line") or "")
-    if "Planeswalker" in type_line:
-        parts.append("planeswalker")
-    return "/".join(parts)
 
 
 def standardised(image: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from app.recognition.features import Features
+    from app.recognition.features.extraction import Features
 
 GRID = (6, 8)  # cells across, down: no region (a dense art corner) takes all the slots
 

@@ -24,20 +24,20 @@ from typing import TYPE_CHECKING
 
 from flask import Flask
 
+from app.common.settings import Settings
 from app.pipeline.locks import FileLock
 from app.runtime.model import ModelHolder
 from app.runtime.watcher import BundleWatcher
-from app.settings import Settings
 
 if TYPE_CHECKING:  # for annotations; make_holder imports it where it is used, as before
-    from app.recognition.bundle import Bundle
+    from app.recognition.index.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
 
 def make_holder(settings: Settings) -> ModelHolder[Bundle]:
     """A holder whose loader verifies bundles against the configured recognition profile."""
-    from app.recognition.bundle import Bundle
+    from app.recognition.index.bundle import Bundle
     from app.recognition.params import PROFILES
 
     expected = PROFILES[settings.recognition_profile]
@@ -46,14 +46,14 @@ def make_holder(settings: Settings) -> ModelHolder[Bundle]:
 
 def init_app(app: Flask) -> None:
     """Attach the model holder; nothing is loaded and no thread starts until `start`."""
-    from app.recognition.features import configure_threads
+    from app.recognition.features.extraction import configure_threads
 
     settings: Settings = app.config["SETTINGS"]
     configure_threads(settings.recognition_threads)
     holder = make_holder(settings)
     holder.set_status(
         "unloaded",
-        "not started: the serving process calls app.startup.start (the gunicorn target "
+        "not started: the serving process calls app.wiring.startup.start (the gunicorn target "
         "`app:create_serving_app()` and `python -m app` do)",
     )
     app.extensions["model"] = holder
@@ -79,7 +79,7 @@ def start(app: Flask) -> None:
     watcher = BundleWatcher(holder, settings.resources_dir, polling=settings.watch_polling)
     watcher.start()
     app.extensions["watcher"] = watcher
-    from app import scheduler
+    from app.wiring import scheduler
 
     scheduler.init_app(app, is_cli=False)
 
@@ -92,7 +92,7 @@ def _is_cli_command() -> bool:
 
 def shutdown(app: Flask) -> None:
     """Stop background threads and release resources (tests, and a clean exit)."""
-    from app import scheduler
+    from app.wiring import scheduler
 
     scheduler.shutdown(app)
     watcher = app.extensions.get("watcher")

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from app.recognition.bundle import Bundle
-from app.recognition.features import Features, extract_features, mirror, rootsift
-from app.recognition.matcher import (
+from app.recognition.features.extraction import Features, extract_features, mirror, rootsift
+from app.recognition.index.bundle import Bundle
+from app.recognition.match.card import (
     Recognition,
     candidates,
     card_quad,

@@ -20,11 +20,17 @@ from typing import Any
 import cv2
 import numpy as np
 
-from app.recognition import layout
-from app.recognition.bundle import Bundle
-from app.recognition.features import Features, extract_features, mirror, rootsift, target_size
+from app.recognition.features import layout
+from app.recognition.features.extraction import (
+    Features,
+    extract_features,
+    mirror,
+    rootsift,
+    target_size,
+)
+from app.recognition.index.bundle import Bundle
+from app.recognition.match.appearance import View, printing_odds
 from app.recognition.params import FeatureParams
-from app.recognition.printing import View, printing_odds
 
 
 @dataclass

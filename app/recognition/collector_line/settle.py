@@ -26,8 +26,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from app.recognition.bundle import Bundle
-from app.recognition.collector_line import (
+from app.recognition.collector_line.read import (
     FOIL_MIN_CARD_HEIGHT,
     MIN_CARD_HEIGHT,
     SOURCE_CARD_HEIGHT,
@@ -36,9 +35,10 @@ from app.recognition.collector_line import (
     card_height,
     read_line,
 )
-from app.recognition.imageio import ImageError, Photo
-from app.recognition.matcher import Recognition
-from app.recognition.ocr import Reader
+from app.recognition.collector_line.tesseract import Reader
+from app.recognition.decode.uploads import ImageError, Photo
+from app.recognition.index.bundle import Bundle
+from app.recognition.match.card import Recognition
 
 log = logging.getLogger(__name__)
 

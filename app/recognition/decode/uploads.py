@@ -4,7 +4,7 @@ The container format is sniffed from its magic bytes and the declared dimensions
 the header, so that a 50000x50000 PNG bomb is refused (413) before a single pixel is decoded.
 Big JPEGs are decoded at 1/2, 1/4 or 1/8 size by libjpeg's DCT scaling (IMREAD_REDUCED_*),
 which is several times faster than decoding in full and resizing. HEIF (HEIC) and AVIF, the
-formats phones save, are read by app/recognition/heif.py, with the same checks and contract.
+formats phones save, are read by app/recognition/decode/heif.py, with the same checks and contract.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from app.recognition import heif
+from app.recognition.decode import heif
 
 MIN_SIDE = 32  # smaller than this cannot show a recognisable card
 
@@ -172,7 +172,7 @@ _HEADER_READERS = {
     "heif": heif.declared_size,
     "avif": heif.declared_size,
 }
-# Formats decoded by app/recognition/heif.py (whole, then reduced by resizing).
+# Formats decoded by app/recognition/decode/heif.py (whole, then reduced by resizing).
 _CONTAINERS = frozenset({"heif", "avif"})
 
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,

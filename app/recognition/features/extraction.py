@@ -18,8 +18,8 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from app.recognition.features.selection import spread
 from app.recognition.params import FeatureParams
-from app.recognition.selection import spread
 
 Role = Literal["reference", "query"]
 

@@ -37,7 +37,7 @@ HTTP_IN_FLIGHT = Gauge(
 )
 
 # -- recognition ---------------------------------------------------------------------------
-# The stages of app.recognition.matcher's timings_ms (summed over passes) plus decoding.
+# The stages of app.recognition.match.card's timings_ms (summed over passes) plus decoding.
 STAGES = (
     "decode", "features", "search", "vote", "verify", "decide", "mirror", "read_line", "total"
 )

@@ -4,7 +4,7 @@ Layout of a bundle directory (format 4; every file written under a temporary nam
 the manifest last):
 
 - `faiss_ivf.index`     IVF-PQ (fast-scan, HNSW coarse quantizer) over RootSIFT, its lists in
-                        the layout every serving process maps and shares (`mapped_index.py`).
+                        the layout every serving process maps and shares (`mapped_lists.py`).
                         A FAISS id is `slot << LOCAL_BITS | local`: the card slot and the
                         descriptor's position among that card's kept descriptors, so the card
                         of a neighbour is a shift and no id map per descriptor exists. Only a
@@ -56,7 +56,7 @@ import faiss
 import h5py
 import numpy as np
 
-from app.recognition import layout
+from app.recognition.features import layout
 from app.recognition.params import BUILD_FIELDS, FeatureParams
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ class Bundle:
                 raise BundleError(f"{directory}: {name} does not match its manifest checksum")
         counts = manifest["counts"]
         try:
-            # mapped read-only and shared by every process (mapped_index.py); a bundle of
+            # mapped read-only and shared by every process (mapped_lists.py); a bundle of
             # format 3 or older (fast-scan block lists) is read into the process
             index = faiss.read_index(str(directory / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC)
         except RuntimeError as exc:
