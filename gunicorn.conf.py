@@ -6,9 +6,9 @@ when PROMETHEUS_MULTIPROC_DIR is set."""
 
 import os
 
-from app.metrics import MULTIPROC_ENV, gunicorn_child_exit
+from app.common.metrics import MULTIPROC_ENV, gunicorn_child_exit
+from app.common.settings import Settings, SettingsError
 from app.runtime.logging_setup import gunicorn_logconfig
-from app.settings import Settings, SettingsError
 
 try:
     _log_format = Settings.from_env().log_format
