@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlparse
 import cv2
 import numpy as np
 
-from app.pipeline.refresh import RefreshOptions
+from app.pipeline.refresh_options import RefreshOptions
 
 FAST_REFRESH = RefreshOptions(
     progress=False,

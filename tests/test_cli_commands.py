@@ -98,7 +98,7 @@ def test_rollback_waits_for_no_one_while_a_refresh_holds_the_lock(
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Replace the refresh itself: these tests are about what the command passes it."""
     from app.pipeline import refresh
-    from app.pipeline.refresh import RefreshResult
+    from app.pipeline.refresh_options import RefreshResult
 
     calls: list[Any] = []
 
@@ -121,7 +121,7 @@ def _app(config: dict[str, str], **extra: str) -> Iterator[Flask]:
 def test_refresh_takes_the_printings_policy_from_the_settings(
     base_config: dict[str, str], captured: list[Any]
 ) -> None:
-    from app.pipeline.refresh import EXCLUDED_LAYOUTS
+    from app.pipeline.refresh_options import EXCLUDED_LAYOUTS
 
     for app in _app(base_config, REFRESH_LANGS="ja,en", REFRESH_MIN_HIT_RATE="0.7",
                     REFRESH_EXCLUDED_LAYOUTS="token,emblem"):

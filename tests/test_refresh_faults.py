@@ -32,7 +32,9 @@ from app.catalog.access import make_store
 from app.common.settings import Settings
 from app.pipeline import releases
 from app.pipeline.locks import UPDATE_LOCK_NAME, FileLock, UpdateLock
-from app.pipeline.refresh import RefreshResult, perturb, run_refresh
+from app.pipeline.refresh import run_refresh
+from app.pipeline.refresh_options import RefreshResult
+from app.pipeline.validation import perturb
 from tests import conftest
 from tests.fake_scryfall import FAST_REFRESH, FakeScryfall, card_image, encode_jpeg
 
@@ -47,6 +49,7 @@ CHILD = textwrap.dedent(
     from pathlib import Path
     from app.catalog.access import make_store
     from app.pipeline import refresh, releases
+    from app.pipeline.refresh_options import RefreshOptions
     from app.common.settings import Settings
 
     cfg = {cfg!r}
@@ -57,11 +60,11 @@ CHILD = textwrap.dedent(
         time.sleep(600)
 
     if cfg["hang"] == "validated":
-        validate = refresh._Job._validate
-        def _validate(self, *args, **kwargs):
-            validate(self, *args, **kwargs)
+        validate = refresh.validate
+        def _validate(*args, **kwargs):
+            validate(*args, **kwargs)
             park("validated")
-        refresh._Job._validate = _validate
+        refresh.validate = _validate
     elif cfg["hang"] == "stored":
         releases.promote = lambda resources, release: park("stored " + release.name)
 
@@ -73,8 +76,8 @@ CHILD = textwrap.dedent(
         from app.pipeline.locks import RedisUpdateLock
         client = redis.Redis(host=cfg["redis_host"], port=cfg["redis_port"], db=13)
         lock = RedisUpdateLock(client, name=cfg["redis_name"], ttl_seconds=cfg["ttl"])
-    options = refresh.RefreshOptions(progress=False, api_interval=0, retry_backoff=0.01,
-                                     retry_max_wait=0.05, validation_sample=8)
+    options = RefreshOptions(progress=False, api_interval=0, retry_backoff=0.01,
+                             retry_max_wait=0.05, validation_sample=8)
     result = refresh.run_refresh(settings, make_store(settings), options, lock=lock)
     print("RESULT", result.status, result.error, flush=True)
     """
@@ -354,7 +357,8 @@ def test_a_failing_tidy_up_after_the_switch_keeps_the_new_release_served(tmp_pat
     """After the rename, promotion tidies up (fsync, pending marker, pruning). A failure
     there must not be reported as a failed promotion: the refresh would then delete, as
     unpromoted, the release `run` already points to."""
-    from app.pipeline.refresh import RefreshOptions, _Job
+    from app.pipeline.refresh import _Job
+    from app.pipeline.refresh_options import RefreshOptions
     from app.recognition.params import DEFAULT
 
     resources = tmp_path / "resources"

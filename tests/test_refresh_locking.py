@@ -16,7 +16,7 @@ import pytest
 from app import create_app, create_serving_app
 from app.common.settings import Settings
 from app.pipeline.downloads import params_digest
-from app.pipeline.refresh import RefreshOptions
+from app.pipeline.refresh_options import RefreshOptions
 from app.recognition.params import DEFAULT
 from app.wiring import startup as lifecycle
 from app.wiring.scheduler import JOB_ID, make_scheduler, should_schedule
@@ -30,7 +30,8 @@ RACER = textwrap.dedent(
     import logging, sys, time
     from pathlib import Path
     from app.catalog.access import make_store
-    from app.pipeline.refresh import RefreshOptions, run_refresh
+    from app.pipeline.refresh import run_refresh
+    from app.pipeline.refresh_options import RefreshOptions
     from app.common.settings import Settings
 
     cfg = {cfg!r}
@@ -151,7 +152,7 @@ def test_redis_down_skips_the_refresh_and_leaves_serving_alone(tmp_path: Path) -
 
     from app.catalog.access import make_store
     from app.pipeline.locks import RedisUpdateLock
-    from app.pipeline.refresh import RefreshOptions, run_refresh
+    from app.pipeline.refresh import run_refresh
 
     resources = tmp_path / "resources"
     release = resources / "releases" / "20260101T000000Z-aaaa"

@@ -27,7 +27,9 @@ from app.catalog.access import make_store
 from app.catalog.store import CatalogStore
 from app.common.settings import Settings
 from app.pipeline import releases
-from app.pipeline.refresh import RefreshResult, perturb, run_refresh
+from app.pipeline.refresh import run_refresh
+from app.pipeline.refresh_options import RefreshResult
+from app.pipeline.validation import perturb
 from app.recognition.index.bundle import Bundle
 from tests import conftest
 from tests.fake_scryfall import FAST_REFRESH, FakeScryfall, card_image, encode_jpeg
@@ -241,7 +243,7 @@ def test_failed_runs_leave_run_records_and_answers_as_before(
     _assert_unchanged(world, before)
 
     # a validation that cannot pass: built, validated, refused; nothing promoted or written
-    with caplog.at_level(logging.INFO, logger="app.pipeline.refresh"):
+    with caplog.at_level(logging.INFO, logger="app.pipeline"):
         result = world.refresh(min_hit_rate=1.01)
     assert result.status == "failed" and "validation hit rate" in (result.error or "")
     assert 8 <= result.counts["validation"]["sample"] <= 10  # a sampled face may be missing

@@ -70,7 +70,7 @@ def test_bad_value_names_the_variable(name: str, value: str) -> None:
 
 
 def test_refresh_selection_settings_become_the_refresh_options() -> None:
-    from app.pipeline.refresh import EXCLUDED_LAYOUTS, RefreshOptions
+    from app.pipeline.refresh_options import EXCLUDED_LAYOUTS, RefreshOptions
 
     defaults = RefreshOptions.from_settings(Settings.from_env({}))
     assert defaults.langs == ("en",) and defaults.exclude_layouts == EXCLUDED_LAYOUTS

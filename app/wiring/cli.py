@@ -63,7 +63,8 @@ def build_index(
     The same pipeline as the nightly refresh (lock, card records, feature cache, validation,
     atomic promotion), fed from a file instead of Scryfall's bulk data.
     """
-    from app.pipeline.refresh import RefreshOptions, run_refresh
+    from app.pipeline.refresh import run_refresh
+    from app.pipeline.refresh_options import RefreshOptions
     from app.recognition.params import PROFILES
 
     settings = _settings()
@@ -179,7 +180,8 @@ def refresh(
 
     The printings policy comes from REFRESH_LANGS, REFRESH_SETS, REFRESH_EXCLUDED_LAYOUTS and
     REFRESH_MIN_HIT_RATE, as for the scheduled job; the options override it for this run."""
-    from app.pipeline.refresh import RefreshOptions, run_refresh
+    from app.pipeline.refresh import run_refresh
+    from app.pipeline.refresh_options import RefreshOptions
 
     settings = _settings()
     changes: dict[str, object] = {

@@ -202,7 +202,8 @@ def _refresh_if_reselected(app: Flask) -> None:
     settings: Settings = app.config["SETTINGS"]
     if not settings.refresh_enabled:
         return
-    from app.pipeline.refresh import reselected_release, run_refresh
+    from app.pipeline.refresh import run_refresh
+    from app.pipeline.refresh_state import reselected_release
 
     release = reselected_release(settings)
     if release is None:
