@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from app.catalog.store import CatalogStore, PostgresStore, SqliteStore, card_row
+from app.catalog.postgres_store import PostgresStore
+from app.catalog.sqlite_store import SqliteStore
+from app.catalog.store import CatalogStore, card_row
 
 
 def _card(n: int, **extra: Any) -> dict[str, Any]:
@@ -165,7 +167,8 @@ def test_processes_opening_a_new_sqlite_file_together(tmp_path: Path) -> None:
     import time
 
     code = (
-        "import sys, time; from pathlib import Path; from app.catalog.store import SqliteStore\n"
+        "import sys, time; from pathlib import Path\n"
+        "from app.catalog.sqlite_store import SqliteStore\n"
         "go = float(sys.argv[2])\n"
         "while time.time() < go: time.sleep(0.001)\n"
         "s = SqliteStore(Path(sys.argv[1])); s.migrate()\n"

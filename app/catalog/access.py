@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from app.catalog.store import CatalogStore, PostgresStore, SqliteStore
+from app.catalog.postgres_store import PostgresStore
+from app.catalog.sqlite_store import SqliteStore
+from app.catalog.store import CatalogStore
 from app.common.settings import Settings
 
 

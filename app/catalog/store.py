@@ -3,21 +3,21 @@
 One interface (`CatalogStore`), two dialects. The SQL is written once with `%s` placeholders
 and a few per-dialect words; SQLite gets its `?` by substitution. Upserts run in batches
 inside ONE transaction, so a refresh that fails half-way leaves the previous records intact.
+
+This module holds what both dialects share: the schema and its migrations, the `cards` row
+made from a Scryfall card object, and the SQL of cards, sets and refresh runs. The
+connections are the dialects' own: sqlite_store.py and postgres_store.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -293,159 +293,3 @@ class CatalogStore(ABC):
             if isinstance(run["counts"], str):
                 run["counts"] = json.loads(run["counts"])
         return runs
-
-
-class SqliteStore(CatalogStore):
-    """The embedded store: one file under SCRYFALL_DATA_DIR, a connection per thread."""
-
-    placeholder = "?"
-    backend = "sqlite"
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
-
-    def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._enable_wal(conn)
-            self._local.conn = conn
-            with self._guard:
-                self._all.append(conn)
-        return conn
-
-    @staticmethod
-    def _enable_wal(conn: sqlite3.Connection) -> None:
-        """WAL lets readers (requests) and the writer (a refresh) work at once. Switching to
-        it can answer "database is locked" at once, without waiting on busy_timeout, when
-        another process opens the same new file at the same moment: retry for a while."""
-        for _ in range(100):
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc):
-                    raise
-                time.sleep(0.05)
-        conn.execute("PRAGMA journal_mode=WAL")
-
-    @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[sqlite3.Cursor]:
-        """Writers take the write lock up front (BEGIN IMMEDIATE: no deadlock upgrading a read
-        lock); readers use a deferred transaction, which on WAL reads the last committed
-        state without waiting for a writer (a refresh writes 100k records in one)."""
-        conn = self._connection()
-        cur = conn.cursor()
-        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN DEFERRED")
-        try:
-            yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        else:
-            cur.execute("COMMIT")
-        finally:
-            cur.close()
-
-    def _insert_many(self, cursor: Any, template: str, rows: Sequence[Sequence[Any]]) -> None:
-        marks = "(" + ", ".join("?" * len(rows[0])) + ")"
-        cursor.executemany(template.format(values=marks), rows)
-
-    def _run_script(self, cursor: Any, script: str) -> None:
-        # executescript() would COMMIT our transaction; run statement by statement instead.
-        for statement in script.split(";"):
-            if statement.strip():
-                cursor.execute(statement)
-
-    def close(self) -> None:
-        with self._guard:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
-        self._local = threading.local()
-
-
-class PostgresStore(CatalogStore):
-    """PostgreSQL through a psycopg2 thread-safe pool, created lazily in the serving process.
-
-    The pool is made on first use, never at import or before a fork (psycopg2 connections
-    must not cross a fork).
-    """
-
-    json_type = "JSONB"
-    serial = "BIGSERIAL"
-    boolean = "BOOLEAN"
-    backend = "postgresql"
-
-    def __init__(self, dsn: dict[str, Any], minconn: int = 1, maxconn: int = 8) -> None:
-        self.dsn = dsn
-        self.minconn = minconn
-        self.maxconn = maxconn
-        self._pool: Any = None
-        self._guard = threading.Lock()
-
-    def _get_pool(self) -> Any:
-        from psycopg2.pool import ThreadedConnectionPool
-
-        with self._guard:
-            if self._pool is None:
-                self._pool = ThreadedConnectionPool(self.minconn, self.maxconn, **self.dsn)
-            return self._pool
-
-    def _checkout(self, pool: Any) -> Any:
-        """A pooled connection that answers: PostgreSQL restarts and killed backends leave
-        dead connections in the pool, found only on use. A `SELECT 1` on checkout (a loopback
-        round trip) replaces them before a request's query fails on one."""
-        import psycopg2
-
-        for _ in range(self.maxconn + 1):
-            conn = pool.getconn()
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("SELECT 1")
-                conn.rollback()
-                return conn
-            except (psycopg2.OperationalError, psycopg2.InterfaceError):
-                pool.putconn(conn, close=True)
-        return pool.getconn()  # let the caller's query raise the real error
-
-    @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[Any]:
-        """PostgreSQL readers see the last committed state (MVCC): a plain SELECT takes no
-        lock a bulk upsert holds, so `write` changes nothing here."""
-        pool = self._get_pool()
-        conn = self._checkout(pool)
-        broken = False
-        try:
-            with conn.cursor() as cur:
-                yield cur
-            conn.commit()
-        except BaseException:
-            try:
-                conn.rollback()
-            except Exception:
-                broken = True
-            raise
-        finally:
-            pool.putconn(conn, close=broken or bool(conn.closed))
-
-    def _insert_many(self, cursor: Any, template: str, rows: Sequence[Sequence[Any]]) -> None:
-        from psycopg2.extras import execute_values
-
-        execute_values(cursor, template.format(values="%s"), rows, page_size=len(rows))
-
-    def _run_script(self, cursor: Any, script: str) -> None:
-        cursor.execute(script)
-
-    def close(self) -> None:
-        with self._guard:
-            if self._pool is not None:
-                self._pool.closeall()
-                self._pool = None
