@@ -40,28 +40,31 @@ lint: install
 services:
 	@bash scripts/test-services.sh
 
-# Recognition on ../shared/eval (ours vs legacy), then photos rendered from every catalogued
-# scan at 4 card heights, then with 4 synthetic reprints of every photographed card
-# (printing decisions, collector lines read), then the collector line on photos rendered from
-# the real scans by card height (reading accuracy, exact printing among twins), then the
-# catalogue-scale benchmark (the eval
+# The benchmarks of bench/ (docs/benchmarks.md), each `python -m bench.<name>`:
+# recognition on ../shared/eval (ours vs legacy: bench.eval), then photos rendered from every
+# catalogued scan at 4 card heights (bench.renders), then with 4 synthetic reprints of every
+# photographed card (printing decisions, collector lines read: bench.eval --reprints, i.e.
+# bench.printings), then the collector line on photos rendered from the real scans by card
+# height (reading accuracy, exact printing among twins: bench.collector_line), then the
+# catalogue-scale benchmark (bench.eval --scale, i.e. bench.scale: the eval
 # catalogue + SCALE synthetic printings each with the real reprint structure, twins 0.52:
 # 1,493 is a REFRESH_SETS-sized catalogue of 2,213; legacy at 10,000; each with its twins and
 # renders; `make bench SCALE="1493 10000 100000"` for the whole catalogue, ~2 h more), the
 # rendered photos again against the eval
 # catalogue + its first 10,000 synthetic printings (~25-40 min to build that bundle the first
-# time, cached in data/bench-renders), then the service under load and hot swaps,
-# then catalogue ingest speed. Results also go to bench-results/*.json.
+# time, cached in data/bench-renders), then the service under load and hot swaps
+# (bench.service), then catalogue ingest speed (bench.ingest). Those that read ../shared skip
+# with a message without it. Results also go to bench-results/*.json.
 SCALE ?= 1493 10000
 bench: install
-	$(PY) scripts/bench.py
-	$(PY) scripts/bench_renders.py
-	$(PY) scripts/bench.py --reprints 4
-	$(PY) scripts/bench_collector_line.py
-	$(PY) scripts/bench.py $(foreach n,$(SCALE),--scale $(n))
-	$(PY) scripts/bench_renders.py --distractors 10000 --workers 1
-	$(PY) scripts/bench_service.py
-	@source scripts/test-services.sh && $(PY) scripts/bench_ingest.py
+	$(PY) -m bench.eval
+	$(PY) -m bench.renders
+	$(PY) -m bench.eval --reprints 4
+	$(PY) -m bench.collector_line
+	$(PY) -m bench.eval $(foreach n,$(SCALE),--scale $(n))
+	$(PY) -m bench.renders --distractors 10000 --workers 1
+	$(PY) -m bench.service
+	@source scripts/test-services.sh && $(PY) -m bench.ingest
 
 # Starts the real compose deployment (build, up, checks, down -v): not part of `make test`.
 # Needs Docker with Compose v2 (here: ../shared/tools/compose-standins.sh) and ../shared;

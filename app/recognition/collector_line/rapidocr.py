@@ -6,7 +6,7 @@ the copyright line, on a marbled frame; at card heights of 800-1000 px Tesseract
 digits as letters (`Tees`, `Tory` for 188 and 190) and no preprocessing measured changed it
 (see docs/api.md, "The exact printing"). PP-OCRv6 reads most of them (`184/271`, `143224`), and
 on the lines Tesseract left undecided on the collector-line benchmark it decided 11 of 16,
-none wrongly (`scripts/bench_collector_line.py`).
+none wrongly (`bench/collector_line.py`).
 
 Why RapidOCR: its wheel ships the PP-OCRv6 models (`rapidocr/models`), so nothing is
 downloaded at run time, and it is maintained (RapidAI). Only the recognition model is

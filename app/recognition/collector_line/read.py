@@ -35,7 +35,7 @@ from app.recognition.collector_line.rapidocr import LineRecognizer
 from app.recognition.collector_line.tesseract import Reader, Word
 
 # Card height in the uploaded photo's pixels under which the line is not read: its letters
-# are then under ~6 px tall (scripts/bench_collector_line.py measures readings by height).
+# are then under ~6 px tall (bench/collector_line.py measures readings by height).
 MIN_CARD_HEIGHT = 600
 # ... and under which the foil mark is not told (foil_mark None): at 600 px a ★ is ~5 px
 # tall, and the benchmark's renders at 600 px took one star of 14 for a bullet (a wrong
@@ -50,7 +50,7 @@ RECTIFIED_HEIGHT = 2600
 # normalised locally or not). Local normalisation reads the lines on coloured bars and
 # textured frames that a global threshold loses; the plain reading, and other scales, read
 # some that it misses (Tesseract's slips change with the scale).
-# Measured (scripts/bench_collector_line.py's renders >= 800 px, one core): the first
+# Measured (bench/collector_line.py's renders >= 800 px, one core): the first
 # reading at 2200 px decides as many lines as at 2600 px for 20% less CPU.
 ATTEMPTS = ((2200, True), (RECTIFIED_HEIGHT, False), (3000, True), (1800, True))
 MAX_READS = 10  # three regions (twins in the 2003 and later frames) get three or four attempts
@@ -68,7 +68,7 @@ LOCAL_SIGMA = 1.0
 LOCAL_MIN_STD = 55.0
 CARD_ASPECT = 63 / 88  # width / height of a Magic card
 # The foil mark's shape (collector_line.mark_shape; measured on rendered photos by
-# scripts/bench_collector_line.py, cards 800-1400 px): height relative to the letters, and
+# bench/collector_line.py, cards 800-1400 px): height relative to the letters, and
 # area / convex hull (bullets 0.24-0.54 of the letters' height and solidity 0.93-0.98;
 # stars 0.72-1.0 and 0.71-0.94, blurred ones at the top of that range)
 STAR_MIN_HEIGHT = 0.65

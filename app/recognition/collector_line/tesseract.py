@@ -1,7 +1,7 @@
 """The OCR engine that reads a card's collector line: Tesseract, through tesserocr.
 
 Why Tesseract: its LSTM model reads short printed lines in a few milliseconds on one core
-once the line is rectified and upscaled (measured in `scripts/bench_collector_line.py`), its
+once the line is rectified and upscaled (measured in `bench/collector_line.py`), its
 model is Debian's `tesseract-ocr-eng` package (nothing downloaded at run time), and tesserocr's
 wheel bundles libtesseract, so the C API is called in-process (no subprocess per reading, as
 pytesseract would spawn).

@@ -8,15 +8,17 @@ bundles of synthetic cards, then
      overlapped a swap vs the others, and the server's own measured swap pause.
 Traffic goes only to 127.0.0.1, bounded in time. Prints a table and writes JSON.
 
-    python scripts/bench_service.py [--seconds 60] [--clients 16] [--out FILE]
+    python -m bench.service [--seconds 60] [--clients 16] [--out FILE]
+
+The synthetic cards, their photographs, the bundle built of them and a release installed
+from it are the test suite's own helpers (tests/synthetic.py, tests/conftest.py): the one
+import of tests/ left in bench/, until they have a place both can import.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,27 +29,19 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import app  # noqa: E402,F401  (sets thread/decode environment before numpy loads)
+import app  # noqa: F401  (sets thread/decode environment before numpy loads)
 
 # isort: split
-import cv2  # noqa: E402
-import requests  # noqa: E402
+import cv2
+import requests
 
-from app.pipeline import releases  # noqa: E402
-from tests.conftest import build_synthetic_bundle, install_release  # noqa: E402
-from tests.synthetic import make_card, photograph  # noqa: E402
+from app.pipeline import releases
+from bench.common import RESULTS_DIR, ROOT, free_port, wait_ready, write_json
+from tests.conftest import build_synthetic_bundle, install_release
+from tests.synthetic import make_card, photograph
 
 SEEDS_A = list(range(100, 114))
 SEEDS_B = list(range(106, 120))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _photos() -> list[bytes]:
@@ -69,7 +63,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 class Server:
     def __init__(self, resources: Path, data: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
             **os.environ,
@@ -85,15 +79,7 @@ class Server:
         )
 
     def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError("server did not become ready")
+        wait_ready(self.url, self.process, timeout)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -203,13 +189,14 @@ def swap_test(
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.service",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--swaps", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / "service.json")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "service.json")
+    args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         base = Path(tmp)
@@ -231,8 +218,7 @@ def main() -> int:
             server.stop()
 
     report = {"load": load, "swap": swap}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    write_json(args.out, report, indent=2)
     print()
     print("| load test (loopback, real server) | value |")
     print("|---|---|")

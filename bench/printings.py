@@ -4,7 +4,7 @@
 share its art: odd ones in another card's frame and text ("frame" reprints, which a photo
 shows), even ones identical but for the set symbol and collector line ("footer" reprints,
 which a photo can hardly show). A bundle of that catalogue is built with the default
-profile, every photo is recognised in a serving process (as scripts/bench.py does), and
+profile, every photo is recognised in a serving process (as bench/eval.py does), and
 each single-card photo is classified:
 
 - right: the photographed printing, not flagged;
@@ -15,7 +15,8 @@ each single-card photo is classified:
   the right printing is not offered;
 - WRONG, unflagged: another printing claimed without the flag (the error to avoid).
 
-    python scripts/bench.py --reprints 4 [--seed S] [--work DIR]
+    python -m bench.eval --reprints 4 [--seed S] [--work DIR]
+    python -m bench.printings --reprints 4 ...          (the same)
 """
 
 from __future__ import annotations
@@ -28,7 +29,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import (
+    DATA_DIR,
+    EVAL_DIR,
+    RESULTS_DIR,
+    eval_set_missing,
+    middle,
+    serve_in_subprocess,
+    threads_env,
+    write_json,
+)
+from bench.scale import env_for, serve_http, summarise
+
 SEED = 20261127
 HARD_PAIRS = ("Mind Stone", "Rakdos Signet")
 
@@ -75,16 +87,15 @@ def ensure_bundle(cards: Path, bundle_dir: Path, threads: int, log: Any) -> Path
 
 
 def http_latency(bundle_dir: Path, work: Path, eval_dir: Path, repeat: int) -> dict[str, Any]:
-    """Serve `bundle_dir` with the real server (scripts/bench_scale.py's `serve_http`: the
+    """Serve `bundle_dir` with the real server (bench/scale.py's `serve_http`: the
     collector line is read as in production) and POST every eval photo; its summary."""
-    from bench_scale import _env, serve_http, summarise
-
     resources = work / "http" / "resources"
     resources.mkdir(parents=True, exist_ok=True)
     run = resources / "run"
     if not run.is_symlink():
         run.symlink_to(bundle_dir.resolve())
-    return summarise(serve_http(_env(work / "http", resources, "default"), eval_dir, repeat))
+    return summarise(serve_http(env_for(work / "http", resources, "default"), eval_dir,
+                                repeat))
 
 
 def classify(photo: dict[str, Any], reprint: dict[str, tuple[str, str]]) -> str:
@@ -100,21 +111,22 @@ def classify(photo: dict[str, Any], reprint: dict[str, tuple[str, str]]) -> str:
     return "WRONG, flagged"
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.printings",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--reprints", type=int, required=True)
-    parser.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval"))
-    parser.add_argument("--work", default=str(ROOT / "data" / "bench-printings"))
+    parser.add_argument("--eval-dir", default=str(EVAL_DIR))
+    parser.add_argument("--work", default=str(DATA_DIR / "bench-printings"))
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True,
                         help="also serve the bundle over HTTP and time every photo")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "bench-results" / "printings.json"))
+    parser.add_argument("--out", default=str(RESULTS_DIR / "printings.json"))
     args = parser.parse_args(argv)
+    threads_env(2)  # before numpy and FAISS load, as `bench.eval --reprints` always did
     eval_dir = Path(args.eval_dir).resolve()
-    if not (eval_dir / "labels.csv").is_file():
-        print(f"printings bench skipped: no evaluation set at {eval_dir}")
+    if eval_set_missing(eval_dir, "printings", "labels.csv"):
         return 0
     work = Path(args.work).resolve() / f"r{args.reprints}-s{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
@@ -128,12 +140,9 @@ def main(argv: list[str]) -> int:
 
     bundle_dir = ensure_bundle(cards, work / "bundle", args.threads, _log)
     _log("recognising the photos in a serving process ...")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--serve", str(bundle_dir),
-         "--eval-dir", str(eval_dir), "--repeat", str(args.repeat), "--threads",
-         str(args.threads)], check=True, capture_output=True, text=True,
-    )
-    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    served = serve_in_subprocess("bench.eval", [
+        "--serve", str(bundle_dir), "--eval-dir", str(eval_dir), "--repeat", str(args.repeat),
+        "--threads", str(args.threads)])
     photos = served["photos"]
     single = [p for p in photos if p["kind"] == "catalogued"]
     outcomes: dict[str, int] = {}
@@ -170,10 +179,10 @@ def main(argv: list[str]) -> int:
             for answer, flagged in zip(p.get("multi_ids", []), p.get("multi_ambiguous", []),
                                        strict=False)
         ),
-        "read_line_ms_p50": sorted(p.get("read_line_ms") or 0.0 for p in single)[
-            len(single) // 2] if single else None,
+        "read_line_ms_p50": middle(p.get("read_line_ms") or 0.0 for p in single)
+        if single else None,
         "multi_of": sum(len(p["truth"]) for p in multi),
-        "ms_p50": sorted(p["ms"] for p in single)[len(single) // 2] if single else None,
+        "ms_p50": middle(p["ms"] for p in single) if single else None,
     }
     print()
     for name in ("right", "right, flagged", "flagged, right offered", "WRONG, flagged",
@@ -198,8 +207,10 @@ def main(argv: list[str]) -> int:
         print(f"{'HTTP right / false accepts':28} {summary['http']['right']}/"
               f"{summary['http']['right_of']}, {summary['http']['false_accepts']}/"
               f"{summary['http']['false_of']}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"summary": summary, "photos": photos}, indent=1))
+    out = write_json(Path(args.out), {"summary": summary, "photos": photos})
     print(f"\nwritten: {out}")
     return 0 if outcomes.get("WRONG, unflagged", 0) == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Ingest benchmark: a synthetic Scryfall bulk file into PostgreSQL and SQLite.
 
 Generates N card objects (default 100,000; shaped and sized like Scryfall's default_cards
@@ -13,7 +12,7 @@ face_images -> store.card_row -> CatalogStore.upsert_cards, one transaction) int
 Prints records/s and the resident memory before, during (sampled) and after each ingest, so a
 memory that grows with the file shows. Target: >= 5,000 records/s into PostgreSQL.
 
-    .venv/bin/python scripts/bench_ingest.py [--cards 100000]
+    .venv/bin/python -m bench.ingest [--cards 100000]
 """
 
 from __future__ import annotations
@@ -31,10 +30,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from app.catalog.records import face_images, iter_records  # noqa: E402
-from app.catalog.store import CatalogStore, PostgresStore, SqliteStore, card_row  # noqa: E402
+from app.catalog.postgres_store import PostgresStore
+from app.catalog.records import face_images, iter_records
+from app.catalog.sqlite_store import SqliteStore
+from app.catalog.store import CatalogStore, card_row
 
 LOREM = (
     "Flying, vigilance. Whenever this creature attacks, create a 1/1 white Spirit creature "
@@ -156,10 +155,11 @@ def pg_store() -> tuple[PostgresStore | None, str, Any]:
     return PostgresStore({**dsn, "dbname": name}), name, admin
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--cards", type=int, default=100_000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         path = Path(tmp) / "default_cards.jsonl.gz"
         started = time.perf_counter()
@@ -186,7 +186,8 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         results["peak_rss_mb"] = round(peak, 1)
         print(json.dumps(results, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,7 +5,7 @@ picture (`"synthetic": "twin"`, a shared `illustration_id`, frame 2015) differ o
 two-line collector line (`C 0038` / `T1F • EN`); the set symbol is the same. For --pictures
 pictures (half of them from groups of 5 or more printings, where stop words used to eat the
 art: issue 25), one member each is rendered at each of --heights px (card height; the
-renderer of `bench_renders.py`: a table, perspective, a glare band, blur, noise, JPEG) and
+renderer of `bench/renders.py`: a table, perspective, a glare band, blur, noise, JPEG) and
 recognised and settled in a serving process as `POST /infer` does (decode, recognize,
 settle with the collector-line reader) against --bundle. Each photo is:
 
@@ -16,8 +16,8 @@ settle with the collector-line reader) against --bundle. Each photo is:
 - WRONG card: another card;
 - none: no answer.
 
-    python scripts/bench_twins.py --bundle RESOURCES/run --catalog CARDS.jsonl.gz
-                                  [--pictures 40] [--heights 800,1200] [--seed S]
+    python -m bench.twins --bundle RESOURCES/run --catalog CARDS.jsonl.gz
+                          [--pictures 40] [--heights 800,1200] [--seed S]
 
 Skips with a message when the catalogue has no twins (or is absent).
 """
@@ -28,16 +28,15 @@ import argparse
 import gzip
 import json
 import os
-import subprocess
 import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from bench.common import middle, serve_in_subprocess, write_json
+from bench.renders import render
+
 SEED = 20261207
 OUTCOMES = ("decided right", "flagged", "WRONG printing", "WRONG card", "none")
 
@@ -75,7 +74,6 @@ def plan(catalog: Path, pictures: int, seed: int) -> list[dict[str, Any]]:
 def serve(bundle_dir: Path, items: list[dict[str, Any]], heights: list[int], seed: int
           ) -> list[dict[str, Any]]:
     import cv2
-    from bench_renders import render
 
     from app.recognition.collector_line.settle import settle
     from app.recognition.collector_line.tesseract import load_reader
@@ -127,14 +125,15 @@ def table(rows: list[dict[str, Any]], heights: list[int]) -> str:
             if not mine:
                 continue
             counts = [sum(r["outcome"] == o for r in mine) for o in OUTCOMES]
-            ms = sorted(r["ms"] for r in mine)[len(mine) // 2]
+            ms = middle(r["ms"] for r in mine)
             lines.append(f"| {height} px | {label} | {len(mine)} | "
                          + " | ".join(map(str, counts)) + f" | {ms:.0f} |")
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.twins",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", required=True, help="a bundle directory (resources/run)")
     parser.add_argument("--catalog", required=True, help="the catalogue it was built from")
     parser.add_argument("--pictures", type=int, default=40)
@@ -155,12 +154,10 @@ def main(argv: list[str]) -> int:
         return 0
     plan_path = Path(args.bundle).resolve().parent.parent / "twins-plan.json"
     plan_path.write_text(json.dumps(items))
-    proc = subprocess.run(
-        [sys.executable, __file__, "--serve", str(plan_path), "--bundle", args.bundle,
-         "--catalog", str(catalog), "--heights", args.heights, "--seed", str(args.seed)],
-        check=True, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = serve_in_subprocess("bench.twins", [
+        "--serve", str(plan_path), "--bundle", str(Path(args.bundle).resolve()), "--catalog",
+        str(catalog), "--heights", args.heights, "--seed", str(args.seed)],
+        show_log=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     print(f"twin printings of {len(items)} pictures ({sum(i['group'] >= 5 for i in items)} "
           f"of >= 5 printings), catalogue {catalog.name}, bundle {Path(args.bundle).resolve()}")
     print(table(rows, heights))
@@ -170,10 +167,9 @@ def main(argv: list[str]) -> int:
                   f"{r['group']}): {r['outcome']}{' -> ' + r['answer'] if r['answer'] else ''}"
                   f" [{r['source']}]")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(rows, indent=1))
+        write_json(Path(args.out), rows)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

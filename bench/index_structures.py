@@ -10,7 +10,7 @@ nearest neighbours (flat search) among the 8 returned; 1-recall@1: the exact nea
 first. "Copied" is the index's memory the process holds privately (anonymous pages, read in
 `/proc/self/smaps` after the searches): a second process on the host pays it again.
 
-    python scripts/bench_index.py --features DIR [--cards 3000] [--photos 20]
+    python -m bench.index_structures --features DIR [--cards 3000] [--photos 20]
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+from bench.common import EVAL_DIR, eval_set_missing, load_labels, middle
 
 STRUCTURES = ("PQ32x4fs (mapped layout)", "PQ32x4fs (block lists)", "PQ16x8", "SQ4")
 
@@ -38,9 +36,8 @@ def _anonymous_mb() -> float:
     return total / 1024
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
     import faiss
-    from bench import load_labels
 
     from app.recognition.decode.uploads import decode
     from app.recognition.features.extraction import (
@@ -52,17 +49,20 @@ def main(argv: list[str]) -> int:
     from app.recognition.index import mapped_lists
     from app.recognition.params import DEFAULT
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.index_structures",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--features", required=True, help="a feature cache directory")
     parser.add_argument("--cards", type=int, default=3000)
     parser.add_argument("--photos", type=int, default=20)
-    parser.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval"))
+    parser.add_argument("--eval-dir", default=str(EVAL_DIR))
     args = parser.parse_args(argv)
     eval_dir = Path(args.eval_dir)
     files = sorted(Path(args.features).rglob("*.npz"))
     files = [f for f in files if not f.name.endswith(".thumb.npz")][: args.cards]
-    if not files or not (eval_dir / "labels.csv").is_file():
-        print("index bench skipped: no feature cache or no eval set")
+    if not files:
+        print(f"index bench skipped: no feature cache (*.npz) under {args.features}")
+        return 0
+    if eval_set_missing(eval_dir, "index", "labels.csv"):
         return 0
     configure_threads(1)
     faiss.omp_set_num_threads(1)
@@ -110,10 +110,10 @@ def main(argv: list[str]) -> int:
         n = sum(map(len, queries))
         times.sort()
         print(f"| {name} | {size:.1f} | {hits8 / (8 * n):.3f} | {hits1 / n:.3f} | "
-              f"{times[len(times) // 2]:.1f} / {times[int(0.95 * (len(times) - 1))]:.1f} | "
+              f"{middle(times):.1f} / {times[int(0.95 * (len(times) - 1))]:.1f} | "
               f"{max(0.0, copied):.0f} |")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

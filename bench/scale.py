@@ -12,7 +12,8 @@ Synthetic printings come from ../shared/tools/distractors.py (generated once int
 only re-indexes; the first (cold) build of each N is recorded in --work/cold-builds.json
 and reported beside the warm one.
 
-    python scripts/bench.py --scale 10000 --scale 100000 [--distractors DIR] [--seed S]
+    python -m bench.eval --scale 10000 --scale 100000 [--distractors DIR] [--seed S]
+    python -m bench.scale --scale 10000 ...            (the same)
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import gzip
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +30,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+import requests
+
+from bench.common import (
+    DATA_DIR,
+    EVAL_DIR,
+    RESULTS_DIR,
+    ROOT,
+    eval_set_missing,
+    free_port,
+    load_labels,
+    median_run,
+    percentile,
+    wait_ready,
+    write_json,
+)
+
 SEED = 20261207
 TWINS = 0.52  # the real catalogue's share of printings that share their picture (issue 25)
 
@@ -84,7 +99,7 @@ def subset(cards: Path, eval_dir: Path, n: int) -> Path:
 
 
 # -- building --------------------------------------------------------------------------------
-def _env(work: Path, resources: Path, profile: str) -> dict[str, str]:
+def env_for(work: Path, resources: Path, profile: str) -> dict[str, str]:
     """Each run its own resources and catalogue database; one feature cache for all N."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("POSTGRES_", "REDIS_", "INFER_", "RESOURCE_BUNDLE"))}
@@ -127,12 +142,6 @@ def _current(resources: Path) -> Path:
 
 
 # -- serving ---------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _proc_kb(pid: int, field: str, name: str = "status") -> int:
     total = 0
     try:
@@ -156,26 +165,19 @@ def start_server(env: dict[str, str], timeout: float = 600) -> tuple[subprocess.
                                                                      str, float]:
     """`python -m app` on a free loopback port: (process, URL, seconds until /readyz said
     ready). The caller terminates it."""
-    import requests
-
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     # as in the Docker image: glibc keeps at most 2 malloc arenas
     server_env = {**env, "PORT": str(port), "LOG_LEVEL": "warning", "MALLOC_ARENA_MAX": "2"}
     started = time.perf_counter()
     server = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=server_env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return server, url, time.perf_counter() - started
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.terminate()
-            raise RuntimeError("server did not become ready")
-        time.sleep(0.25)
+    try:
+        wait_ready(url, server, timeout)
+    except RuntimeError:
+        server.terminate()
+        raise
+    return server, url, time.perf_counter() - started
 
 
 def _private_kb(pid: int) -> int:
@@ -190,11 +192,6 @@ def serve_http(env: dict[str, str], eval_dir: Path, repeat: int, second: bool = 
     process (gunicorn's worker) read from /proc; then (`second`) a second serving process on
     the same release files (a replica or pod on the same host), sent every photo too: what
     it adds is its private memory."""
-    import requests
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench import load_labels
-
     server, url, _ = start_server(env)
     try:
         workers = _children(server.pid) or [server.pid]
@@ -213,12 +210,12 @@ def serve_http(env: dict[str, str], eval_dir: Path, repeat: int, second: bool = 
         results = []
         for entry in photos:
             data = (eval_dir / entry["photo"]).read_bytes()
-            runs = sorted((post(data) for _ in range(repeat)), key=lambda r: r[0])
-            ms, body, status = runs[len(runs) // 2]
+            ms, body, status = median_run([post(data) for _ in range(repeat)],
+                                          key=lambda r: r[0])
             multi: dict[str, Any] = {}
             if entry["kind"] == "multi":  # and every card of it (POST /infer multi=true)
-                scenes = sorted((post(data, True) for _ in range(repeat)), key=lambda r: r[0])
-                multi_ms, scene, _ = scenes[len(scenes) // 2]
+                multi_ms, scene, _ = median_run([post(data, True) for _ in range(repeat)],
+                                                key=lambda r: r[0])
                 multi = {"multi_ms": round(multi_ms, 1),
                          "multi_ids": [c["predicted_card_id"] for c in scene.get("cards", [])]}
             results.append({**entry, **multi, "ms": round(ms, 1), "status": status,
@@ -284,7 +281,6 @@ def archive_to_ready(release: Path, work: Path, env: dict[str, str]) -> dict[str
     """The release archive a new replica downloads (`RESOURCE_BUNDLE_URL`): its size, and
     the time from starting a server with an empty RESOURCES_DIR to /readyz ready (download
     from a file: URL, unpack, verify every checksum, open)."""
-    sys.path.insert(0, str(ROOT))
     from app.pipeline.bootstrap import make_release_archive
     from app.recognition.index.bundle import sha256_file
 
@@ -292,7 +288,7 @@ def archive_to_ready(release: Path, work: Path, env: dict[str, str]) -> dict[str
     digest = sha256_file(archive)
     fresh = work / "fresh"
     shutil.rmtree(fresh, ignore_errors=True)
-    fresh_env = _env(work, fresh / "resources", env["RECOGNITION_PROFILE"])
+    fresh_env = env_for(work, fresh / "resources", env["RECOGNITION_PROFILE"])
     fresh_env["RESOURCE_BUNDLE_URL"] = f"file://{archive}#sha256={digest}"
     try:
         server, _, seconds = start_server(fresh_env, timeout=1800)
@@ -307,15 +303,15 @@ def archive_to_ready(release: Path, work: Path, env: dict[str, str]) -> dict[str
 
 def other_benchmarks(release: Path, catalog: Path, eval_dir: Path, out_dir: Path,
                      stride: int = 1) -> dict[str, str]:
-    """Twin printings decided by their line (bench_twins.py) and rendered photos of the
-    eval catalogue's printings at 700 and 1000 px (bench_renders.py), against the release:
+    """Twin printings decided by their line (bench/twins.py) and rendered photos of the
+    eval catalogue's printings at 700 and 1000 px (bench/renders.py), against the release:
     their tables as printed."""
     tables = {}
     for name, command in (
-        ("twins", [sys.executable, str(ROOT / "scripts" / "bench_twins.py"), "--bundle",
+        ("twins", [sys.executable, "-m", "bench.twins", "--bundle",
                    str(release), "--catalog", str(catalog),
                    "--out", str(out_dir / "twins.json")]),
-        ("renders", [sys.executable, str(ROOT / "scripts" / "bench_renders.py"), "--bundle",
+        ("renders", [sys.executable, "-m", "bench.renders", "--bundle",
                      str(release), "--eval-dir", str(eval_dir), "--heights", "700,1000",
                      "--stride", str(stride), "--out", str(out_dir / "renders.json")]),
     ):
@@ -327,8 +323,6 @@ def other_benchmarks(release: Path, catalog: Path, eval_dir: Path, out_dir: Path
 
 
 def summarise(served: dict[str, Any]) -> dict[str, Any]:
-    from bench import _percentile as _pct
-
     photos = served["photos"]
     single = [p for p in photos if p["kind"] != "multi"]
     cat = [p for p in photos if p["kind"] == "catalogued"]
@@ -344,8 +338,8 @@ def summarise(served: dict[str, Any]) -> dict[str, Any]:
         "multi_ms": [p["multi_ms"] for p in multi],
         "right": sum(p["answer"] == p["truth"][0] for p in cat), "right_of": len(cat),
         "false_accepts": sum(p["answer"] is not None for p in out), "false_of": len(out),
-        "latency": {name: {"p50": _pct([p["ms"] for p in g], 0.5),
-                           "p95": _pct([p["ms"] for p in g], 0.95), "n": len(g)}
+        "latency": {name: {"p50": percentile([p["ms"] for p in g], 0.5),
+                           "p95": percentile([p["ms"] for p in g], 0.95), "n": len(g)}
                     for name, g in groups.items()},
     }
 
@@ -360,7 +354,7 @@ def run_scale(n: int, profile: str, args: argparse.Namespace, cards: Path, eval_
     saved = resources.parent / "builds.json"
     if args.reuse and saved.exists() and (resources / "run").exists():
         _log(f"{profile} N={n}: reusing the builds of {saved} (--reuse); serving ...")
-        env = _env(work, resources, profile)
+        env = env_for(work, resources, profile)
         result: dict[str, Any] = json.loads(saved.read_text())
         served = serve_http(env, eval_dir, args.repeat)
         result.update({"serve": {k: v for k, v in served.items() if k != "photos"},
@@ -369,7 +363,7 @@ def run_scale(n: int, profile: str, args: argparse.Namespace, cards: Path, eval_
         return result
     shutil.rmtree(resources.parent, ignore_errors=True)
     resources.mkdir(parents=True)
-    env = _env(work, resources, profile)
+    env = env_for(work, resources, profile)
     log_path = resources.parent / "build.log"
     _log(f"{profile} N={n}: build-index on {base.name} (log {log_path}) ...")
     built = build(base, env, log_path)
@@ -516,11 +510,12 @@ def print_tables(results: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="scale benchmark")
+    parser = argparse.ArgumentParser(prog="python -m bench.scale",
+                                     description="scale benchmark")
     parser.add_argument("--scale", type=int, action="append", required=True)
-    parser.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval"))
-    parser.add_argument("--distractors", default=str(ROOT / "data" / "bench-scale" / "twins"))
-    parser.add_argument("--work", default=str(ROOT / "data" / "bench-scale"))
+    parser.add_argument("--eval-dir", default=str(EVAL_DIR))
+    parser.add_argument("--distractors", default=str(DATA_DIR / "bench-scale" / "twins"))
+    parser.add_argument("--work", default=str(DATA_DIR / "bench-scale"))
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--twins", type=float, default=TWINS,
                         help="share of printings that share their picture (distractors.py)")
@@ -538,11 +533,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="serve again with each of these RECOGNITION_THREADS (e.g. 1,2)")
     parser.add_argument("--reuse", action="store_true",
                         help="serve the bundles a previous run built (measure again, no build)")
-    parser.add_argument("--out", default=str(ROOT / "bench-results" / "scale.json"))
+    parser.add_argument("--out", default=str(RESULTS_DIR / "scale.json"))
     args = parser.parse_args(argv)
     eval_dir = Path(args.eval_dir).resolve()
-    if not (eval_dir / "labels.csv").is_file() or not (eval_dir / "cards.jsonl.gz").is_file():
-        print(f"scale bench skipped: no evaluation set at {eval_dir}")
+    if eval_set_missing(eval_dir, "scale", "labels.csv", "cards.jsonl.gz"):
         return 0
     Path(args.work).mkdir(parents=True, exist_ok=True)
     top = max(args.scale)
@@ -556,10 +550,9 @@ def main(argv: list[str] | None = None) -> int:
             runs.append((n, "legacy"))
     results = []
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     for n, profile in runs:
         results.append(run_scale(n, profile, args, cards, eval_dir))
-        out.write_text(json.dumps(results, indent=1))
+        write_json(out, results)
         print_tables(results[-1:])
     print("\n# all runs")
     print_tables(results)

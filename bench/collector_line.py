@@ -19,7 +19,7 @@ Per card height it reports:
 and decided right by kind of line (Duskmourn, Return to Ravnica, synthetic twins), and the
 foil mark and language of 2015-frame lines from 800 px up (the issue's targets).
 
-    python scripts/bench_collector_line.py [--eval-dir ../shared/eval] [--cards 70]
+    python -m bench.collector_line [--eval-dir ../shared/eval] [--cards 70]
 """
 
 from __future__ import annotations
@@ -38,8 +38,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.common import (
+    DATA_DIR,
+    EVAL_DIR,
+    RESULTS_DIR,
+    eval_set_missing,
+    serve_in_subprocess,
+    write_json,
+)
+from bench.printings import ensure_bundle
+
 SEED = 20261129
 HEIGHTS = (400, 600, 800, 1000, 1400)
 TWIN_HEIGHTS = (800, 1400)
@@ -353,22 +361,22 @@ def report(results: list[dict[str, Any]]) -> dict[str, Any]:
     return table
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval"))
-    parser.add_argument("--work", default=str(ROOT / "data" / "bench-collector-line"))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.collector_line",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--eval-dir", default=str(EVAL_DIR))
+    parser.add_argument("--work", default=str(DATA_DIR / "bench-collector-line"))
     parser.add_argument("--cards", type=int, default=70)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(ROOT / "bench-results" / "collector_line.json"))
+    parser.add_argument("--out", default=str(RESULTS_DIR / "collector_line.json"))
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         print(json.dumps(serve(Path(args.serve[0]), Path(args.serve[1]))))
         return 0
     eval_dir = Path(args.eval_dir).resolve()
-    if not (eval_dir / "labels.csv").is_file():
-        print(f"collector-line bench skipped: no evaluation set at {eval_dir}")
+    if eval_set_missing(eval_dir, "collector-line", "labels.csv"):
         return 0
     from app.recognition.collector_line.tesseract import load_reader
 
@@ -426,20 +434,15 @@ def main(argv: list[str]) -> int:
                                         "collector_number": twin["collector_number"],
                                         "lang": "en", "foil_mark": False}})
         plan_path.write_text(json.dumps(plan))
-    from bench_printings import ensure_bundle
-
     bundle_dir = ensure_bundle(cards_file, work / "bundle", args.threads, _log)
     _log("recognising the renders in a serving process ...")
-    proc = subprocess.run([sys.executable, __file__, "--serve", str(bundle_dir),
-                           str(plan_path)], check=True, capture_output=True, text=True)
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = serve_in_subprocess("bench.collector_line", [
+        "--serve", str(bundle_dir), str(plan_path)])
     table = report(results)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"table": table, "results": results}, indent=1))
+    out = write_json(Path(args.out), {"table": table, "results": results})
     print(f"\nwritten: {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

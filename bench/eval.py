@@ -10,67 +10,44 @@ tiles, like an iPhone's) and an AVIF copy (encoded once into --cache-dir or
 bench-results/heic, x265 being slow);
 with the cost of the mirrored search on photos without a match, measured side by side.
 
-    python scripts/bench.py [--eval-dir ../shared/eval] [--out bench-results/bench.json]
-                            [--profiles default,legacy] [--set default.knn=8 ...]
-    python scripts/bench.py --scale 10000 [--scale 100000 ...]   (see bench_scale.py)
-    python scripts/bench.py --reprints 4                          (see bench_printings.py)
+    python -m bench.eval [--eval-dir ../shared/eval] [--out bench-results/bench.json]
+                         [--profiles default,legacy] [--set default.knn=8 ...]
+    python -m bench.eval --scale 10000 [--scale 100000 ...]   (bench/scale.py)
+    python -m bench.eval --reprints 4                          (bench/printings.py)
+
+The modules of app/ are imported inside the functions: numpy, FAISS and OpenCV size their
+thread pools when they load, after `threads_env`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import hashlib
 import json
-import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-def _threads_env(threads: int) -> None:
-    """Thread pools of BLAS/OpenMP are sized at import: set them before numpy/faiss load."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # see configure_threads
-        os.environ[var] = "1"
-
-
-# -- labels ----------------------------------------------------------------------------------
-def load_labels(eval_dir: Path) -> list[dict[str, Any]]:
-    """One entry per photo: kind (catalogued / out / multi), capture group, truth ids."""
-    by_photo: dict[str, list[dict[str, str]]] = defaultdict(list)
-    with (eval_dir / "labels.csv").open(newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            by_photo[row["photo_file"]].append(row)
-    photos = []
-    for photo, rows in by_photo.items():
-        capture = rows[0]["capture"].lower()
-        group = "webcam" if capture.startswith("webcam") else (
-            "phone" if capture.startswith("phone photo") else "other")
-        if len(rows) > 1:
-            kind = "multi"
-        else:
-            kind = "catalogued" if rows[0]["in_catalogue"] == "yes" else "out"
-        photos.append({
-            "photo": photo,
-            "kind": kind,
-            "group": group,
-            "truth": [r["card_id"] for r in rows if r["in_catalogue"] == "yes"],
-            "truth_label": " + ".join(f"{r['card_name']} {r['set']}".strip() for r in rows),
-        })
-    return photos
+from bench import printings, scale
+from bench.common import (
+    EVAL_DIR,
+    RESULTS_DIR,
+    eval_set_missing,
+    load_labels,
+    median_run,
+    override,
+    percentile,
+    serve_in_subprocess,
+    threads_env,
+    write_json,
+)
 
 
 # -- serving process -------------------------------------------------------------------------
@@ -104,8 +81,7 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int,
             evidence = settle(bundle, rec, Photo(data, decoded, 50_000_000), reader)
             runs.append(((time.perf_counter() - start) * 1000,
                          (time.process_time() - cpu) * 1000, rec, evidence))
-        runs.sort(key=lambda r: r[0])
-        return runs[len(runs) // 2]
+        return median_run(runs, key=lambda r: r[0])
 
     for entry in load_labels(eval_dir):
         data = (eval_dir / entry["photo"]).read_bytes()
@@ -123,8 +99,7 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int,
                 for card in scene.cards:
                     settle(bundle, card, photo, reader)
                 scene_runs.append(((time.perf_counter() - start) * 1000, scene))
-            scene_runs.sort(key=lambda r: r[0])
-            scene_ms, scene = scene_runs[len(scene_runs) // 2]
+            scene_ms, scene = median_run(scene_runs, key=lambda r: r[0])
             multi = {
                 "multi_ids": [r.match.card["id"] for r in scene.cards if r.match],
                 "multi_labels": [f"{r.match.card['name']} {r.match.card['set']} "
@@ -277,16 +252,6 @@ def _peak_rss_kb() -> int:
 
 
 # -- summary ---------------------------------------------------------------------------------
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return round(ordered[low] + (ordered[high] - ordered[low]) * (pos - low), 1)
-
-
 def summarise(served: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
     photos = served["photos"]
     cat = [p for p in photos if p["kind"] == "catalogued"]
@@ -296,8 +261,8 @@ def summarise(served: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
     for group in ("webcam", "phone", "other"):
         ms = [p["ms"] for p in photos if p["group"] == group]
         cpu = [p["cpu_ms"] for p in photos if p["group"] == group]
-        latency[group] = {"p50": _percentile(ms, 0.5), "p95": _percentile(ms, 0.95),
-                          "cpu_p50": _percentile(cpu, 0.5), "n": len(ms)}
+        latency[group] = {"p50": percentile(ms, 0.5), "p95": percentile(ms, 0.95),
+                          "cpu_p50": percentile(cpu, 0.5), "n": len(ms)}
     return {
         "copies": _copy_summary(served),
         "top1": sum(p["answer"] == p["truth"][0] for p in cat),
@@ -314,8 +279,8 @@ def summarise(served: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
         "multi_extra": sum(len(p.get("multi_ids", [])) - len(set(p["truth"])
                                                          & set(p.get("multi_ids", [])))
                            for p in multi),
-        "multi_ms": _percentile([p["multi_ms"] for p in multi if "multi_ms" in p], 0.5),
-        "multi_ms_per_card": _percentile(
+        "multi_ms": percentile([p["multi_ms"] for p in multi if "multi_ms" in p], 0.5),
+        "multi_ms_per_card": percentile(
             [p["multi_ms"] / max(1, len(p["multi_ids"])) for p in multi if "multi_ms" in p],
             0.5),
         "latency_ms": latency,
@@ -339,10 +304,10 @@ def _outcomes(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "of": len(cat),
         "false_accepts": sum(r["answer"] is not None for r in out),
         "out_of": len(out),
-        "p50": _percentile(ms, 0.5),
-        "p95": _percentile(ms, 0.95),
-        "out_p50": _percentile([r["ms"] for r in out], 0.5),
-        "out_p95": _percentile([r["ms"] for r in out], 0.95),
+        "p50": percentile(ms, 0.5),
+        "p95": percentile(ms, 0.95),
+        "out_p50": percentile([r["ms"] for r in out], 0.5),
+        "out_p95": percentile([r["ms"] for r in out], 0.95),
     }
 
 
@@ -510,42 +475,24 @@ def run_profile(name: str, params: Any, eval_dir: Path, work: Path, args: argpar
         "index": manifest["index"],
     }
     print(f"[{name}] recognising photos in a serving process ...", flush=True)
-    proc = subprocess.run(
-        ["nice", sys.executable, __file__, "--serve", str(bundle_dir), "--eval-dir",
-         str(eval_dir), "--repeat", str(args.repeat), "--threads", str(args.threads),
-         "--heic-cache", str(Path(args.cache_dir or ROOT / "bench-results") / "heic")],
-        check=True, capture_output=True, text=True,
-    )
-    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    served = serve_in_subprocess("bench.eval", [
+        "--serve", str(bundle_dir.resolve()), "--eval-dir", str(eval_dir), "--repeat",
+        str(args.repeat), "--threads", str(args.threads),
+        "--heic-cache", str((Path(args.cache_dir or RESULTS_DIR) / "heic").resolve())],
+        nice=True)
     return {"params": params.to_dict(), "served": served, "summary": summarise(served, build)}
 
 
-def _override(params: Any, assignments: list[str], profile: str) -> Any:
-    changes: dict[str, Any] = {}
-    for item in assignments:
-        key, _, raw = item.partition("=")
-        target, _, field = key.rpartition(".")
-        if target and target != profile:
-            continue
-        current = getattr(params, field)
-        value: Any = json.loads(raw) if not isinstance(current, str) else raw
-        changes[field] = tuple(value) if isinstance(current, tuple) else value
-    return dataclasses.replace(params, **changes)
-
-
-def main() -> int:
-    if "--scale" in sys.argv[1:]:  # the catalogue-scale benchmark (scripts/bench_scale.py)
-        from bench_scale import main as scale_main
-
-        return scale_main(sys.argv[1:])
-    if "--reprints" in sys.argv[1:]:  # printings sharing the art (scripts/bench_printings.py)
-        from bench_printings import main as printings_main
-
-        _threads_env(2)
-        return printings_main(sys.argv[1:])
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--eval-dir", default=str(ROOT.parent / "shared" / "eval"))
-    parser.add_argument("--out", default=str(ROOT / "bench-results" / "bench.json"))
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--scale" in argv:  # the catalogue-scale benchmark (bench/scale.py)
+        return scale.main(argv)
+    if "--reprints" in argv:  # printings sharing the art (bench/printings.py)
+        return printings.main(argv)
+    parser = argparse.ArgumentParser(prog="python -m bench.eval",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--eval-dir", default=str(EVAL_DIR))
+    parser.add_argument("--out", default=str(RESULTS_DIR / "bench.json"))
     parser.add_argument("--profiles", default="default,legacy")
     parser.add_argument("--set", action="append", default=[],
                         help="override a parameter: [profile.]name=json-value")
@@ -554,8 +501,8 @@ def main() -> int:
     parser.add_argument("--cache-dir", help="keep built bundles here, reused per parameter hash")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--heic-cache", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    _threads_env(args.threads)
+    args = parser.parse_args(argv)
+    threads_env(args.threads)
     eval_dir = Path(args.eval_dir).resolve()
 
     if args.serve:
@@ -563,8 +510,7 @@ def main() -> int:
         print(json.dumps(serve(Path(args.serve), eval_dir, args.repeat, args.threads,
                                heic_cache)))
         return 0
-    if not (eval_dir / "labels.csv").is_file() or not (eval_dir / "cards.jsonl.gz").is_file():
-        print(f"bench skipped: no evaluation set at {eval_dir} (labels.csv, cards.jsonl.gz)")
+    if eval_set_missing(eval_dir, "eval", "labels.csv", "cards.jsonl.gz"):
         return 0
 
     from app.recognition.features.extraction import configure_threads
@@ -575,15 +521,13 @@ def main() -> int:
     runs = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         for name in profiles:
-            params = _override(PROFILES[name], args.set, name)
+            params = override(PROFILES[name], args.set, name)
             runs[name] = run_profile(name, params, eval_dir, Path(tmp), args)
     print_table(profiles, runs)
     for name in profiles:
         print_copies(name, runs[name]["summary"]["copies"])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"profiles": runs, "threads": args.threads,
-                               "overrides": args.set}, indent=1))
+    out = write_json(Path(args.out), {"profiles": runs, "threads": args.threads,
+                                      "overrides": args.set})
     print(f"\nwritten: {out}")
     return 0
 
