@@ -68,9 +68,9 @@ bench: install
 
 # Starts the real compose deployment (build, up, checks, down -v): not part of `make test`.
 # Needs Docker with Compose v2 (here: ../shared/tools/compose-standins.sh) and ../shared;
-# skips with a message without them. See scripts/compose_smoke.py.
+# skips with a message without them. See deploy/compose_smoke.py.
 compose-smoke: install
-	$(PY) scripts/compose_smoke.py
+	$(PY) deploy/compose_smoke.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

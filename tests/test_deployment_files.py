@@ -613,7 +613,7 @@ def test_resources_folder_is_kept_with_its_readme_only() -> None:
 
 
 # === Tests: issue 18, the rough edges of the first real `docker compose up` =================
-# Each fails on the deployment files as they were; scripts/compose_smoke.py checks the same
+# Each fails on the deployment files as they were; deploy/compose_smoke.py checks the same
 # behaviours on the running stack (make compose-smoke).
 
 
@@ -747,8 +747,8 @@ def test_token_rotation_recreates_replicas_one_at_a_time() -> None:
     """Item 5: `docker compose up -d` recreates every replica at once (a POST meanwhile got
     nginx's 502); docs/operations.md's rotation uses the rolling script, which waits for the new
     replica's /readyz and nginx's DNS refresh before stopping an old one."""
-    script = ROOT / "scripts" / "compose-rollout.sh"
-    assert script.stat().st_mode & 0o111, "scripts/compose-rollout.sh is not executable"
+    script = ROOT / "deploy" / "compose-rollout.sh"
+    assert script.stat().st_mode & 0o111, "deploy/compose-rollout.sh is not executable"
     text = script.read_text()
     assert "--no-recreate" in text and "--scale" in text and "/readyz" in text
     valid = re.search(r"valid=(\d+)s", NGINX_CONF.read_text())
@@ -761,7 +761,7 @@ def test_token_rotation_recreates_replicas_one_at_a_time() -> None:
     rotation = readme[readme.index("### Rotating proxy tokens"):]
     rotation = rotation[: rotation.index("\n### ", 5)]
     first_step = rotation[rotation.index("\n1. "):rotation.index("\n2. ")]
-    assert "scripts/compose-rollout.sh" in first_step
+    assert "deploy/compose-rollout.sh" in first_step
 
 
 def test_logs_go_to_docker_with_rotation_not_to_files_per_container() -> None:

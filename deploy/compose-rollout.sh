@@ -4,7 +4,7 @@
 # sent meanwhile got nginx's 502). Use it instead of `up -d` after changing the replicas'
 # environment in .env (INFER_API_TOKENS rotation, limits) or after `docker compose build`.
 #
-#   scripts/compose-rollout.sh            # from the repository, with the .env compose reads
+#   deploy/compose-rollout.sh            # from the repository, with the .env compose reads
 #
 # For each replica running now: start one more replica with the current configuration
 # (`up --no-recreate --scale N+1`), wait until its /readyz answers 200, wait for the entry

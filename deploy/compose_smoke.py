@@ -21,7 +21,7 @@ REFRESH_SETS=rtr against ../shared/tools/scryfall_mirror.py serving
    of two containers removed from under that name are re-resolved (their connections time
    out meanwhile), the POSTs of 3 clients over 14 s are all answered 200 (twice);
 7. token rotation under a bounded stream of POSTs (4 per second): INFER_API_TOKENS becomes
-   "old,new" and scripts/compose-rollout.sh recreates the replicas one at a time; no request
+   "old,new" and deploy/compose-rollout.sh recreates the replicas one at a time; no request
    may be lost (every answer 200; a lost one is shown with nginx's error lines), and the
    new token works afterwards;
 8. `down` then `up -d` keeps the release and the catalogue (same release version, same
@@ -122,7 +122,7 @@ class Stack:
         self.password = secrets.token_hex(12)
         self.write_env(self.token)
         self.override.write_text(
-            "# written by scripts/compose_smoke.py: what this machine needs, not the product\n"
+            "# written by deploy/compose_smoke.py: what this machine needs, not the product\n"
             "services:\n"
             f"  {SERVICE}:\n"
             f"    build: {{context: {json.dumps(str(ROOT))}, network: host}}\n"
@@ -460,7 +460,7 @@ def check_rollout(stack: Stack, checks: Checks) -> None:
     thread.start()
     time.sleep(2)
     started = time.monotonic()
-    rollout = subprocess.run(["bash", str(ROOT / "scripts" / "compose-rollout.sh")],
+    rollout = subprocess.run(["bash", str(ROOT / "deploy" / "compose-rollout.sh")],
                              capture_output=True, text=True, env=stack.environ, timeout=1800,
                              check=False)
     took = time.monotonic() - started
@@ -475,7 +475,7 @@ def check_rollout(stack: Stack, checks: Checks) -> None:
     slowest = max((seconds for _, _, seconds in results), default=0.0)
     seen = requests_seen(stack, "roll-")
     checks.check(rollout.returncode == 0 and not (before & after) and len(after) == len(before),
-                 "scripts/compose-rollout.sh recreated every replica",
+                 "deploy/compose-rollout.sh recreated every replica",
                  f"{len(before)} replaced by {len(after)} new in {took:.0f} s")
     if not checks.check(lost == 0, "no request lost while the replicas were recreated",
                         f"{len(results)} POSTs in {took + 5:.0f} s (one at a time, at most "
