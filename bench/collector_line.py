@@ -70,7 +70,7 @@ def _star(center: tuple[float, float], radius: float) -> np.ndarray:
 def edit_line(card: np.ndarray, kind: str, reader: Any) -> np.ndarray | None:
     """The reference with its • drawn as a ★ ("foil") or `EN` written `DE` ("lang"), found
     with the service's own reading of the flat reference; None when the line is not found."""
-    from app.recognition.collector_line.read import (
+    from app.recognition.collector_line.region import (
         CARD_ASPECT,
         MODERN_LINE,
         RECTIFIED_HEIGHT,
@@ -118,7 +118,8 @@ def printed_mark(card: np.ndarray, reader: Any) -> bool | None:
     """The foil mark the clean scan itself shows (some of Scryfall's scans are of foils: a ★
     on a printing sold in both finishes), read flat at full resolution: the truth a photo of
     it is scored against."""
-    from app.recognition.collector_line.read import MODERN_LINE, foil_mark, rectify
+    from app.recognition.collector_line.foil_mark import foil_mark
+    from app.recognition.collector_line.region import MODERN_LINE, rectify
 
     h, w = card.shape[:2]
     quad = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)

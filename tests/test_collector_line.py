@@ -1,5 +1,5 @@
-"""The exact printing from the collector line (app/recognition/collector_line/read.py,
-exact_printing.py), on a real bundle of synthetic cards read by the real Tesseract.
+"""The exact printing from the collector line (app/recognition/collector_line/), on a real
+bundle of synthetic cards read by the real Tesseract.
 
 Card 101 has a twin (card-101-twin) that differs only by its set symbol and collector line:
 from appearance the answer can only be flagged `ambiguous_printing`; the line decides it.
@@ -20,17 +20,16 @@ import pytest
 import requests
 
 from app.common.reference import ReferenceImage
-from app.recognition.collector_line.read import (
+from app.recognition.collector_line.decode import decode_line
+from app.recognition.collector_line.foil_mark import foil_mark
+from app.recognition.collector_line.read import read_line
+from app.recognition.collector_line.records import MIN_CARD_HEIGHT, Printing
+from app.recognition.collector_line.region import (
     COPYRIGHT_LINE,
-    MIN_CARD_HEIGHT,
     MODERN_LINE,
     MODERN_LINE_ABOVE_BORDER,
-    Printing,
-    decode_line,
-    foil_mark,
     line_regions,
     local_contrast,
-    read_line,
     rectify,
 )
 from app.recognition.collector_line.settle import answer_finish, settle
@@ -500,7 +499,8 @@ def test_the_second_engine_starts_no_telemetry(tmp_path: Any) -> None:
 def test_two_engines_reading_two_languages_leave_the_language_unread() -> None:
     """Tesseract reads DE, the second engine EN: neither is believed, and the answer is
     flagged as for a language code seen but not read."""
-    from app.recognition.collector_line.read import Evidence, _with_first_reading
+    from app.recognition.collector_line.read import _with_first_reading
+    from app.recognition.collector_line.records import Evidence
 
     first = Evidence(set="syn", lang="de", foil_mark=True)
     merged = _with_first_reading(Evidence(set="syn", lang="en", slot=0), first)

@@ -17,7 +17,7 @@ from app.api.errors import error_response
 from app.catalog.access import get_store
 from app.common import metrics
 from app.common.settings import Settings
-from app.recognition.collector_line.read import Evidence
+from app.recognition.collector_line.records import Evidence
 from app.recognition.collector_line.settle import answer_finish, settle
 from app.recognition.decode.uploads import ImageError, Photo, decode
 from app.recognition.index.bundle import Bundle

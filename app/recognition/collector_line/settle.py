@@ -26,15 +26,15 @@ from dataclasses import replace
 
 import numpy as np
 
-from app.recognition.collector_line.read import (
+from app.recognition.collector_line.read import read_line
+from app.recognition.collector_line.records import (
     FOIL_MIN_CARD_HEIGHT,
     MIN_CARD_HEIGHT,
     SOURCE_CARD_HEIGHT,
     Evidence,
     Printing,
-    card_height,
-    read_line,
 )
+from app.recognition.collector_line.region import card_height
 from app.recognition.collector_line.tesseract import Reader
 from app.recognition.decode.uploads import ImageError, Photo
 from app.recognition.index.bundle import Bundle
