@@ -110,6 +110,27 @@ def test_card_not_in_catalogue_is_404(served: FlaskClient) -> None:
     assert response.status_code == 404
     assert response.get_json()["error"] == "No matching card found."
 
+    assert "indexed_sets" not in response.get_json()  # every set is indexed
+
+
+def test_a_404_names_the_sets_a_limited_catalogue_indexes(
+    served_config: dict[str, str], synthetic_bundles: dict[str, Path]
+) -> None:
+    """A newcomer who indexed a few sets (REFRESH_SETS) and sends a card of another set is
+    told which sets the served bundle holds: the bundle's own, not the setting's (after
+    REFRESH_SETS changes, the old bundle is served until the new one is built)."""
+    application = _start({**served_config, "REFRESH_SETS": "rtr,dsk"}, synthetic_bundles["A"])
+    try:
+        photo, _ = photograph(make_card(555), seed=3)
+        response = post(application.test_client(), jpeg(photo))
+        assert response.status_code == 404
+        body = response.get_json()
+        assert body["indexed_sets"] == ["syn"]
+        assert body["error"].startswith("No matching card found. The catalogue indexes only "
+                                        "the sets syn (REFRESH_SETS)")
+        assert body["index_version"]
+    finally:
+        shutdown(application)
 
 def test_plain_background_is_404(served: FlaskClient) -> None:
     rng = np.random.default_rng(0)

@@ -29,6 +29,7 @@ from app.recognition.index.bundle import (
     shard_name,
 )
 from app.recognition.match.card import recognize
+from app.recognition.match.explain import why_not
 from app.recognition.params import PROFILES, FeatureParams
 from tests.synthetic import make_card, photograph
 
@@ -257,7 +258,7 @@ def test_configure_threads() -> None:
 
 def test_precomputed_features_are_used_without_loading(tmp_path: Path) -> None:
     """The pipeline's feature cache hands over (features, thumbnail): no image is loaded."""
-    from app.recognition.index.build import make_thumbnail
+    from app.recognition.index.thumbnails import make_thumbnail
 
     def cached(seed: int) -> ReferenceImage:
         features = extract_features(make_card(seed), PARAMS, role="reference")
@@ -309,3 +310,18 @@ def test_other_printings_of_the_match_are_listed_first(tmp_path: Path) -> None:
         assert result.alternatives[0].confidence < PARAMS.accept
     finally:
         twin.close()
+
+
+def test_why_not_tells_the_photographed_card_from_another(bundle: Bundle) -> None:
+    """`match.explain.why_not` (what a benchmark prints for a miss): the photographed card's
+    reference ranks first by votes and verifies with inliers and a matching art; another
+    card's reference ranks lower and does not verify."""
+    photo, _ = photograph(make_card(CARD_SEEDS[2]), seed=11, rotation=5)
+    slots = {entry["id"]: n for n, entry in enumerate(bundle.iter_entries()) if entry}
+    right = why_not(bundle, photo, slots[f"card-{CARD_SEEDS[2]}"])
+    other = why_not(bundle, photo, slots[f"card-{CARD_SEEDS[5]}"])
+    assert right["kept"] > 0 and right["passes"]
+    first = right["passes"][0]
+    assert first["rank"] == 1 and first["inliers"] >= PARAMS.min_inliers
+    assert first["art_corr"] is not None and first["art_corr"] > 0.5
+    assert all(p["rank"] > 1 and p["inliers"] is None for p in other["passes"])

@@ -20,8 +20,10 @@ from app.recognition.features.extraction import configure_threads
 from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import Bundle
 from app.recognition.match.appearance import PrintingOdds, View, pair_evidence, printing_odds
-from app.recognition.match.card import Recognition, candidates, recognize
+from app.recognition.match.card import recognize
+from app.recognition.match.records import Recognition
 from app.recognition.match.scene import recognize_all
+from app.recognition.match.vote import candidates
 from app.recognition.params import PROFILES
 from tests.synthetic import make_card, make_reprint, photograph, table
 

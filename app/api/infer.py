@@ -17,12 +17,13 @@ from app.api.errors import error_response
 from app.catalog.access import get_store
 from app.common import metrics
 from app.common.settings import Settings
+from app.recognition import service
 from app.recognition.collector_line.records import Evidence
-from app.recognition.collector_line.settle import answer_finish, settle
-from app.recognition.decode.uploads import ImageError, Photo, decode
+from app.recognition.collector_line.settle import answer_finish
+from app.recognition.decode.uploads import ImageError
 from app.recognition.index.bundle import Bundle
-from app.recognition.match.card import Candidate, Recognition, recognize
-from app.recognition.match.scene import recognize_all
+from app.recognition.match.records import Candidate, Recognition
+from app.recognition.params import PROFILES
 from app.runtime.admission import Admission, Overloaded
 from app.runtime.http_logging import annotate
 from app.runtime.line_reader import LineReaderHolder
@@ -65,14 +66,6 @@ def init_app(app: Flask) -> None:
 def _admission() -> Admission:
     admission: Admission = current_app.extensions["admission"]
     return admission
-
-
-def _query_side(settings: Settings, multi: bool) -> int:
-    """The longest side a photo is decoded at: a scene of several cards needs more."""
-    from app.recognition.params import PROFILES
-
-    params = PROFILES[settings.recognition_profile]
-    return params.multi_max_side if multi else params.query_max_side
 
 
 def _multi_flag() -> bool | ResponseReturnValue:
@@ -250,10 +243,9 @@ def _recognise(
     # Decode first: a bad image is refused with its own 4xx even while no bundle is loaded.
     decode_start = time.perf_counter()
     try:
-        # Huge JPEGs are decoded at 1/2..1/8 size straight away; recognition would shrink
-        # them anyway, and a 12 MP photo decoded in full costs time and 200 MB of RAM.
-        decoded = decode(
-            data, max_pixels=settings.max_image_pixels, max_side=_query_side(settings, multi)
+        decoded = service.decode_upload(
+            data, PROFILES[settings.recognition_profile], max_pixels=settings.max_image_pixels,
+            multi=multi,
         )
     except ImageError as exc:
         log.info("infer: image refused (%d): %s", exc.status, exc.message)
@@ -267,34 +259,29 @@ def _recognise(
             response.status_code = 503
             response.headers["Retry-After"] = "30"
             return response
-        if multi:
-            scene = recognize_all(
-                bundle,
-                decoded.image,
-                quad_scale=float(decoded.reduction),
-                deadline=started + settings.infer_multi_time_budget_ms / 1000,
-            )
-            results, stage_ms = scene.cards, scene.timings_ms
-        else:
-            single = recognize(
-                bundle,
-                decoded.image,
-                quad_scale=float(decoded.reduction),
-                deadline=started + settings.infer_time_budget_ms / 1000,
-            )
-            results = [single] if single.match is not None else []
-            stage_ms = single.timings_ms
-        photo = Photo(data, decoded, settings.max_image_pixels)
-        reader = current_app.extensions["line_reader"].get()
-        read_start = time.perf_counter()
-        evidences = [settle(bundle, result, photo, reader) for result in results]
-        if results:
-            stage_ms["read_line"] = round((time.perf_counter() - read_start) * 1000, 2)
+        budget_ms = settings.infer_multi_time_budget_ms if multi else settings.infer_time_budget_ms
+        outcome = service.recognise(
+            bundle, data, decoded, max_pixels=settings.max_image_pixels,
+            reader=current_app.extensions["line_reader"].get(), multi=multi,
+            deadline=started + budget_ms / 1000,
+        )
         version = bundle.version
-    if not results:
+        # which sets a limited catalogue holds: what a photo of another set is told
+        sets = service.indexed_sets(bundle) if settings.refresh_sets else None
+    stage_ms = outcome.timings_ms
+    if not outcome.answers:
         metrics.record_recognition(decode_ms, stage_ms, None)
-        return error_response(404, NO_MATCH, index_version=version)
+        if sets is None:
+            return error_response(404, NO_MATCH, index_version=version)
+        return error_response(
+            404,
+            f"{NO_MATCH} The catalogue indexes only the sets {', '.join(sets)} "
+            "(REFRESH_SETS); a card of another set cannot be recognised.",
+            index_version=version, indexed_sets=sets,
+        )
 
+    results = [answer.result for answer in outcome.answers]
+    evidences = [answer.evidence for answer in outcome.answers]
     ids = [r.match.card["id"] for r in results if r.match is not None]
     records, answered = _records(ids)
     answers = [

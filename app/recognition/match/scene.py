@@ -21,17 +21,11 @@ import numpy as np
 
 from app.recognition.features.extraction import Features, extract_features, mirror, rootsift
 from app.recognition.index.bundle import Bundle
-from app.recognition.match.card import (
-    Recognition,
-    candidates,
-    card_quad,
-    corners,
-    decide,
-    overlap,
-    recognize,
-    verify_candidates,
-    vote,
-)
+from app.recognition.match.card import recognize, verify_candidates
+from app.recognition.match.decide import decide
+from app.recognition.match.geometry import card_quad, corners, overlap
+from app.recognition.match.records import Recognition
+from app.recognition.match.vote import candidates, vote
 
 
 @dataclass
