@@ -12,13 +12,11 @@ import pytest
 from app.common.reference import ReferenceImage
 from app.recognition.features.extraction import configure_threads
 from app.recognition.features.selection import GRID, preselect
-from app.recognition.index.build import (
-    build_bundle,
-    build_incremental,
-    incremental_plan,
-)
+from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import INDEX_FILE, Bundle, sha256_file, shard_name
-from app.recognition.match.card import Recognition, recognize
+from app.recognition.index.incremental import build_incremental, incremental_plan
+from app.recognition.match.card import recognize
+from app.recognition.match.records import Recognition
 from app.recognition.params import PROFILES
 from tests.synthetic import make_card, photograph
 
@@ -127,7 +125,7 @@ def test_thumbnails_are_stored_as_webp_and_decode_close_to_the_reference(previou
     """WebP at q80 (gray) / q90 (colour): ~6.6 + 2.8 KB a reference instead of JPEG q90's
     10.6 + 3.5 (docs/design-notes.md); what is decoded stays close to the image it came from."""
     from app.recognition.features.extraction import extract_features
-    from app.recognition.index.build import make_thumbnail
+    from app.recognition.index.thumbnails import make_thumbnail
 
     bundle = Bundle.open(previous)
     try:

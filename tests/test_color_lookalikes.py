@@ -19,8 +19,9 @@ from app.common import reference
 from app.common.reference import ReferenceImage
 from app.recognition.features import layout
 from app.recognition.features.extraction import configure_threads
-from app.recognition.index.build import build_bundle, incremental_plan
+from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import MANIFEST_FILE, Bundle, read_manifest, sha256_file
+from app.recognition.index.incremental import incremental_plan
 from app.recognition.match.card import recognize
 from app.recognition.params import PROFILES
 from tests.synthetic import make_layout_card, photograph, recolored, tinted

@@ -55,8 +55,9 @@ import numpy.typing as npt
 
 from app.common.reference import ReferenceImage
 from app.recognition.features.extraction import Features, prepare_gray
-from app.recognition.index.build import build_bundle, make_thumbnail
+from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import INDEX_FILE, MANIFEST_FILE, BundleError
+from app.recognition.index.thumbnails import make_thumbnail
 from app.recognition.params import FeatureParams
 
 log = logging.getLogger(__name__)

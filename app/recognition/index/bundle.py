@@ -1,4 +1,4 @@
-"""The descriptor bundle as served: open, verify and read it (the builder is `builder.py`).
+"""The descriptor bundle as served: open, verify and read it (built by `build.py`).
 
 Layout of a bundle directory (format 4; every file written under a temporary name, renamed,
 the manifest last):
