@@ -43,6 +43,7 @@ from bench.common import (
     EVAL_DIR,
     RESULTS_DIR,
     eval_set_missing,
+    recognise_upload,
     serve_in_subprocess,
     write_json,
 )
@@ -211,12 +212,11 @@ def catalogue(eval_dir: Path, work: Path, cards: list[dict[str, Any]], seed: int
 
 # -- serving process -------------------------------------------------------------------------
 def serve(bundle_dir: Path, plan_path: Path) -> list[dict[str, Any]]:
-    from app.recognition.collector_line.settle import answer_finish, settle
+    from app.recognition.collector_line.records import Evidence
+    from app.recognition.collector_line.settle import answer_finish
     from app.recognition.collector_line.tesseract import load_reader
-    from app.recognition.decode.uploads import Photo, decode
     from app.recognition.features.extraction import configure_threads
     from app.recognition.index.bundle import Bundle
-    from app.recognition.match.card import recognize
 
     configure_threads(1)
     bundle = Bundle.open(bundle_dir)
@@ -227,11 +227,10 @@ def serve(bundle_dir: Path, plan_path: Path) -> list[dict[str, Any]]:
     for item in json.loads(plan_path.read_text()):
         data = Path(item["path"]).read_bytes()
         start = time.perf_counter()
-        decoded = decode(data, max_side=bundle.params.query_max_side)
-        rec = recognize(bundle, decoded.image, quad_scale=decoded.reduction)
-        recognised, cpu = time.perf_counter(), time.thread_time()
-        evidence = settle(bundle, rec, Photo(data, decoded, 50_000_000), reader)
-        done, cpu = time.perf_counter(), time.thread_time() - cpu
+        found = recognise_upload(bundle, data, reader)
+        done = time.perf_counter()
+        rec = found.searched
+        evidence = found.answers[0].evidence if found.answers else Evidence()
         match = rec.match
         results.append({
             **item,
@@ -241,10 +240,10 @@ def serve(bundle_dir: Path, plan_path: Path) -> list[dict[str, Any]]:
             "ambiguous": rec.ambiguous_printing,
             "evidence": evidence.as_json(),
             "finish": answer_finish(evidence, match.card.get("finishes") if match else None),
-            "read_ms": round((done - recognised) * 1000, 1) if rec.quad else None,
+            "read_ms": found.timings_ms.get("read_line") if rec.quad else None,
             # the CPU the reading took (one thread: Tesseract and OpenCV run in it), which
             # the other jobs of a shared machine do not inflate as they do wall time
-            "read_cpu_ms": round(cpu * 1000, 1) if rec.quad else None,
+            "read_cpu_ms": found.read_line_cpu_ms if rec.quad else None,
             "ms": round((done - start) * 1000, 1),
         })
     return results

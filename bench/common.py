@@ -91,6 +91,25 @@ def override(params: Any, assignments: list[str], profile: str) -> Any:
     return dataclasses.replace(params, **changes)
 
 
+# -- recognition -----------------------------------------------------------------------------
+# POST /infer's default MAX_IMAGE_PIXELS (app/common/settings.py)
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def recognise_upload(bundle: Any, data: bytes, reader: Any, *, multi: bool = False,
+                     deadline: float | None = None) -> Any:
+    """An upload recognised as POST /infer recognises it: `app.recognition.service`'s
+    decode_upload and recognise, with `reader` reading the collector line (None: by
+    appearance only). Returns the service's Outcome."""
+    # imported here, not at the top: the benchmark sets its thread pools first (see above)
+    from app.recognition import service
+
+    decoded = service.decode_upload(data, bundle.params, max_pixels=MAX_IMAGE_PIXELS,
+                                    multi=multi)
+    return service.recognise(bundle, data, decoded, max_pixels=MAX_IMAGE_PIXELS,
+                             reader=reader, multi=multi, deadline=deadline)
+
+
 # -- processes -------------------------------------------------------------------------------
 def serve_in_subprocess(module: str, args: Sequence[str], *, nice: bool = False,
                         show_log: bool = False, env: dict[str, str] | None = None) -> Any:

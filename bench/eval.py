@@ -1,14 +1,14 @@
 """Recognition benchmark on the real-photo evaluation set (../shared/eval), per profile.
 
-For each profile: build a bundle from the eval catalogue, then -- in a separate serving process,
-so that build memory does not count -- open it and recognise every photo of labels.csv
-(decode + recognize, median of --repeat runs per photo). Prints one table with both profiles
-and the ratio ours/legacy, and writes the numbers as JSON. Then the photos as users also send
-them: every single-card photo (and out-of-catalogue one) mirrored left-right, as a front
-camera or a webcam preview takes it (JPEG), and every phone photo as a HEIC copy (512 px grid
-tiles, like an iPhone's) and an AVIF copy (encoded once into --cache-dir or
-bench-results/heic, x265 being slow);
-with the cost of the mirrored search on photos without a match, measured side by side.
+For each profile: build a bundle from the eval catalogue, then -- in a separate serving
+process, so that build memory does not count -- open it and recognise every photo of labels.csv
+(app.recognition.service, as POST /infer: median of --repeat runs per photo). Prints one table
+with both profiles and the ratio ours/legacy, and writes the numbers as JSON. Then the photos
+as users also send them: every single-card photo (and out-of-catalogue one) mirrored left-
+right, as a front camera or a webcam preview takes it (JPEG), and every phone photo as a HEIC
+copy (512 px grid tiles, like an iPhone's) and an AVIF copy (encoded once into --cache-dir or
+bench-results/heic, x265 being slow); with the cost of the mirrored search on photos without a
+match, measured side by side.
 
     python -m bench.eval [--eval-dir ../shared/eval] [--out bench-results/bench.json]
                          [--profiles default,legacy] [--set default.knn=8 ...]
@@ -44,6 +44,7 @@ from bench.common import (
     median_run,
     override,
     percentile,
+    recognise_upload,
     serve_in_subprocess,
     threads_env,
     write_json,
@@ -54,13 +55,10 @@ from bench.common import (
 def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int,
           heic_cache: Path | None) -> dict[str, Any]:
     """Open the bundle and recognise every photo; runs in its own process (clean RSS)."""
-    from app.recognition.collector_line.settle import settle
+    from app.recognition.collector_line.records import Evidence
     from app.recognition.collector_line.tesseract import load_reader
-    from app.recognition.decode.uploads import Photo, decode
     from app.recognition.features.extraction import configure_threads
     from app.recognition.index.bundle import Bundle
-    from app.recognition.match.card import recognize
-    from app.recognition.match.scene import recognize_all
 
     configure_threads(threads)
     # the collector line is read as POST /infer reads it (None: not installed, not read)
@@ -76,9 +74,9 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int,
         runs = []
         for _ in range(repeat):
             start, cpu = time.perf_counter(), time.process_time()
-            decoded = decode(data, max_side=bundle.params.query_max_side)
-            rec = recognize(bundle, decoded.image, quad_scale=decoded.reduction)
-            evidence = settle(bundle, rec, Photo(data, decoded, 50_000_000), reader)
+            outcome = recognise_upload(bundle, data, reader)
+            rec = outcome.searched
+            evidence = outcome.answers[0].evidence if outcome.answers else Evidence()
             runs.append(((time.perf_counter() - start) * 1000,
                          (time.process_time() - cpu) * 1000, rec, evidence))
         return median_run(runs, key=lambda r: r[0])
@@ -93,20 +91,17 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int,
             scene_runs = []
             for _ in range(repeat):
                 start = time.perf_counter()
-                wide = decode(data, max_side=bundle.params.multi_max_side)
-                scene = recognize_all(bundle, wide.image, quad_scale=wide.reduction)
-                photo = Photo(data, wide, 50_000_000)
-                for card in scene.cards:
-                    settle(bundle, card, photo, reader)
+                scene = recognise_upload(bundle, data, reader, multi=True)
                 scene_runs.append(((time.perf_counter() - start) * 1000, scene))
             scene_ms, scene = median_run(scene_runs, key=lambda r: r[0])
+            cards = [a.result for a in scene.answers if a.result.match]
             multi = {
-                "multi_ids": [r.match.card["id"] for r in scene.cards if r.match],
+                "multi_ids": [r.match.card["id"] for r in cards if r.match],
                 "multi_labels": [f"{r.match.card['name']} {r.match.card['set']} "
                                  f"{r.match.card['collector_number']}"
                                  + (" (ambiguous)" if r.ambiguous_printing else "")
-                                 for r in scene.cards if r.match],
-                "multi_ambiguous": [r.ambiguous_printing for r in scene.cards if r.match],
+                                 for r in cards if r.match],
+                "multi_ambiguous": [r.ambiguous_printing for r in cards],
                 "multi_ms": round(scene_ms, 1),
                 "multi_timings_ms": scene.timings_ms,
             }
@@ -132,9 +127,8 @@ def serve(bundle_dir: Path, eval_dir: Path, repeat: int, threads: int,
     # two recognitions in flight
     blobs = [(eval_dir / e["photo"]).read_bytes() for e in load_labels(eval_dir)]
 
-    def one(data: bytes) -> None:
-        decoded = decode(data, max_side=bundle.params.query_max_side)
-        recognize(bundle, decoded.image, quad_scale=decoded.reduction)
+    def one(data: bytes) -> None:  # the card, without reading its line (as measured before)
+        recognise_upload(bundle, data, None)
 
     configure_threads(1)  # the request threads are the parallelism now: no oversubscription
     start = time.perf_counter()
@@ -198,9 +192,6 @@ def _copies(bundle: Any, eval_dir: Path,
     out-of-catalogue photo: `as_is`, the photo; `direct`, the photo without the mirrored
     search (the difference is what that search costs a photo without a match); `mirrored`,
     the photo mirrored. `heic`, `avif`: every phone photo in that format."""
-    from app.recognition.decode.uploads import decode
-    from app.recognition.match.scene import recognize_all
-
     def row(entry: dict[str, Any], ms: float, rec: Any) -> dict[str, Any]:
         return {"photo": entry["photo"], "kind": entry["kind"], "truth": entry["truth"],
                 "answer": rec.match.card["id"] if rec.match else None,
@@ -233,9 +224,9 @@ def _copies(bundle: Any, eval_dir: Path,
             ms, _, rec, _ = measure(data)
             result = {**row(entry, ms, rec), "jpeg_ms": round(jpeg_ms, 1)}
             if entry["kind"] == "multi":
-                wide = decode(data, max_side=bundle.params.multi_max_side)
-                scene = recognize_all(bundle, wide.image, quad_scale=wide.reduction)
-                result["multi_ids"] = [r.match.card["id"] for r in scene.cards if r.match]
+                scene = recognise_upload(bundle, data, None, multi=True)
+                result["multi_ids"] = [a.result.match.card["id"] for a in scene.answers
+                                       if a.result.match]
             copies[fmt].append(result)
     return copies
 

@@ -50,10 +50,12 @@ from typing import Any
 from bench.common import (
     DATA_DIR,
     EVAL_DIR,
+    MAX_IMAGE_PIXELS,
     RESULTS_DIR,
     eval_set_missing,
     middle,
     override,
+    recognise_upload,
     serve_in_subprocess,
     write_json,
 )
@@ -149,34 +151,6 @@ def printings(eval_dir: Path, min_height: int) -> list[dict[str, Any]]:
 
 
 # -- serving process --------------------------------------------------------------------------
-def diagnose(bundle: Any, image: Any, slot: int) -> dict[str, Any]:
-    """Why the reference `slot` was not the answer: the descriptors it keeps in the index and,
-    per query pass, the query's descriptors, its votes and rank among all cards by votes, and
-    its RANSAC inliers and art correlation when verified on its own (None: no homography)."""
-    from app.recognition.features.extraction import extract_features, rootsift
-    from app.recognition.match.card import _Photo, photometric, verify, vote
-
-    params = bundle.params
-    passes: list[dict[str, Any]] = []
-    for budget in params.query_passes:
-        query = extract_features(image, params, role="query", max_pixels=budget)
-        if len(query.descriptors) == 0:
-            passes.append({"query_descriptors": 0})
-            continue
-        dist, ids = bundle.search(rootsift(query.descriptors), params.knn)
-        votes = vote(bundle, dist, ids, params)
-        rank = int((votes > votes[slot]).sum()) + 1
-        found = verify(bundle, slot, query, bundle.card_of(ids), dist, ids, params)
-        art = None
-        if found is not None:
-            art = round(photometric(bundle, found, _Photo(query), params)[0], 3)
-        passes.append({"size": list(query.gray.shape[::-1]),
-                       "query_descriptors": len(query.descriptors),
-                       "votes": round(float(votes[slot]), 1), "rank": rank,
-                       "inliers": found.inliers if found else None, "art_corr": art})
-    return {"kept": int(bundle.kept[slot]), "passes": passes}
-
-
 def classify(answer: dict[str, Any] | None, card: dict[str, Any]) -> str:
     """right / other printing / WRONG / none of one answer (`answer`: the answered card)."""
     if answer is None:
@@ -194,19 +168,16 @@ def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit
     parameters."""
     import cv2
 
-    from app.common.settings import Settings
-    from app.recognition.collector_line.settle import settle
+    from app.recognition import service
     from app.recognition.collector_line.tesseract import load_reader
-    from app.recognition.decode.uploads import Photo, decode
     from app.recognition.features.extraction import configure_threads
     from app.recognition.index.bundle import Bundle, manifest_params, read_manifest
-    from app.recognition.match.card import recognize
+    from app.recognition.match.explain import why_not
 
     configure_threads(1)
     own = manifest_params(read_manifest(bundle_dir))
     bundle = Bundle.open(bundle_dir, expected_params=override(own, overrides, "default"))
     reader, reader_detail = load_reader() if read_line else (None, "not asked (--no-read)")
-    max_pixels = Settings.max_image_pixels  # the default of /infer's MAX_IMAGE_PIXELS
     slots = {(e["id"], e["face"]): n for n, e in enumerate(bundle.iter_entries()) if e}
     cards = printings(eval_dir, min_height)[::stride]
     if limit:
@@ -220,18 +191,18 @@ def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit
                       .hexdigest()[:8], 16)
             data = render(scan, height, key, tint)
             start = time.perf_counter()
-            decoded = decode(data, max_pixels=max_pixels, max_side=bundle.params.query_max_side)
-            rec = recognize(bundle, decoded.image, quad_scale=decoded.reduction,
-                            deadline=start + budget_ms / 1000 if budget_ms else None)
-            appearance = dict(rec.match.card) if rec.match else None
-            evidence = settle(bundle, rec, Photo(data, decoded, max_pixels), reader)
+            found = recognise_upload(bundle, data, reader,
+                                     deadline=start + budget_ms / 1000 if budget_ms else None)
+            rec = found.searched
+            appearance = found.answers[0].appearance if found.answers else None
+            source = found.answers[0].evidence.source if found.answers else "appearance"
             ms = (time.perf_counter() - start) * 1000
             match = rec.match
             outcome = classify(match.card if match else None, card)
             row = {"id": card["id"], "name": card["name"], "set": card["set"],
                    "number": card["number"], "height": height, "outcome": outcome,
                    "appearance": classify(appearance, card),
-                   "source": evidence.source,
+                   "source": source,
                    "answer": f"{match.card['name']} ({match.card['set']} "
                              f"{match.card['collector_number']})" if match else None,
                    "ambiguous": rec.ambiguous_printing,
@@ -240,7 +211,9 @@ def serve(bundle_dir: Path, eval_dir: Path, heights: list[int], seed: int, limit
                    "budget_stop": bool(rec.timings_ms.get("budget_stop")),
                    "ms": round(ms, 1)}
             if outcome != "right" and (card["id"], card["face"]) in slots:
-                row["why"] = diagnose(bundle, decoded.image, slots[(card["id"], card["face"])])
+                decoded = service.decode_upload(data, bundle.params,
+                                                max_pixels=MAX_IMAGE_PIXELS)
+                row["why"] = why_not(bundle, decoded.image, slots[(card["id"], card["face"])])
             rows.append(row)
         if (n + 1) % 50 == 0:
             _log(f"{n + 1}/{len(cards)} printings in {time.perf_counter() - started:.0f} s")

@@ -1,24 +1,26 @@
 """Service-level benchmark: overload behaviour and the cost of a hot swap, on loopback.
 
-Starts the real server (`python -m app`: gunicorn, one process, gthread) on 127.0.0.1 with
-bundles of synthetic cards, then
+Starts the real server (`python -m app`: gunicorn, one process, gthread) on 127.0.0.1 with a
+bundle of the eval catalogue (../shared/eval), then
   1. load: 16 concurrent clients for 60 s -> statuses, connection errors, p50/p95 of the
      accepted requests (200/404), and whether every refusal was a 503 with Retry-After;
   2. swap: 4 clients while the bundle is promoted 10 times -> latency of requests that
      overlapped a swap vs the others, and the server's own measured swap pause.
 Traffic goes only to 127.0.0.1, bounded in time. Prints a table and writes JSON.
 
-    python -m bench.service [--seconds 60] [--clients 16] [--out FILE]
+    python -m bench.service [--eval-dir ../shared/eval] [--seconds 60] [--clients 16]
+                            [--out FILE]
 
-The synthetic cards, their photographs, the bundle built of them and a release installed
-from it are the test suite's own helpers (tests/synthetic.py, tests/conftest.py): the one
-import of tests/ left in bench/, until they have a place both can import.
+The requests are the eval set's webcam photos and one photo of a card it does not hold (a
+404). The swaps alternate two bundles: A of the whole eval catalogue, B without every tenth
+printing, so that every promotion loads an index that really differs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,26 +34,43 @@ from typing import Any
 import app  # noqa: F401  (sets thread/decode environment before numpy loads)
 
 # isort: split
-import cv2
 import requests
 
+from app.catalog.records import reference_images
 from app.pipeline import releases
-from bench.common import RESULTS_DIR, ROOT, free_port, wait_ready, write_json
-from tests.conftest import build_synthetic_bundle, install_release
-from tests.synthetic import make_card, photograph
+from app.recognition.index.build import build_bundle
+from app.recognition.params import PROFILES
+from bench.common import (
+    EVAL_DIR,
+    RESULTS_DIR,
+    ROOT,
+    eval_set_missing,
+    free_port,
+    load_labels,
+    wait_ready,
+    write_json,
+)
 
-SEEDS_A = list(range(100, 114))
-SEEDS_B = list(range(106, 120))
+
+def _photos(eval_dir: Path) -> list[bytes]:
+    """The webcam photos of catalogued cards, and one photo of a card not catalogued."""
+    labels = load_labels(eval_dir)
+    chosen = [row for row in labels if row["group"] == "webcam" and row["kind"] == "catalogued"]
+    stranger = next(row for row in labels if row["kind"] == "out")
+    return [(eval_dir / row["photo"]).read_bytes() for row in [*chosen, stranger]]
 
 
-def _photos() -> list[bytes]:
-    photos = []
-    for n, seed in enumerate((100, 104, 108, 112, 555)):  # 555 is in no bundle: a 404
-        image, _ = photograph(make_card(seed), seed=n, size=(1280, 720), rotation=5 * n)
-        ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 88])
-        assert ok
-        photos.append(data.tobytes())
-    return photos
+def _build(eval_dir: Path, out: Path, keep: Any) -> None:
+    refs = (ref for n, ref in enumerate(reference_images(eval_dir / "cards.jsonl.gz"))
+            if keep(n))
+    build_bundle(refs, out, PROFILES["default"], progress=False, workers=2)
+
+
+def _install(resources: Path, bundle: Path, version: str) -> Path:
+    """A copy of a built bundle stored as release `version` (not yet promoted)."""
+    staged = releases.staging_dir(resources) / version
+    shutil.copytree(bundle, staged)
+    return releases.store_release(resources, staged, version, pending=False)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -158,7 +177,7 @@ def swap_test(
         time.sleep(2.0)
         for n in range(1, swaps + 1):
             name = "B" if n % 2 else "A"
-            release = install_release(resources, bundles[name], f"{n + 1:04d}-{name}")
+            release = _install(resources, bundles[name], f"{n + 1:04d}-{name}")
             swap_times.append(time.monotonic())
             releases.promote(resources, release)
             time.sleep(1.5)
@@ -192,21 +211,24 @@ def swap_test(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.service",
                                      description=__doc__.splitlines()[0])
+    parser.add_argument("--eval-dir", type=Path, default=EVAL_DIR)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--swaps", type=int, default=10)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "service.json")
     args = parser.parse_args(argv)
+    if eval_set_missing(args.eval_dir, "service", "cards.jsonl.gz", "labels.csv"):
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         base = Path(tmp)
-        print("building two synthetic bundles ...", flush=True)
+        print("building two bundles of the eval catalogue ...", flush=True)
         bundles = {"A": base / "A", "B": base / "B"}
-        build_synthetic_bundle(SEEDS_A, bundles["A"])
-        build_synthetic_bundle(SEEDS_B, bundles["B"])
+        _build(args.eval_dir, bundles["A"], lambda n: True)
+        _build(args.eval_dir, bundles["B"], lambda n: n % 10 != 9)
         resources = base / "resources"
-        releases.promote(resources, install_release(resources, bundles["A"], "0001-A"))
-        photos = _photos()
+        releases.promote(resources, _install(resources, bundles["A"], "0001-A"))
+        photos = _photos(args.eval_dir)
         server = Server(resources, base / "data")
         try:
             server.wait_ready()

@@ -34,7 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.common import middle, serve_in_subprocess, write_json
+from bench.common import middle, recognise_upload, serve_in_subprocess, write_json
 from bench.renders import render
 
 SEED = 20261207
@@ -75,12 +75,9 @@ def serve(bundle_dir: Path, items: list[dict[str, Any]], heights: list[int], see
           ) -> list[dict[str, Any]]:
     import cv2
 
-    from app.recognition.collector_line.settle import settle
     from app.recognition.collector_line.tesseract import load_reader
-    from app.recognition.decode.uploads import Photo, decode
     from app.recognition.features.extraction import configure_threads
     from app.recognition.index.bundle import Bundle
-    from app.recognition.match.card import recognize
 
     configure_threads(1)
     bundle = Bundle.open(bundle_dir)
@@ -93,10 +90,9 @@ def serve(bundle_dir: Path, items: list[dict[str, Any]], heights: list[int], see
         for height in heights:
             data = render(scan, height, seed * 1000 + n * 10 + heights.index(height))
             start = time.perf_counter()
-            decoded = decode(data, max_side=bundle.params.query_max_side)
-            rec = recognize(bundle, decoded.image, quad_scale=decoded.reduction,
-                            deadline=start + 1.5)
-            evidence = settle(bundle, rec, Photo(data, decoded, 50_000_000), reader)
+            found = recognise_upload(bundle, data, reader, deadline=start + 1.5)
+            rec = found.searched
+            source = found.answers[0].evidence.source if found.answers else "appearance"
             match = rec.match
             if match is None:
                 outcome = "none"
@@ -107,7 +103,7 @@ def serve(bundle_dir: Path, items: list[dict[str, Any]], heights: list[int], see
             else:
                 outcome = "decided right" if match.card["id"] == item["id"] else "WRONG printing"
             rows.append({**item, "height": height, "outcome": outcome,
-                         "flagged": rec.ambiguous_printing, "source": evidence.source,
+                         "flagged": rec.ambiguous_printing, "source": source,
                          "answer": (f"{match.card['name']} {match.card['set']} "
                                     f"{match.card['collector_number']}") if match else None,
                          "ms": round((time.perf_counter() - start) * 1000, 1)})

@@ -38,7 +38,8 @@ from app.recognition.decode.uploads import Photo, decode
 from app.recognition.features.extraction import configure_threads
 from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import Bundle
-from app.recognition.match.card import Recognition, recognize
+from app.recognition.match.card import recognize
+from app.recognition.match.records import Recognition
 from app.recognition.params import PROFILES
 from tests.synthetic import CARD_H, CARD_W, draw_collector_line, make_card, make_reprint, photograph
 

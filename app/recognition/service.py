@@ -54,6 +54,9 @@ class Outcome:
     answers: list[Answer]
     searched: Recognition | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # the CPU time reading the lines took in this thread (Tesseract and OpenCV run in it):
+    # what the collector-line benchmark reports, which other jobs do not inflate as wall time
+    read_line_cpu_ms: float | None = None
 
 
 def query_side(params: FeatureParams, multi: bool) -> int:
@@ -96,12 +99,13 @@ def recognise(
         timings = searched.timings_ms
     photo = Photo(data, decoded, max_pixels)
     appearances = [dict(r.match.card) for r in results if r.match is not None]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.thread_time()
     evidences = [settle(bundle, result, photo, reader) for result in results]
+    cpu_ms = round((time.thread_time() - cpu) * 1000, 1)
     if results:
         timings["read_line"] = round((time.perf_counter() - started) * 1000, 2)
     answers = [Answer(r, e, a) for r, e, a in zip(results, evidences, appearances, strict=True)]
-    return Outcome(answers, searched, timings)
+    return Outcome(answers, searched, timings, cpu_ms if results else None)
 
 
 _SETS: weakref.WeakKeyDictionary[Bundle, list[str]] = weakref.WeakKeyDictionary()

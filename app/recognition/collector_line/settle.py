@@ -38,7 +38,7 @@ from app.recognition.collector_line.region import card_height
 from app.recognition.collector_line.tesseract import Reader
 from app.recognition.decode.uploads import ImageError, Photo
 from app.recognition.index.bundle import Bundle
-from app.recognition.match.card import Recognition
+from app.recognition.match.records import Recognition
 
 log = logging.getLogger(__name__)
 
