@@ -8,6 +8,8 @@ from flask import Blueprint, current_app, jsonify, url_for
 from flask.typing import ResponseReturnValue
 
 from app.catalog.access import get_store
+from app.common.settings import Settings
+from app.pipeline.running import describe_running
 from app.runtime.model import get_holder
 
 bp = Blueprint("health", __name__)
@@ -65,6 +67,11 @@ def healthz() -> ResponseReturnValue:
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
     """Ready to recognise: a bundle is loaded and the catalogue store answers.
+
+    The status code says whether this replica answers; `refresh` says whether a refresh runs
+    on this host meanwhile (after REFRESH_SETS changed, at start-up: about a minute while the
+    release built under the old sets is served), why, and which release answers until it
+    promotes its own.
     ---
     tags: [health]
     produces: [application/json]
@@ -88,6 +95,29 @@ def readyz() -> ResponseReturnValue:
               backend: {type: string, example: postgresql}
               ok: {type: boolean}
               detail: {type: string}
+          settings_profile:
+            type: string
+            description: RECOGNITION_PROFILE, the feature parameters bundles are checked
+              against.
+          refresh: {$ref: '#/definitions/RefreshInProgress'}
+      RefreshInProgress:
+        type: object
+        description: The refresh running on this host now, from any process of it (also
+          in /status, under `refresh`). A record left by a refresh whose process died is
+          not shown.
+        properties:
+          running: {type: boolean}
+          reason:
+            type: string
+            x-nullable: true
+            description: 'Why it runs: nightly, flask refresh, flask build-index,
+              "bootstrap: no bundle", "start-up: REFRESH_SETS changed from rtr to dsk,rtr".'
+          started_at: {type: string, x-nullable: true, description: UTC, ISO 8601.}
+          serving:
+            type: string
+            x-nullable: true
+            description: The release answering meanwhile (null when none is loaded, or no
+              refresh runs).
       ModelState:
         type: object
         description: The loaded descriptor bundle (also in /status).
@@ -101,6 +131,7 @@ def readyz() -> ResponseReturnValue:
             x-nullable: true
             description: How long requests waited for the last bundle swap.
     """
+    settings: Settings = current_app.config["SETTINGS"]
     state = get_holder().state
     store = get_store()
     try:
@@ -127,6 +158,7 @@ def readyz() -> ResponseReturnValue:
             "last_swap_pause_ms": state.last_swap_pause_ms,
         },
         "catalog": catalog,
-        "settings_profile": current_app.config["SETTINGS"].recognition_profile,
+        "settings_profile": settings.recognition_profile,
+        "refresh": describe_running(settings.resources_dir, state.version),
     }
     return jsonify(body), (200 if not reasons else 503)

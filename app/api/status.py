@@ -23,6 +23,7 @@ from app.api.auth import require_token
 from app.common.settings import Settings
 from app.pipeline import releases
 from app.pipeline.locks import UPDATE_LOCK_NAME, held_here
+from app.pipeline.running import describe_running
 from app.runtime.model import get_holder
 
 bp = Blueprint("status", __name__)
@@ -141,6 +142,7 @@ def build_status(app: Flask) -> dict[str, Any]:
             "enabled": settings.refresh_enabled,
             "cron": settings.refresh_cron,
             "next_run_at": _next_run(app),
+            **describe_running(settings.resources_dir, state.version),
             "last_runs": runs,
         },
         "update_lock": {
@@ -160,8 +162,9 @@ def status() -> ResponseReturnValue:
     tags: [operations]
     summary: Operator status of this replica
     description: >
-      The loaded release and its age, the catalogue's counts and backend, the last three
-      refresh runs (from the catalogue store, shared by replicas), the next scheduled run,
+      The loaded release and its age, the catalogue's counts and backend, the refresh
+      running on this host now and why (as in /readyz), the last three refresh runs (from
+      the catalogue store, shared by replicas), the next scheduled run,
       whether this replica holds model_update_lock, and the effective settings with secrets
       masked. Needs the bearer token when INFER_API_TOKENS is set (it shows configuration).
     produces: [application/json]
@@ -225,12 +228,16 @@ def status() -> ResponseReturnValue:
               cards: {type: integer, x-nullable: true}
               error: {type: string, x-nullable: true}
           refresh:
-            type: object
-            properties:
-              enabled: {type: boolean}
-              cron: {type: string}
-              next_run_at: {type: string, x-nullable: true}
-              last_runs: {type: array, items: {$ref: '#/definitions/RefreshRun'}}
+            description: The schedule, the refresh running on this host now (the fields of
+              /readyz's `refresh`) and the last runs.
+            allOf:
+              - {$ref: '#/definitions/RefreshInProgress'}
+              - type: object
+                properties:
+                  enabled: {type: boolean}
+                  cron: {type: string}
+                  next_run_at: {type: string, x-nullable: true}
+                  last_runs: {type: array, items: {$ref: '#/definitions/RefreshRun'}}
           update_lock:
             type: object
             properties:

@@ -42,7 +42,7 @@ def bootstrap(settings: Settings, store: CatalogStore) -> str:
         return "no bundle, no RESOURCE_BUNDLE_URL and REFRESH_ENABLED=false: nothing to do"
     from app.pipeline.refresh import run_refresh
 
-    result = run_refresh(settings, store)
+    result = run_refresh(settings, store, reason="bootstrap: no bundle")
     return result.summary()
 
 

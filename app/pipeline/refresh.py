@@ -41,6 +41,7 @@ from app.pipeline.extraction import extract_new_faces
 from app.pipeline.locks import UpdateLock, make_update_lock
 from app.pipeline.refresh_options import RefreshError, RefreshOptions, RefreshResult
 from app.pipeline.refresh_state import current_card_count, load_state, save_state
+from app.pipeline.running import RunningRecord
 from app.pipeline.scryfall import BulkItem, ScryfallClient, ScryfallError
 from app.pipeline.selection import card_rows, select_faces
 from app.pipeline.validation import validate
@@ -57,14 +58,19 @@ def run_refresh(
     lock: UpdateLock | None = None,
     params: FeatureParams | None = None,
     on_promoted: Callable[[Path], None] | None = None,
+    reason: str = "refresh",
 ) -> RefreshResult:
-    """Run one refresh under the update lock; never raises for a failed run (see result)."""
+    """Run one refresh under the update lock; never raises for a failed run (see result).
+
+    `reason` says why it runs ("nightly", "flask refresh", "bootstrap: no bundle", "start-up:
+    REFRESH_SETS changed from rtr to dsk,rtr"): /readyz and /status show it, with the release
+    served meanwhile, while the refresh holds the lock (app/pipeline/running.py)."""
     options = options or RefreshOptions.from_settings(settings)
     params = params or PROFILES[settings.recognition_profile]
     lock = lock or make_update_lock(settings)
     host = socket.gethostname()
     started = time.perf_counter()
-    result = _run_locked(settings, store, options, lock, params, on_promoted, host)
+    result = _run_locked(settings, store, options, lock, params, on_promoted, host, reason)
     metrics.record_refresh(result.status, time.perf_counter() - started, time.time())
     return result
 
@@ -77,6 +83,7 @@ def _run_locked(
     params: FeatureParams,
     on_promoted: Callable[[Path], None] | None,
     host: str,
+    reason: str,
 ) -> RefreshResult:
     if not lock.acquire():
         if lock.unavailable:
@@ -98,6 +105,9 @@ def _run_locked(
             log.warning("could not record the skipped run: %s", exc)
         return result
     metrics.UPDATE_LOCK.labels("held").inc()
+    record = RunningRecord(settings.resources_dir, reason)
+    record.write()
+    log.info("refresh started (%s)", reason)
     job: _Job | None = None
     try:
         store.migrate()
@@ -128,6 +138,7 @@ def _run_locked(
     finally:
         if job is not None:
             job.cleanup()
+        record.remove()
         lock.release()
 
 
@@ -286,6 +297,7 @@ class _Job:
                 "updated_at": item.updated_at,
                 "params": params_digest(self.params),
                 "selection": selection,
+                "policy": opts.selection_policy(),
                 "release": manifest["version"],
             },
         )

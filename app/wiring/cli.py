@@ -18,6 +18,7 @@ from flask.cli import with_appcontext
 from app.common.settings import Settings
 from app.pipeline import releases
 from app.pipeline.locks import make_update_lock
+from app.pipeline.running import describe_running
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,8 @@ def build_index(
         changes["min_hit_rate"] = min_hit_rate
     options = RefreshOptions.from_settings(settings, **changes)
     result = run_refresh(
-        settings, current_app.extensions["catalog"], options, params=PROFILES[name]
+        settings, current_app.extensions["catalog"], options, params=PROFILES[name],
+        reason="flask build-index",
     )
     click.echo(result.summary())
     if result.status != "succeeded":
@@ -93,7 +95,7 @@ def build_index(
 @click.command("status")
 @with_appcontext
 def status() -> None:
-    """Current release, counts and the last refresh runs."""
+    """Current release, counts, the refresh running now and the last refresh runs."""
     settings = _settings()
     current = releases.describe(releases.current_release(settings.resources_dir))
     info: dict[str, object] = {
@@ -104,6 +106,9 @@ def status() -> None:
     if current["name"] is not None:
         info["counts"] = current["counts"]
         info["built_at"] = current["built_at"]
+    name = current["name"]
+    info["refresh"] = describe_running(settings.resources_dir,
+                                       str(name) if name is not None else None)
     store = current_app.extensions["catalog"]
     try:
         store.migrate()
@@ -203,7 +208,8 @@ def refresh(
     if min_hit_rate is not None:
         changes["min_hit_rate"] = min_hit_rate
     options = RefreshOptions.from_settings(settings, **changes)
-    result = run_refresh(settings, current_app.extensions["catalog"], options)
+    result = run_refresh(settings, current_app.extensions["catalog"], options,
+                         reason="flask refresh")
     click.echo(result.summary())
     if result.status == "failed":
         raise SystemExit(1)

@@ -61,6 +61,7 @@ def init_app(app: Flask, is_cli: bool) -> BackgroundScheduler | None:
             settings,
             app.extensions["catalog"],
             on_promoted=(lambda run: holder.load(run)) if holder is not None else None,
+            reason="nightly",
         )
         log.info("scheduled %s", result.summary())
 

@@ -205,17 +205,18 @@ def _refresh_if_reselected(app: Flask) -> None:
     from app.pipeline.refresh import run_refresh
     from app.pipeline.refresh_state import reselected_release
 
-    release = reselected_release(settings)
-    if release is None:
+    reselected = reselected_release(settings)
+    if reselected is None:
         return
-    log.info("the printings policy (REFRESH_SETS, REFRESH_LANGS, REFRESH_EXCLUDED_LAYOUTS) "
-             "changed since release %s was built: refreshing now; it serves meanwhile", release)
+    log.info("%s since release %s was built: refreshing now; it serves meanwhile",
+             reselected.change, reselected.release)
     holder: ModelHolder[Bundle] = app.extensions["model"]
 
     def serve(path: Path) -> None:
         holder.load(path)
 
-    result = run_refresh(settings, app.extensions["catalog"], on_promoted=serve)
+    result = run_refresh(settings, app.extensions["catalog"], on_promoted=serve,
+                         reason=f"start-up: {reselected.change}")
     log.info("start-up %s", result.summary())
 
 
