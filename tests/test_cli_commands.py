@@ -97,8 +97,8 @@ def test_rollback_waits_for_no_one_while_a_refresh_holds_the_lock(
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Replace the refresh itself: these tests are about what the command passes it."""
-    from app.pipeline import refresh
     from app.pipeline.refresh_options import RefreshResult
+    from app.wiring import cli
 
     calls: list[Any] = []
 
@@ -106,7 +106,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         calls.append(options)
         return RefreshResult("succeeded", {"faces": 1}, release="v1")
 
-    monkeypatch.setattr(refresh, "run_refresh", fake_run)
+    monkeypatch.setattr(cli, "run_refresh", fake_run)
     return calls
 
 

@@ -9,6 +9,7 @@ from flask.typing import ResponseReturnValue
 
 from app.catalog.access import get_store
 from app.common.settings import Settings
+from app.common.version import SERVICE_NAME, __version__
 from app.pipeline.running import describe_running
 from app.runtime.model import get_holder
 
@@ -34,8 +35,6 @@ def index() -> ResponseReturnValue:
             index_version: {type: string, x-nullable: true}
             index_loaded_at: {type: string, x-nullable: true}
     """
-    from app.common.version import SERVICE_NAME, __version__
-
     state = get_holder().state
     return jsonify(
         service=SERVICE_NAME,

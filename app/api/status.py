@@ -21,6 +21,7 @@ from flask.typing import ResponseReturnValue
 
 from app.api.auth import require_token
 from app.common.settings import Settings
+from app.common.version import SERVICE_NAME, __version__
 from app.pipeline import releases
 from app.pipeline.locks import UPDATE_LOCK_NAME, held_here
 from app.pipeline.running import describe_running
@@ -101,8 +102,6 @@ def _settings(settings: Settings) -> dict[str, Any]:
 
 def build_status(app: Flask) -> dict[str, Any]:
     """The status document (also what `flask --app app status` could grow into)."""
-    from app.common.version import SERVICE_NAME, __version__
-
     settings: Settings = app.config["SETTINGS"]
     now = datetime.now(UTC)
     holder = get_holder()

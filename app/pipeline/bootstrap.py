@@ -24,7 +24,20 @@ import requests
 from app.catalog.store import CatalogStore
 from app.common.settings import Settings, mask_url
 from app.pipeline import releases
+from app.pipeline.downloads import ImageFetcher
+from app.pipeline.legacy_import import (
+    ID_MAP_FILE,
+    LegacyImportError,
+    convert_legacy_release,
+    find_legacy_release,
+    iter_json_strings,
+)
 from app.pipeline.locks import make_update_lock
+from app.pipeline.refresh import run_refresh
+from app.pipeline.scryfall import user_agent
+from app.recognition.decode.uploads import decode_image
+from app.recognition.index.bundle import MANIFEST_FILE, Bundle, BundleError, sha256_file
+from app.recognition.params import PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +53,11 @@ def bootstrap(settings: Settings, store: CatalogStore) -> str:
         return f"installed release {release.name} from {mask_url(settings.resource_bundle_url)}"
     if not settings.refresh_enabled:
         return "no bundle, no RESOURCE_BUNDLE_URL and REFRESH_ENABLED=false: nothing to do"
-    from app.pipeline.refresh import run_refresh
-
     result = run_refresh(settings, store, reason="bootstrap: no bundle")
     return result.summary()
 
 
 def _download(url: str, dest: Path, max_bytes: int) -> None:
-    from app.pipeline.scryfall import user_agent
-
     if url.startswith("file:"):
         shutil.copyfile(url.removeprefix("file://").removeprefix("file:"), dest)
         return
@@ -97,9 +106,6 @@ def install_release_archive(
     An archive of a release in the older layout (no manifest; see legacy_import) is converted
     to the current layout first, with card fields and reference images (for thumbnails) from
     the catalogue `store` when it has them."""
-    from app.recognition.index.bundle import MANIFEST_FILE, Bundle, BundleError, sha256_file
-    from app.recognition.params import PROFILES
-
     shown = mask_url(url)  # signed URLs carry tokens: never in errors, /readyz or logs
     digest = expected_sha256(url)
     if urlsplit(url).scheme == "http" and digest is None:
@@ -160,16 +166,6 @@ def _convert_legacy(
     settings: Settings, url: str, unpacked: Path, out: Path, store: CatalogStore | None
 ) -> Path:
     """`url` is the masked URL, for messages only."""
-    from app.pipeline.legacy_import import (
-        ID_MAP_FILE,
-        LegacyImportError,
-        convert_legacy_release,
-        find_legacy_release,
-        iter_json_strings,
-    )
-    from app.recognition.index.bundle import MANIFEST_FILE
-    from app.recognition.params import PROFILES
-
     source = find_legacy_release(unpacked)
     if source is None:
         raise BootstrapError(
@@ -202,15 +198,11 @@ class _CatalogueImages:
     """card id -> its reference image, fetched from the catalogue record's image URL."""
 
     def __init__(self, settings: Settings, cards: dict[str, dict[str, Any]]) -> None:
-        from app.pipeline.downloads import ImageFetcher
-
         self.settings = settings
         self.cards = cards
         self.fetcher = ImageFetcher()
 
     def __call__(self, card_id: str) -> np.ndarray | None:
-        from app.recognition.decode.uploads import decode_image
-
         record: dict[str, Any] = dict(self.cards.get(card_id) or {})
         uris = record.get("image_uris") or {}
         faces = record.get("card_faces")

@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import requests
 
+from app.pipeline.scryfall import RETRY_STATUS, retry_after, user_agent
 from app.recognition.features.extraction import Features
 from app.recognition.params import BUILD_FIELDS, FeatureParams
 
@@ -55,8 +56,6 @@ class ImageFetcher:
         timeout: tuple[float, float] = (10.0, 60.0),
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        from app.pipeline.scryfall import user_agent
-
         self.session = session or requests.Session()
         self.session.headers.update(
             {"User-Agent": user_agent(), "Accept": "image/*;q=0.9,*/*;q=0.8"}
@@ -85,8 +84,6 @@ class ImageFetcher:
         return path.read_bytes()
 
     def _fetch_http(self, url: str) -> bytes:
-        from app.pipeline.scryfall import RETRY_STATUS, _retry_after
-
         last = ""
         for attempt in range(1, self.tries + 1):
             wait_s = min(self.max_wait, self.backoff * 2 ** (attempt - 1))
@@ -112,7 +109,7 @@ class ImageFetcher:
                     if status not in RETRY_STATUS:
                         raise ImageFetchError(f"{url}: HTTP {status}")
                     last = f"HTTP {status}"
-                    hinted = _retry_after(response)
+                    hinted = retry_after(response)
                     if hinted is not None:
                         wait_s = min(self.max_wait, max(wait_s, hinted))
             except (requests.ConnectionError, requests.Timeout,

@@ -33,6 +33,8 @@ from urllib.parse import urljoin
 
 import requests
 
+from app.common.version import __version__
+
 log = logging.getLogger(__name__)
 
 REPO_URL = "https://github.com/mtgscan/descriptor-infer-service"  # placeholder
@@ -41,8 +43,6 @@ _CHUNK = 1 << 20
 
 
 def user_agent() -> str:
-    from app.common.version import __version__
-
     return f"MTGScan-descriptor-infer-service/{__version__} (+{REPO_URL})"
 
 
@@ -61,7 +61,7 @@ class BulkItem:
     size: int | None = None
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def retry_after(response: requests.Response) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or HTTP-date), None if absent/bad."""
     value = response.headers.get("Retry-After")
     if not value:
@@ -153,7 +153,7 @@ class ScryfallClient:
                 if response.status_code not in RETRY_STATUS:
                     raise ScryfallError(f"GET {url}: HTTP {response.status_code} {body}".strip())
                 last = f"HTTP {response.status_code}"
-                hinted = _retry_after(response)
+                hinted = retry_after(response)
                 if hinted is not None:
                     wait = min(self.max_wait, max(wait, hinted))
             if attempt < self.max_tries:

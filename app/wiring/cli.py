@@ -15,10 +15,13 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from app.common.settings import Settings
+from app.common.settings import Settings, SettingsError, parse_set_codes
 from app.pipeline import releases
 from app.pipeline.locks import make_update_lock
+from app.pipeline.refresh import run_refresh
+from app.pipeline.refresh_options import RefreshOptions
 from app.pipeline.running import describe_running
+from app.recognition.params import PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +67,6 @@ def build_index(
     The same pipeline as the nightly refresh (lock, card records, feature cache, validation,
     atomic promotion), fed from a file instead of Scryfall's bulk data.
     """
-    from app.pipeline.refresh import run_refresh
-    from app.pipeline.refresh_options import RefreshOptions
-    from app.recognition.params import PROFILES
-
     settings = _settings()
     name = profile or settings.recognition_profile
     if name not in PROFILES:
@@ -185,9 +184,6 @@ def refresh(
 
     The printings policy comes from REFRESH_LANGS, REFRESH_SETS, REFRESH_EXCLUDED_LAYOUTS and
     REFRESH_MIN_HIT_RATE, as for the scheduled job; the options override it for this run."""
-    from app.pipeline.refresh import run_refresh
-    from app.pipeline.refresh_options import RefreshOptions
-
     settings = _settings()
     changes: dict[str, object] = {
         "catalog_file": catalog_file,
@@ -198,8 +194,6 @@ def refresh(
     if langs:
         changes["langs"] = () if "any" in langs else tuple(langs)
     if set_codes:
-        from app.common.settings import SettingsError, parse_set_codes
-
         try:
             parsed = parse_set_codes("--set", ",".join(set_codes))
         except SettingsError as exc:

@@ -19,6 +19,7 @@ from apscheduler.triggers.cron import CronTrigger
 from flask import Flask
 
 from app.common.settings import Settings
+from app.pipeline.refresh import run_refresh
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,6 @@ def init_app(app: Flask, is_cli: bool) -> BackgroundScheduler | None:
         return None
 
     def job() -> None:
-        from app.pipeline.refresh import run_refresh
-
         holder = app.extensions.get("model")
         result = run_refresh(
             settings,

@@ -20,34 +20,32 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from flask import Flask
 
 from app.common.settings import Settings
+from app.pipeline.bootstrap import bootstrap
 from app.pipeline.locks import FileLock
+from app.pipeline.refresh import run_refresh
+from app.pipeline.refresh_state import reselected_release
+from app.recognition.features.extraction import configure_threads
+from app.recognition.index.bundle import Bundle
+from app.recognition.params import PROFILES
 from app.runtime.model import ModelHolder
 from app.runtime.watcher import BundleWatcher
-
-if TYPE_CHECKING:  # for annotations; make_holder imports it where it is used, as before
-    from app.recognition.index.bundle import Bundle
+from app.wiring import scheduler
 
 log = logging.getLogger(__name__)
 
 
 def make_holder(settings: Settings) -> ModelHolder[Bundle]:
     """A holder whose loader verifies bundles against the configured recognition profile."""
-    from app.recognition.index.bundle import Bundle
-    from app.recognition.params import PROFILES
-
     expected = PROFILES[settings.recognition_profile]
     return ModelHolder(lambda path: Bundle.open(path, expected_params=expected))
 
 
 def init_app(app: Flask) -> None:
     """Attach the model holder; nothing is loaded and no thread starts until `start`."""
-    from app.recognition.features.extraction import configure_threads
-
     settings: Settings = app.config["SETTINGS"]
     configure_threads(settings.recognition_threads)
     holder = make_holder(settings)
@@ -79,8 +77,6 @@ def start(app: Flask) -> None:
     watcher = BundleWatcher(holder, settings.resources_dir, polling=settings.watch_polling)
     watcher.start()
     app.extensions["watcher"] = watcher
-    from app.wiring import scheduler
-
     scheduler.init_app(app, is_cli=False)
 
 
@@ -92,8 +88,6 @@ def _is_cli_command() -> bool:
 
 def shutdown(app: Flask) -> None:
     """Stop background threads and release resources (tests, and a clean exit)."""
-    from app.wiring import scheduler
-
     scheduler.shutdown(app)
     watcher = app.extensions.get("watcher")
     if watcher is not None:
@@ -202,9 +196,6 @@ def _refresh_if_reselected(app: Flask) -> None:
     settings: Settings = app.config["SETTINGS"]
     if not settings.refresh_enabled:
         return
-    from app.pipeline.refresh import run_refresh
-    from app.pipeline.refresh_state import reselected_release
-
     reselected = reselected_release(settings)
     if reselected is None:
         return
@@ -255,8 +246,6 @@ def _bootstrap(app: Flask, holder: ModelHolder[Bundle]) -> str:
 
     See app.pipeline.bootstrap.
     """
-    from app.pipeline.bootstrap import bootstrap
-
     holder.set_status("preparing", "no bundle: bootstrapping (release archive or refresh)")
     try:
         outcome = str(bootstrap(app.config["SETTINGS"], app.extensions["catalog"]))
