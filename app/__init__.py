@@ -47,6 +47,8 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     a developer's file must not change what tests mean), or None to read the environment and
     `.env`. A bad value raises `SettingsError` naming the variable.
     """
+    # Every module of app runs this file first: the layers are imported when an app is built,
+    # not when a leaf module (app.common.settings, for gunicorn.conf.py) is.
     from app.api import routes
     from app.catalog import access
     from app.runtime import http_logging, logging_setup
@@ -98,6 +100,7 @@ def create_serving_app(config: Settings | Mapping[str, Any] | None = None) -> Fl
     tools) never starts threads: only the process that serves asks for them, and stops them
     with `app.wiring.startup.shutdown`. See app/wiring/startup.py.
     """
+    # as in create_app: not when a leaf module is imported
     from app.wiring import startup
 
     app = create_app(config)
@@ -106,6 +109,7 @@ def create_serving_app(config: Settings | Mapping[str, Any] | None = None) -> Fl
 
 
 def _check_profile(settings: Settings) -> None:
+    # as in create_app: not when a leaf module is imported
     from app.recognition.params import PROFILES
 
     if settings.recognition_profile not in PROFILES:

@@ -13,6 +13,7 @@ from typing import Any
 from dotenv import load_dotenv
 from gunicorn.app.base import BaseApplication
 
+from app import _check_profile
 from app.common.metrics import MULTIPROC_ENV, gunicorn_child_exit
 from app.common.settings import Settings, SettingsError
 from app.runtime.logging_setup import gunicorn_logconfig
@@ -44,6 +45,8 @@ class _Server(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        # in the worker gunicorn forks, not in its master: FAISS's OpenMP threads started
+        # before a fork can hang the child's search (faiss#5206)
         from app import create_serving_app
 
         return create_serving_app(self.settings)
@@ -53,8 +56,6 @@ def main() -> int:
     load_dotenv(override=False)
     try:
         settings = Settings.from_env()
-        from app import _check_profile
-
         _check_profile(settings)
     except SettingsError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

@@ -136,3 +136,34 @@ def test_an_upward_import_added_on_purpose_is_caught(
     finally:
         probe.unlink()
     assert any(expected in p for p in found), found
+
+
+def deferred_imports_without_a_reason(path: Path) -> list[str]:
+    """Function-local imports of app modules whose reason is not written above them: a
+    comment on the line, or on the line above the block of imports it begins."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    found = []
+    for function in ast.walk(ast.parse("\n".join(lines))):
+        if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for node in ast.walk(function):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [
+                alias.name for alias in node.names]
+            if not any(n == "app" or n.startswith("app.") for n in names):
+                continue
+            row = node.lineno - 1
+            if "#" in lines[row]:
+                continue
+            while row > 0 and lines[row - 1].strip().startswith(("from ", "import ")):
+                row -= 1
+            if row == 0 or not lines[row - 1].strip().startswith("#"):
+                found.append(f"{path.relative_to(APP.parent)}:{node.lineno} {names[0]}")
+    return found
+
+
+def test_function_local_imports_say_why_they_wait() -> None:
+    problems = [p for path in sorted(APP.rglob("*.py"))
+                for p in deferred_imports_without_a_reason(path)]
+    assert not problems, "\n".join(problems)

@@ -21,6 +21,7 @@ from app.recognition import service
 from app.recognition.collector_line.records import Evidence
 from app.recognition.collector_line.settle import answer_finish
 from app.recognition.decode.uploads import ImageError
+from app.recognition.features.extraction import release_freed_memory
 from app.recognition.index.bundle import Bundle
 from app.recognition.match.records import Candidate, Recognition
 from app.recognition.params import PROFILES
@@ -49,7 +50,6 @@ FALSE_WORDS = ("false", "0", "no", "off", "")
 def init_app(app: Flask) -> None:
     """The recognition gate, made once with the app: made lazily by the first requests,
     two of them could each make one and let more recognitions run than allowed."""
-    from app.recognition.features.extraction import release_freed_memory
 
     settings: Settings = app.config["SETTINGS"]
     app.extensions["admission"] = Admission(
