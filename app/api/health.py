@@ -32,8 +32,17 @@ def index() -> ResponseReturnValue:
             service: {type: string, example: descriptor-infer-service}
             version: {type: string, example: 0.1.0}
             docs: {type: string, example: /apidocs/}
+            spec: {type: string, example: /apispec_1.json}
             index_version: {type: string, x-nullable: true}
             index_loaded_at: {type: string, x-nullable: true}
+        examples:
+          application/json:
+            service: descriptor-infer-service
+            version: 0.1.0
+            docs: /apidocs/
+            spec: /apispec_1.json
+            index_version: 20261126T020000000000Z-3fa1b2c4
+            index_loaded_at: "2026-11-26T02:14:09+00:00"
     """
     state = get_holder().state
     return jsonify(
@@ -59,6 +68,8 @@ def healthz() -> ResponseReturnValue:
           type: object
           properties:
             status: {type: string, example: ok}
+        examples:
+          application/json: {status: ok}
     """
     return jsonify(status="ok")
 
@@ -76,11 +87,46 @@ def readyz() -> ResponseReturnValue:
     produces: [application/json]
     responses:
       200:
-        description: Ready.
+        description: Ready (here while a refresh runs, the release it replaces serving).
         schema: {$ref: '#/definitions/Readiness'}
+        examples:
+          application/json:
+            ready: true
+            reason: null
+            model:
+              status: loaded
+              detail: serving bundle 20261126T020000000000Z-3fa1b2c4
+              version: 20261126T020000000000Z-3fa1b2c4
+              loaded_at: "2026-11-26T02:14:09+00:00"
+              last_swap_pause_ms: 0.004
+            catalog: {backend: postgresql, ok: true, detail: answering}
+            settings_profile: default
+            refresh:
+              running: true
+              reason: "start-up: REFRESH_SETS changed from rtr to dsk,rtr"
+              started_at: "2026-11-26T09:14:03+00:00"
+              serving: 20261126T020000000000Z-3fa1b2c4
       503:
         description: Not ready; `reason` says why (preparing, failed download, database down).
         schema: {$ref: '#/definitions/Readiness'}
+        examples:
+          application/json:
+            ready: false
+            reason: "no descriptor bundle loaded (preparing: no bundle: bootstrapping (release
+              archive or refresh))"
+            model:
+              status: preparing
+              detail: "no bundle: bootstrapping (release archive or refresh)"
+              version: null
+              loaded_at: null
+              last_swap_pause_ms: null
+            catalog: {backend: postgresql, ok: true, detail: answering}
+            settings_profile: default
+            refresh:
+              running: true
+              reason: "bootstrap: no bundle"
+              started_at: "2026-11-26T09:14:03+00:00"
+              serving: null
     definitions:
       Readiness:
         type: object

@@ -33,10 +33,13 @@ SWAGGER_TEMPLATE = {
         "Unauthorized": {
             "description": "No bearer token (only when INFER_API_TOKENS is set).",
             "schema": {"$ref": "#/definitions/Error"},
+            "examples": {"application/json": {
+                "error": "Missing bearer token: send Authorization: Bearer <token>."}},
         },
         "Forbidden": {
             "description": "Wrong bearer token.",
             "schema": {"$ref": "#/definitions/Error"},
+            "examples": {"application/json": {"error": "Invalid bearer token."}},
         },
     },
     "securityDefinitions": {

@@ -170,8 +170,75 @@ def status() -> ResponseReturnValue:
     security: [{bearer: []}]
     responses:
       200:
-        description: The status document.
+        description: The status document (here during the nightly refresh).
         schema: {$ref: '#/definitions/Status'}
+        examples:
+          application/json:
+            service: descriptor-infer-service
+            version: 0.1.0
+            host: infer-7d9c5b6f4-x2kqp
+            time: "2026-11-27T02:03:10+00:00"
+            release:
+              status: loaded
+              detail: serving bundle 20261126T020000000000Z-3fa1b2c4
+              version: 20261126T020000000000Z-3fa1b2c4
+              loaded_at: "2026-11-26T02:14:09+00:00"
+              built_at: "2026-11-26T02:13:51.204118+00:00"
+              age_s: 86359.2
+              counts: {cards: 10719, references: 10719, slots: 10719, new_cards: 212,
+                       reused_cards: 10507, shared_pictures: 4210, picture_disagreements: 37,
+                       skipped_images: 2, indexed_descriptors: 3471925, candidates: 5600,
+                       padding_vectors: 104871, stop_words: 1913}
+              stale_build_fields: []
+              last_swap_pause_ms: 0.004
+              run_points_at: 20261126T020000000000Z-3fa1b2c4
+              releases: [20261124T020000000000Z-9b0e77d1, 20261125T020000000000Z-52c0aa3e,
+                         20261126T020000000000Z-3fa1b2c4]
+            catalog: {backend: postgresql, cards: 104233, error: null}
+            refresh:
+              enabled: true
+              cron: 0 2 * * *
+              next_run_at: "2026-11-28T02:00:00+00:00"
+              running: true
+              reason: nightly
+              started_at: "2026-11-27T02:00:00+00:00"
+              serving: 20261126T020000000000Z-3fa1b2c4
+              last_runs:
+                - id: 41
+                  outcome: succeeded
+                  host: infer-7d9c5b6f4-x2kqp
+                  started_at: "2026-11-26T02:00:00+00:00"
+                  finished_at: "2026-11-26T02:13:58+00:00"
+                  duration_s: 838.0
+                  error: null
+                  build: full
+                  faces: 10719
+                  images: {extracted: 212, cached: 10505, missing: 2, image_errors: 0}
+                  validation: {sample: 40, hits: 39, hit_rate: 0.975}
+                  build_timings_s: {extract: 61.8, train: 95.2, stop_sample: 12.1,
+                                    index: 140.8}
+                  reason: null
+            update_lock: {name: model_update_lock, backend: redis, held_by_this_replica: true}
+            settings:
+              profile: {flask_env: production, recognition_profile: default,
+                        recognition_threads: 2}
+              limits: {max_content_length: 10485760, max_image_pixels: 50000000,
+                       max_concurrent_infer: 2, infer_queue_timeout: 2.0,
+                       infer_time_budget_ms: 1500}
+              refresh_policy: {refresh_enabled: true, refresh_cron: 0 2 * * *,
+                               refresh_langs: [en], refresh_sets: [],
+                               refresh_excluded_layouts: [art_series, double_faced_token, emblem,
+                                                          planar, scheme, token, vanguard],
+                               refresh_min_hit_rate: 0.85,
+                               scryfall_api_url: "https://api.scryfall.com",
+                               scryfall_bulk_type: default_cards, resource_bundle_url: "",
+                               bootstrap_missing_bundle: true}
+              auth: {infer_auth: enabled, infer_api_tokens: 2 token(s)}
+              stores: {postgres_host: postgres, postgres_port: 5432, postgres_db: mtg,
+                       postgres_user: postgres, postgres_password: "***",
+                       redis_host: redis, redis_port: 6379, redis_db: 0,
+                       redis_password: ""}
+              logging: {log_level: INFO, log_format: json, log_file_path: ""}
       401: {$ref: '#/responses/Unauthorized'}
       403: {$ref: '#/responses/Forbidden'}
     definitions:
