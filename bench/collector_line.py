@@ -8,8 +8,9 @@ edited to a ★ (a foil), a third `EN` edited to `DE` (a German card the catalog
 hold). The catalogue is the eval catalogue plus `distractors.py --reprints 4` of every
 photographed and rendered card (two other-frame reprints, two set-symbol/collector-line
 twins); one of each rendered card's line twins is rendered too (its line is the only
-difference). Every render is recognised and settled as POST /infer does (recognize, then
-exact_printing.settle), in a serving process.
+difference). Every render is recognised and settled as POST /infer does it, through the same
+entry point (`app.recognition.service`, by `bench.common.recognise_upload`), in a serving
+process.
 
 Per card height it reports:
 - reading: set code, collector number, language and foil mark read right / wrong / refused;

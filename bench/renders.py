@@ -6,9 +6,10 @@ textured table (wood grain or cloth), random perspective and rotation, Gaussian 
 sigma 0.4-1.3 px, a glare band across the card, sensor noise, JPEG quality 70-92. The card
 is --heights px tall in the photo (500, 700, 1000, 1400 by default), the photo about 1.35x
 the card's height. Each photo is decoded, recognised and its printing settled as `POST /infer`
-does (imageio.decode, matcher.recognize with /infer's default time budget, then
-exact_printing.settle, which reads the collector line with ocr.load_reader's engine; the HTTP
-layer adds only its own overhead) in a serving process, against a bundle built from the eval
+does it, through the same entry point (`app.recognition.service`'s `decode_upload` and
+`recognise`, by `bench.common.recognise_upload`, with /infer's default time budget and the
+collector line read by the engine of `collector_line.tesseract.load_reader`; the HTTP layer
+adds only its own overhead) in a serving process, against a bundle built from the eval
 catalogue with the default profile (cached per parameter hash in --cache-dir), and
 classified:
 

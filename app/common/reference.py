@@ -3,7 +3,7 @@
 (`picture_key`).
 
 Both sides use these: the catalogue computes the keys when it stores a Scryfall record, and the
-bundle builder reads them back. They live here, below both, so that the catalogue does not pull
+bundle build reads them back. They live here, below both, so that the catalogue does not pull
 in FAISS and h5py, nor recognition the catalogue's stores. Pure functions of Scryfall's fields.
 """
 

@@ -195,7 +195,7 @@ class FeatureCache:
     def path(self, key: str, described: bool = True) -> Path:
         """An entry's file: `<key>.npz` with SIFT features, `<key>.thumb.npz` with the
         thumbnails only (a printing whose picture another printing's features stand for,
-        `recognition.pictures`)."""
+        `recognition.index.pictures`)."""
         return self.dir / key[:2] / (f"{key}.npz" if described else f"{key}.thumb.npz")
 
     def has(self, key: str) -> bool:
@@ -230,8 +230,8 @@ class FeatureCache:
     def get(self, key: str) -> tuple[Features, np.ndarray]:
         """(features, thumbnail) as `build_bundle` needs them. `gray` is a zero-stride
         placeholder of the right shape: only its shape is used for cached references; `color`
-        is the colour thumbnail (`builder.make_color_thumbnail` keeps it as it is). An
-        entry of thumbnails only has no keypoints."""
+        is the colour thumbnail (`recognition.index.thumbnails.make_color_thumbnail` keeps it
+        as it is). An entry of thumbnails only has no keypoints."""
         path = self.path(key)
         if not path.is_file():
             path = self.path(key, described=False)

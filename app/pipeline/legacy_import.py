@@ -12,10 +12,11 @@ The older layout (what the service this one replaces published):
 
 Conversion: card rows follow the first appearance of each id in id_map.json (read as a
 stream: the full catalogue's file is ~360 MB), each row takes its group's descriptors and
-keypoints, and the bundle is written by `app.recognition.index.bundle.build_bundle` through its
-`precomputed` hook, so the FAISS index is rebuilt (the old one is keyed by id_map positions,
-not descriptor rows, and has other parameters) and the stop words, offsets and manifest are
-made exactly as for a bundle built from images.
+keypoints, and the bundle is written by `app.recognition.index.build.build_bundle` through the
+references' `precomputed` hook (`app.common.reference.ReferenceImage`), so the FAISS index is
+rebuilt (the old one is keyed by id_map positions, not descriptor rows, and has other
+parameters) and the stop words, offsets and manifest are made exactly as for a bundle built
+from images.
 
 Descriptors. Values above 1 are raw SIFT (cv2's float SIFT, 0..255): rounded to uint8.
 Values all <= 1 are RootSIFT r = sqrt(d / sum(d)) of an unknown SIFT vector d: the square

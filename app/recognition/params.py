@@ -25,7 +25,7 @@ class FeatureParams:
     #   float32 at 0.52 MP); most photos are settled by the cheap first pass
     ref_nfeatures: int = 4000  # SIFT's cap, by contrast: 800 let a busy text box take every
     #   keypoint of a card with dark or smooth art (Leyline of Resonance: 0 of 800 in the art,
-    #   764 of 3,047 uncapped); selection.py then spreads the candidates over the card
+    #   764 of 3,047 uncapped); features/selection.py then spreads the candidates over the card
     query_nfeatures: int = 1200  # 2000 -> 1200: search p95 -25%, no answer changed at 10k
     clahe_clip: float = 2.0  # 0 disables CLAHE
     clahe_grid: int = 8
@@ -43,10 +43,10 @@ class FeatureParams:
     thumb_quality: int = 80  # encoder quality of the gray thumbnail
     color_quality: int = 90  # ... and of the colour one (64x89 px: WebP q90 2.8 KB, JPEG 3.5)
     color_scale: int = 2  # a colour thumbnail at 1/this of the thumbnail's size (64x89 px) is
-    #                       stored too, for the art check's colour (layout.py); 0: none (a
+    #                       stored too, for the art check's colour (features/layout.py); 0: none (a
     #                       bundle whose manifest does not name it was built without them)
     ref_candidates: int = 400  # descriptors per reference considered for the index: the best
-    #                            by scale and contrast, spread over a grid (see selection.py)
+    #                            by scale and contrast, spread over a grid (features/selection.py)
     ref_keep: int = 300  # ... of which at most this many non-stop-words are indexed (<= 1024)
 
     # -- index ----------------------------------------------------------------------------
@@ -75,7 +75,7 @@ class FeatureParams:
     top_candidates: int = 6
     dense_candidates: int = 3  # ... and this many more by votes per indexed descriptor, so a
     dense_floor: int = 50  #     reference with few descriptors (smooth art) is verified too
-    #                            (matcher.dense_candidates); counts below the floor count as it
+    #                            (match.vote.dense_candidates); counts below the floor count as it
     early_stop_corr: float = 0.6  # once a candidate's art correlates this well, candidates
     early_stop_votes: float = 0.5  # with < this fraction of its votes are not verified
     max_printings: int = 12  # other printings of a clearly matched name verified in any case
@@ -85,7 +85,7 @@ class FeatureParams:
     ransac_px: float = 6.0  # reprojection threshold, in query-feature pixels
     min_inliers: int = 10
     mirror_search: bool = True  # no match: search again as a mirrored photo (front cameras
-    #                             and webcam previews mirror; see matcher._recognize_once)
+    #                             and webcam previews mirror; see match.card._recognize_once)
 
     # -- decision -------------------------------------------------------------------------
     decision: str = "photometric"  # "photometric" | "inliers" (the older design)
@@ -96,13 +96,13 @@ class FeatureParams:
     #   wrong candidates' highest 0.86 -> 0.66). 0: the whole signal (before 2026-11-29)
     conf_center: float = 0.65  # art correlation at which confidence is 0.5 ...
     conf_margin: float = 0.25  # ... margin over the best other card's art at which it is 0.5
-    conf_slope: float = 15.0  # steepness of the logistic calibration (see matcher.decide)
+    conf_slope: float = 15.0  # steepness of the logistic calibration (match.decide.decide)
     accept: float = 0.5  # minimum art confidence of an answer
     color_check: bool = True  # the art check compares colour too, where the bundle has colour
     #                           thumbnails (layout.color_correlation) ...
     color_floor: float = 0.2  # ... and a colour correlation below this lowers the art
-    #                           correlation by the shortfall (matcher.colored)
-    # -- the printing among printings of one art (printing.py) ----------------------------
+    #                           correlation by the shortfall (match.photometric.colored)
+    # -- the printing among printings of one art (match/appearance.py) --------------------
     printing_diff: float = 0.8  # references "differ" at a pixel by this many deviations
     printing_min_px: int = 150  # fewer differing thumbnail pixels: the photo cannot tell
     printing_slope: float = 6.0  # evidence (-1..1) to log-odds of one printing over another
@@ -112,7 +112,7 @@ class FeatureParams:
     #   gone (a glare over Reluctant Role Model 289's added figure answered 26, confidently,
     #   in the rendered-photo benchmark at 500 px); 0 compares plain grey levels
 
-    # -- several cards in one photo (scene.py) ---------------------------------------------
+    # -- several cards in one photo (match/scene.py) --------------------------------------
     multi_max_side: int = 2400  # the photo is searched at more pixels than for one card ...
     multi_pixels: int = 2_000_000  # ... so that a card a tenth of its width still has
     multi_nfeatures: int = 6000  #     features enough
@@ -176,7 +176,7 @@ class FeatureParams:
         return [name for name in BUILD_FIELDS if getattr(self, name) != getattr(other, name)]
 
 
-THUMB_FORMATS = ("jpg", "webp")  # what `builder.encode_thumbnail` writes
+THUMB_FORMATS = ("jpg", "webp")  # what `index.thumbnails.encode_thumbnail` writes
 
 EXTRACTION_FIELDS = (
     "squash", "ref_max_side", "ref_nfeatures", "clahe_clip", "clahe_grid", "sift_contrast",

@@ -21,8 +21,9 @@ class Overloaded(Exception):
 class Admission:
     """`on_idle` is what `when_idle` runs once no recognition is in flight (the service
     returns the freed SIFT working memory to the system there: see
-    features.release_freed_memory). The view calls it after its response has been sent:
-    run at the end of the slot, malloc_trim added 5-12 ms to every answer (measured)."""
+    recognition.features.extraction.release_freed_memory). The view calls it after its
+    response has been sent: run at the end of the slot, malloc_trim added 5-12 ms to every
+    answer (measured)."""
 
     def __init__(
         self, slots: int, queue_timeout: float, on_idle: Callable[[], None] | None = None

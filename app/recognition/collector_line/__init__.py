@@ -1,10 +1,11 @@
 """The collector_line stage: the exact printing, from the collector line printed on the card.
 
-Half of all printings share their art, frame and border with another printing (docs/design-notes.md,
-"Printings that look alike"): the photo's appearance can only guess among them. What tells
-them apart is the collector line at the bottom of the card: `M 0194` / `DSK • EN` on 2015
-and later frames (rarity, collector number, set code, language; a ★ instead of the • on
-foils), the number alone (`141/274`) on 2003 frames, little or nothing on older ones.
+Half of all printings share their art, frame and border with another printing
+(docs/design-notes.md, "Printings that look alike"): the photo's appearance can only guess
+among them. What tells them apart is the collector line at the bottom of the card:
+`M 0194` / `DSK • EN` on 2015 and later frames (rarity, collector number, set code,
+language; a ★ instead of the • on foils), the number alone (`141/274`) on 2003 frames,
+little or nothing on older ones.
 
 Here, once a card is recognised, its quad (the verified homography's corners, in the
 uploaded photo's pixels) rectifies the line's region from the photo decoded at enough

@@ -1,8 +1,8 @@
 """Settle a recognised card's exact printing with its collector line.
 
-`matcher.decide` names the card and weighs the printings that share its art by appearance
-(`printing.py`); when they differ only by set symbol and collector line it can only flag the
-answer `ambiguous_printing`. `settle` reads the line (`collector_line.read_line`) and:
+`match.decide.decide` names the card and weighs the printings that share its art by
+appearance (`match/appearance.py`); when they differ only by set symbol and collector line it
+can only flag the answer `ambiguous_printing`. `settle` reads the line (`read.read_line`) and:
 
 - the line names exactly one printing of the art (any of the catalogue's, not only the ones
   verified): it becomes the answer, unflagged, `printing_evidence.source: "collector_line"`;

@@ -65,7 +65,7 @@ def find_tessdata(configured: str | None = None) -> Path | None:
 
 class Reader:
     """Reads lines of text from gray uint8 images with a pool of Tesseract instances, and
-    holds the second engine (`second`, see ppocr.py) for lines Tesseract leaves undecided."""
+    holds the second engine (`second`, see rapidocr.py) for lines Tesseract leaves undecided."""
 
     def __init__(self, tessdata: Path, second: LineRecognizer | None = None) -> None:
         import tesserocr

@@ -1,4 +1,4 @@
-"""Feature extraction shared by the index builder and the query path.
+"""Feature extraction shared by the index build and the query path.
 
 One function, `extract_features`, serves both roles so that references and queries can only
 differ by the role-specific knobs of the SAME `FeatureParams` (size, feature count). cv2 SIFT
@@ -218,11 +218,11 @@ def extract_features(
 ) -> Features:
     """CLAHE -> SIFT on the role's working size; descriptors stay uint8 (RootSIFT is derived).
     A reference keeps only its `ref_candidates` best keypoints, spread over the card
-    (`selection.spread`: what the index builder considers), and only those are described.
+    (`selection.spread`: what the index build considers), and only those are described.
     `max_pixels` selects the query pass (see `target_size`); an image of more than
     `tile_pixels` is searched tile by tile, in bounded memory (several-card photos).
     `describe=False` stops before SIFT: the gray and colour images only, for a printing
-    whose picture is another printing's reference (`pictures.py`; 1/20 of the cost)."""
+    whose picture is another printing's reference (`index/pictures.py`; 1/20 of the cost)."""
     height, width = image_bgr.shape[:2]
     gray = prepare_gray(image_bgr, params, role, max_pixels)
     nfeatures = params.ref_nfeatures if role == "reference" else params.query_nfeatures
@@ -260,7 +260,8 @@ def _mirror_permutation() -> np.ndarray:
     swap sides, and every gradient angle relative to the keypoint changes sign (bin o ->
     (8 - o) mod 8). Checked on the eval photos: descriptors extracted from cv2.flip(image, 1)
     and permuted descriptors of the image, at mirrored keypoints, lie a median squared
-    RootSIFT distance of 0.002 apart (0.35 unpermuted); tests/test_mirror.py checks it too.
+    RootSIFT distance of 0.002 apart (0.35 unpermuted); tests/recognition/test_mirror.py
+    checks it too.
     """
     rows, cols, bins = np.meshgrid(np.arange(4), np.arange(4), np.arange(8), indexing="ij")
     source = (rows * 4 + cols) * 8 + bins
@@ -277,7 +278,7 @@ def mirror(features: Features) -> Features:
     """The features of the image mirrored left-right, without extracting them again: SIFT is
     not mirror-invariant, but a mirrored patch's descriptor is a fixed permutation of its
     bins, and its keypoint lies at x' = width - 1 - x. `mirrored` says which way coordinates
-    are (`matcher.card_quad` maps them back to the uploaded image's)."""
+    are (`match.geometry.card_quad` maps them back to the uploaded image's)."""
     keypoints = features.keypoints.copy()
     keypoints[:, 0] = (features.gray.shape[1] - 1) - keypoints[:, 0]
     return replace(

@@ -7,10 +7,10 @@ symbols, text box, set symbol) recur on thousands of cards. Keeping the 250 high
 keypoints (OpenCV's own choice) halved the real-photo accuracy (docs/design-notes.md, "Which
 descriptors to keep"); what works is keeping keypoints that survive the photo's downscaling
 (large ones first) spread over the whole card, then removing the ones other cards repeat
-(stop words, found on a sample of cards by the builder).
+(stop words, found on a sample of cards by the index build: `index/stop_words.py`).
 
 The choice is made on keypoints alone (`spread`), so extraction describes only the chosen
-ones (`features.extract_features`), and it is idempotent: choosing again among the chosen
+ones (`extraction.extract_features`), and it is idempotent: choosing again among the chosen
 keeps them in the same order (a feature cache may hold either).
 """
 

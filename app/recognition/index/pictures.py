@@ -9,15 +9,15 @@ times as "another card" in the stop-word sample (a picture of 5 or more printing
 catalogue of 2,200 had its art dropped as stop words: 20 of 21 such photos were not found),
 and costs n SIFT extractions per full build.
 
-So the builder extracts and indexes one printing of each picture (its *reference*); the
+So the index build extracts and indexes one printing of each picture (its *reference*); the
 others keep their own slot, id-map entry and thumbnails (what the printing decision compares
 and the collector line settles) and point at the reference's slot (`Bundle.picture`). A
 match on the reference is then decided among the picture's printings as before
-(`matcher.verify_candidates` compares every one of them where the reference matched).
+(`match.card.verify_candidates` compares every one of them where the reference matched).
 
-Two printings show one picture when the catalogue says so (`picture_key`: the same
-`illustration_id`, `lang`, `frame`, `border_color`, `frame_effects`, `full_art`, stamps
-among `promo_types`, layout and face) *and* their images agree (`agree`), so that a
+Two printings show one picture when the catalogue says so (`common.reference.picture_key`:
+the same `illustration_id`, `lang`, `frame`, `border_color`, `frame_effects`, `full_art`,
+stamps among `promo_types`, layout and face) *and* their images agree (`agree`), so that a
 catalogue error cannot merge two different pictures into one reference. A reprint in
 another frame, language or with a stamp is another picture.
 """
@@ -31,11 +31,13 @@ import cv2
 import numpy as np
 
 # Art-box correlation (blurred, equalised gray thumbnails at half size) above which two
-# printings' images agree. Measured on the 2,212-printing twins catalogue (docs/benchmarks.md):
-# the 493 printings of a shared picture correlate 1.000 with its reference (synthetic twins
-# share their art exactly); 3,000 random pairs of different pictures at most 0.52 (p99 0.38,
-# median 0.04). Real scans of one picture from two sets differ by scanning and colour; none
-# was measured (the eval catalogue has no `illustration_id`), hence the margin below 1.
+# printings' images agree. Measured on the 2,212-printing twins catalogue when the threshold
+# was set (2026-12-07, commit 1cbc619, by a run the repository does not keep; also in
+# docs/design-notes.md, "One reference per picture"): the 493 printings of a shared picture
+# correlate 1.000 with its reference (synthetic twins share their art exactly); 3,000 random
+# pairs of different pictures at most 0.52 (p99 0.38, median 0.04). Real scans of one picture
+# from two sets differ by scanning and colour; none was measured (the eval catalogue has no
+# `illustration_id`), hence the margin below 1.
 AGREE_MIN = 0.75
 _BLUR = 1.0  # signature px (2 thumbnail px): two scans a pixel apart still agree
 _ART = (0.08, 0.11, 0.92, 0.56)  # x0, y0, x1, y1 of the art box, as a share of the card

@@ -107,7 +107,7 @@ def _ordered_map(
 
 class Spool:
     """Candidates of every card in append-only files; read back by card ranges with plain
-    reads (not a memory map, whose touched pages would count as the builder's memory)."""
+    reads (not a memory map, whose touched pages would count as the build process's memory)."""
 
     def __init__(self, directory: Path, first_slot: int = 0) -> None:
         self.first_slot = first_slot  # the bundle slot of the spool's first card

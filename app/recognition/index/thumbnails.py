@@ -21,7 +21,7 @@ def make_thumbnail(features: Features, params: FeatureParams) -> np.ndarray:
 
 def make_color_thumbnail(features: Features, params: FeatureParams) -> np.ndarray | None:
     """The reference in colour (BGR) at 1/`color_scale` of the thumbnail's size, for the art
-    check's colour (layout.py); None without colour (a gray image, `color_scale` 0)."""
+    check's colour (features/layout.py); None without colour (a gray image, `color_scale` 0)."""
     if not params.color_scale or features.color is None:
         return None
     size = color_size(params)

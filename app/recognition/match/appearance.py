@@ -9,7 +9,7 @@ references differ in too few pixels for the photo to show it (a set symbol and a
 number are a few pixels of a 128x178 thumbnail), the pair is undecidable, and the answer
 says so (`ambiguous_printing`) instead of a confident guess.
 
-Pure functions of arrays: the matcher supplies the warped photo and the thumbnails.
+Pure functions of arrays: `photometric.py` supplies the warped photo and the thumbnails.
 """
 
 from __future__ import annotations

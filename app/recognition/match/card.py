@@ -45,7 +45,7 @@ def verify_candidates(
     """Geometric (+ photometric) verification of candidates in vote order, stopping early:
     once a candidate's art clearly matches, much less voted candidates are skipped. Then
     every printing of the leader's picture is compared where the leader matched: they are
-    indexed once, under the leader (pictures.py), so only their thumbnails tell them apart;
+    indexed once, under the leader (index/pictures.py), so only their thumbnails tell them apart;
     and up to `max_printings` other printings of its name even if they got few votes:
     reprints in another frame share most features, so votes split between them and the
     right printing can rank low."""
@@ -107,7 +107,7 @@ def recognize(
     deadline: float | None = None,
 ) -> Recognition:
     """Recognise the card a photo shows. Thread-safe. `quad_scale` maps the given image's
-    coordinates to the uploaded image's (the JPEG reduction factor of `imageio.decode`).
+    coordinates to the uploaded image's (the JPEG reduction factor of `decode.uploads.decode`).
 
     Coarse to fine: each of `query_passes` (pixel budgets) runs only if the previous one found
     no confident match and the next one actually sees more pixels. `deadline` (a

@@ -36,7 +36,7 @@ def decide(
     where `art` is the art-box correlation of the best art and `rival` that of the best
     candidate of another art covering the same part of the photo (another card elsewhere in
     the photo is not a rival). The answer is accepted on the art confidence. Printings of
-    that art are then weighed by `printing.printing_odds`; each candidate's confidence is
+    that art are then weighed by `appearance.printing_odds`; each candidate's confidence is
     its art confidence times its printing probability, and when no printing is sure the
     answer is flagged ambiguous rather than dropped.
     Measured on the eval set: right cards correlate 0.91-0.99, wrong ones at most 0.48.

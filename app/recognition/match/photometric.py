@@ -3,8 +3,9 @@ verified homography, and compared where this printing differs from the others of
 in grey levels and in colour.
 
 Why: every modern card shares its frame, so a homography fits the frame of any card of that
-frame with 20-170 inliers; only the art tells a wrong card aligned on its frame from the
-right one (docs/design-notes.md)."""
+frame with 20-170 inliers (the figure of the first engine's docstring, commit 550b6b9,
+2026-11-26, without the run it came from); only the art tells a wrong card aligned on its
+frame from the right one (how well the art correlates, on the eval set: `decide.py`)."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ class Recognition:
     @property
     def ambiguous_printing(self) -> bool:
         """The card is certain, its printing is not: `alternatives` starts with the other
-        printings it may be (see printing.py)."""
+        printings it may be (see appearance.py)."""
         return self.match is not None and self.match.ambiguous
 
 

@@ -55,7 +55,7 @@ def recognize_all(
     max_cards: int | None = None,
 ) -> Scene:
     """Find every catalogued card in a photo, each once. Thread-safe. `quad_scale` and
-    `deadline` as for `matcher.recognize`; `max_cards` defaults to `multi_max_cards`."""
+    `deadline` as for `card.recognize`; `max_cards` defaults to `multi_max_cards`."""
     params = bundle.params
     limit = min(max_cards or params.multi_max_cards, params.multi_max_cards)
     start = clock = time.perf_counter()
