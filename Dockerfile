@@ -44,7 +44,6 @@ COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
 
 COPY app/ ./app/
-COPY scripts/ ./scripts/
 # read by gunicorn from the working directory: JSON logs, Prometheus multiprocess hook
 COPY gunicorn.conf.py ./
 
