@@ -44,6 +44,7 @@ from bench.common import (
     EVAL_DIR,
     RESULTS_DIR,
     eval_set_missing,
+    open_served,
     recognise_upload,
     serve_in_subprocess,
     write_json,
@@ -215,15 +216,8 @@ def catalogue(eval_dir: Path, work: Path, cards: list[dict[str, Any]], seed: int
 def serve(bundle_dir: Path, plan_path: Path) -> list[dict[str, Any]]:
     from app.recognition.collector_line.records import Evidence
     from app.recognition.collector_line.settle import answer_finish
-    from app.recognition.collector_line.tesseract import load_reader
-    from app.recognition.features.extraction import configure_threads
-    from app.recognition.index.bundle import Bundle
 
-    configure_threads(1)
-    bundle = Bundle.open(bundle_dir)
-    reader, detail = load_reader()
-    if reader is None:
-        raise SystemExit(f"no OCR engine: {detail}")
+    bundle, reader = open_served(bundle_dir)
     results = []
     for item in json.loads(plan_path.read_text()):
         data = Path(item["path"]).read_bytes()

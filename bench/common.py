@@ -96,6 +96,22 @@ def override(params: Any, assignments: list[str], profile: str) -> Any:
 MAX_IMAGE_PIXELS = 50_000_000
 
 
+def open_served(bundle_dir: Path) -> tuple[Any, Any]:
+    """(bundle, collector-line reader) of a serving process on one thread (the benchmarks that
+    read lines measure them per request); exits when no OCR engine is installed."""
+    # imported here, not at the top: the benchmark sets its thread pools first (see above)
+    from app.recognition.collector_line.tesseract import load_reader
+    from app.recognition.features.extraction import configure_threads
+    from app.recognition.index.bundle import Bundle
+
+    configure_threads(1)
+    bundle = Bundle.open(bundle_dir)
+    reader, detail = load_reader()
+    if reader is None:
+        raise SystemExit(f"no OCR engine: {detail}")
+    return bundle, reader
+
+
 def recognise_upload(bundle: Any, data: bytes, reader: Any, *, multi: bool = False,
                      deadline: float | None = None) -> Any:
     """An upload recognised as POST /infer recognises it: `app.recognition.service`'s

@@ -34,7 +34,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.common import middle, recognise_upload, serve_in_subprocess, write_json
+from bench.common import middle, open_served, recognise_upload, serve_in_subprocess, write_json
 from bench.renders import render
 
 SEED = 20261207
@@ -75,15 +75,7 @@ def serve(bundle_dir: Path, items: list[dict[str, Any]], heights: list[int], see
           ) -> list[dict[str, Any]]:
     import cv2
 
-    from app.recognition.collector_line.tesseract import load_reader
-    from app.recognition.features.extraction import configure_threads
-    from app.recognition.index.bundle import Bundle
-
-    configure_threads(1)
-    bundle = Bundle.open(bundle_dir)
-    reader, detail = load_reader()
-    if reader is None:
-        raise SystemExit(f"no OCR engine: {detail}")
+    bundle, reader = open_served(bundle_dir)
     rows = []
     for n, item in enumerate(items):
         scan = cv2.imread(item["image"], cv2.IMREAD_COLOR)
