@@ -266,8 +266,10 @@ def _recognise(
             deadline=started + budget_ms / 1000,
         )
         version = bundle.version
-        # which sets a limited catalogue holds: what a photo of another set is told
-        sets = service.indexed_sets(bundle) if settings.refresh_sets else None
+        # which sets a limited catalogue holds: what a photo of another set is told (read
+        # from the bundle once, and only for an answer that needs it)
+        sets = (service.indexed_sets(bundle)
+                if settings.refresh_sets and not outcome.answers else None)
     stage_ms = outcome.timings_ms
     if not outcome.answers:
         metrics.record_recognition(decode_ms, stage_ms, None)

@@ -98,7 +98,8 @@ def recognise(
         results = [searched] if searched.match is not None else []
         timings = searched.timings_ms
     photo = Photo(data, decoded, max_pixels)
-    appearances = [dict(r.match.card) for r in results if r.match is not None]
+    # settle may put another printing in `match`; it replaces the candidate, never its card
+    appearances = [r.match.card for r in results if r.match is not None]
     started, cpu = time.perf_counter(), time.thread_time()
     evidences = [settle(bundle, result, photo, reader) for result in results]
     cpu_ms = round((time.thread_time() - cpu) * 1000, 1)
