@@ -7,13 +7,18 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
+import pytest
 
 from app.recognition.index import mapped_lists
 from app.recognition.index.bundle import INDEX_FILE, Bundle
+from app.recognition.params import FeatureParams
 from tests.support.environment import REPOSITORY
+
+PARAMS = FeatureParams()
 
 # Opens the bundle, searches every list (every page of the codes is read), then reports
 # what the process holds of the index file's mapping (/proc/self/smaps), and waits for a
@@ -21,7 +26,9 @@ from tests.support.environment import REPOSITORY
 OPEN_AND_REPORT = r"""
 import json, sys
 import numpy as np
+import pytest
 from pathlib import Path
+from typing import Any
 from app.recognition.index.bundle import Bundle
 bundle = Bundle.open(Path(sys.argv[1]))
 rng = np.random.default_rng(0)
@@ -112,11 +119,74 @@ def test_the_mapped_layout_finds_what_the_block_lists_find() -> None:
     after_d, after_i = index.search(queries, 8, params=params)
     assert (after_i[:, 0] == before_i[:, 0]).all()
     assert np.allclose(after_d[:, 0], before_d[:, 0])
-    # additions go through block lists, appended whole blocks
-    added = mapped_lists.blocks_like(index)
-    assert added is not index and added.ntotal == 0
+    # an index in the mapped layout takes additions (an incremental build)
+    additions = mapped_lists.Additions(index)
     extra = rng.random((500, 128), dtype=np.float32)
-    added.add_with_ids(extra, np.arange(500, dtype=np.int64) + 10**6)
-    mapped_lists.append_blocks(index, added)
+    additions.add(extra, np.arange(500, dtype=np.int64) + 10**6, _assign(index, extra))
+    assert additions.close() > 0
     _, found = index.search(extra[:50], 1, params=params)
     assert (found[:, 0] == np.arange(50) + 10**6).mean() > 0.9
+
+
+def _assign(index: Any, x: np.ndarray) -> np.ndarray:
+    _, lists = faiss.extract_index_ivf(index).quantizer.search(x, 1)
+    return np.asarray(lists[:, 0], np.int64)
+
+
+@pytest.mark.parametrize("factory", ["IVF32,PQ32x4fs", "IVF32_HNSW32,PQ32x4fs", "IVF32,PQ16"])
+def test_additions_with_the_builds_assignment_are_faiss_own_add(factory: str) -> None:
+    """The build adds vectors to the lists its stop-word pass assigned them to, without
+    FAISS assigning them again: the index written is byte for byte the one FAISS's own
+    `add_with_ids` (then `to_mapped`) makes, added in several blocks as the build does."""
+    rng = np.random.default_rng(5)
+    vectors = rng.random((9_000, 128), dtype=np.float32)
+    trained = faiss.index_factory(128, factory)
+    trained.train(vectors[:4000])
+    ids = np.arange(len(vectors), dtype=np.int64) * 7
+    theirs = faiss.clone_index(trained)
+    theirs.add_with_ids(vectors, ids)
+    their_padding = mapped_lists.to_mapped(theirs)
+    ours = faiss.clone_index(trained)
+    additions = mapped_lists.Additions(ours)
+    for a, b in ((0, 2500), (2500, 2500), (2500, 7001), (7001, 9000)):
+        additions.add(vectors[a:b], ids[a:b], _assign(ours, vectors[a:b]))
+    assert additions.close() == their_padding
+    assert ours.ntotal == theirs.ntotal == len(vectors) + their_padding
+    assert bytes(faiss.serialize_index(ours)) == bytes(faiss.serialize_index(theirs))
+
+
+def test_the_padding_is_never_a_neighbour() -> None:
+    """Each list is padded to whole blocks with a vector far from every descriptor, under
+    the list's last id. Padding with copies of the last vector put that one vector in all k
+    neighbours of a query near it; before that fix the copies were packed as if flat and
+    decoded to arbitrary codes, random vectors voting for a real card."""
+    rng = np.random.default_rng(8)
+    raw = rng.random((6_000, 128), dtype=np.float32) ** 4  # peaky, like SIFT histograms
+    vectors = np.sqrt(raw / raw.sum(axis=1, keepdims=True))  # RootSIFT: unit norm, >= 0
+    index = faiss.index_factory(128, "IVF16,PQ32x4fs")
+    index.train(vectors)
+    index.add_with_ids(vectors, np.arange(len(vectors), dtype=np.int64))
+    assert mapped_lists.to_mapped(index) > 0
+    ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
+    packer, lists = ivf.get_CodePacker(), faiss.downcast_InvertedLists(ivf.invlists)
+    far = mapped_lists.far_code(ivf)
+    far_vector = ivf.pq.decode(far[None])[0]
+    assert ((vectors - far_vector) ** 2).sum(axis=1).min() > PARAMS.vote_max_dist
+    _, assigned = ivf.quantizer.search(vectors, 1)
+    padded_lists = 0
+    for number in range(ivf.nlist):
+        real = int((assigned[:, 0] == number).sum())
+        size = lists.list_size(number)
+        assert size == real + (-real) % mapped_lists.BLOCK
+        codes = faiss.rev_swig_ptr(lists.get_codes(number), size * packer.code_size).copy()
+        ids = faiss.rev_swig_ptr(lists.get_ids(number), size)
+        unpacked = [packer.unpack_1(codes.reshape(-1, packer.block_size), i)
+                    for i in range(size)]
+        for i in range(real, size):
+            padded_lists += i == real
+            assert ids[i] == ids[real - 1]
+            assert (unpacked[i] == far).all(), (number, i)
+        # and the real vectors are the ones FAISS encoded for them
+        mine = ivf.pq.compute_codes(vectors[assigned[:, 0] == number])
+        assert np.array_equal(np.stack(unpacked[:real]), mine)
+    assert padded_lists > 0

@@ -119,8 +119,9 @@ def _build_full(
         stats = {"stop_words": 0}
         shard = ShardWriter()
         shard_count = 0
+        additions = mapped_lists.Additions(index)
         with Progress("indexing", total=cards, unit="card", enabled=progress) as bar:
-            for kept in index_spool(index, scratch, spool, params, 0, True, stats):
+            for kept in index_spool(index, additions, scratch, spool, params, 0, True, stats):
                 shard.add_kept(kept)
                 if len(shard) == shard_slots:
                     shard.write(out_dir / shard_name(shard_count))
@@ -130,9 +131,9 @@ def _build_full(
         if len(shard) or shard_count == 0:
             shard.write(out_dir / shard_name(shard_count))
             shard_count += 1
+        padding = additions.close()
         timings["index"] = time.perf_counter() - clock
         log.info("build: %d vectors indexed; writing the index and checksums", index.ntotal)
-        padding = mapped_lists.to_mapped(index)
         write_index(index, out_dir / INDEX_FILE)
         entries: list[dict[str, Any] | None] = list(spool.entries)
         counts_out = {

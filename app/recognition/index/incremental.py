@@ -184,11 +184,12 @@ def _build_incremental(
             added = len(spool.counts)
             new_kp: dict[int, Kept] = {}
             stats = {"stop_words": 0}
-            adder = mapped_lists.blocks_like(index)
-            for kept in index_spool(adder, scratch, spool, params, len(entries), False, stats):
+            additions = mapped_lists.Additions(index)
+            for kept in index_spool(index, additions, scratch, spool, params, len(entries),
+                                    False, stats):
                 new_kp[len(entries)] = kept
                 entries.append(kept.entry)
-            padding = mapped_lists.append_blocks(index, adder)
+            padding = additions.close()
             timings["index"] = time.perf_counter() - clock
         finally:
             spool.remove()

@@ -12,11 +12,16 @@ with copies of its last vector (same code, same id: a neighbour found twice, nev
 that is not there), and its 32-vector blocks of `bbs * M / 2` bytes are `n * code_size` bytes
 of an array list with `code_size = M / 2`. Measured: the same neighbours and distances as the
 block lists; padding adds 16 vectors per list on average (~1.7% at 100,000 printings).
+Releases built before 2026-12-07 hold other codes in their padding (see `_append_list`):
+random vectors under a real id, a little noise in the votes, gone at the next full build.
 
-Adding (builds only) needs block lists: `blocks_like` gives an empty fast-scan index with the
-same quantizer and codebooks to add into; `append_blocks` then pads its lists and appends
-them, block by block, to the mapped layout. An index that is not fast-scan (8-bit PQ, the
-legacy profile) already has array lists: both functions leave it as it is.
+Adding (builds only): the build already knows each vector's list (the stop-word pass's
+coarse assignment), so `Additions` encodes the vectors itself, holds their codes until the
+last card, then pads each list's new vectors, packs them into blocks (`CodePacker.pack_all`)
+and appends them to the mapped lists. FAISS's own `add_with_ids` would assign every vector to
+its list a second time: an HNSW search per vector, ~150 s of a 100,000-printing build
+(docs/benchmarks.md). An index that is not fast-scan (8-bit PQ, the legacy profile) already
+has array lists and takes the vectors through `add_core` with the same assignment.
 """
 
 from __future__ import annotations
@@ -45,31 +50,49 @@ def _block_lists(ivf: Any) -> Any:
     return lists if isinstance(lists, faiss.BlockInvertedLists) else None
 
 
-def _pad(lists: Any, code_size: int) -> int:
-    """Pad every non-empty block list to whole blocks with copies of its last vector."""
-    padded = 0
-    for number in range(lists.nlist):
-        size = lists.list_size(number)
-        missing = (-size) % BLOCK
-        if size == 0 or missing == 0:
-            continue
-        code = faiss.rev_swig_ptr(lists.get_single_code(number, size - 1), code_size).copy()
-        last = lists.get_single_id(number, size - 1)
-        lists.add_entries(number, missing, faiss.swig_ptr(np.full(missing, last, np.int64)),
-                          faiss.swig_ptr(np.tile(code, missing)))
-        padded += missing
-    return padded
+def far_code(ivf: Any) -> np.ndarray:
+    """The flat code of the padding vector: in each sub-quantizer, the centroid of largest
+    norm. RootSIFT vectors have unit norm; this one's squared norm is ~2, and it lies
+    0.60 (squared) from the nearest of 24,000 eval reference descriptors, beyond the
+    votes' `vote_max_dist` (0.5) and every real neighbour (p99 0.29): never counted."""
+    pq = ivf.pq
+    centroids = faiss.vector_to_array(pq.centroids).reshape(pq.M, pq.ksub, pq.dsub)
+    far = (centroids**2).sum(axis=2).argmax(axis=1)
+    vector = centroids[np.arange(pq.M), far].reshape(1, -1).astype(np.float32)
+    code: np.ndarray = pq.compute_codes(vector)[0]  # its own centroids: exactly `far`
+    return code
 
 
-def _append_packed(target: Any, source: Any, code_size: int) -> None:
-    """Append each padded block list of `source` to the array list of `target`."""
-    for number in range(source.nlist):
-        size = source.list_size(number)
-        if size == 0:
-            continue
-        codes = faiss.rev_swig_ptr(source.get_codes(number), size * code_size).copy()
-        ids = faiss.rev_swig_ptr(source.get_ids(number), size).copy()
-        target.add_entries(number, size, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+def _append_list(target: Any, packer: Any, number: int, ids: np.ndarray, codes: np.ndarray,
+                 far: np.ndarray) -> int:
+    """Append vectors (`ids`, flat `codes` [n, code_size]) to list `number` of the array
+    lists `target`: padded to whole blocks with the `far_code` under the last vector's id,
+    packed block by block; the padding vectors added. (Padding with copies of the last
+    vector filled a query's k neighbours with one vector; before 2026-12-07 the copies were
+    given to FAISS's `add_entries` flat, which reads packed blocks: they became other,
+    arbitrary codes under a real id.)"""
+    missing = (-len(ids)) % BLOCK
+    ids = np.concatenate([ids, np.full(missing, ids[-1], np.int64)])
+    flat = np.ascontiguousarray(np.concatenate([codes, np.repeat(far[None], missing, axis=0)]))
+    packed = np.empty((len(flat) // BLOCK, packer.block_size), np.uint8)
+    for block in range(len(packed)):
+        packer.pack_all(faiss.swig_ptr(flat[block * BLOCK : (block + 1) * BLOCK]),
+                        faiss.swig_ptr(packed[block]))
+    target.add_entries(number, len(ids), faiss.swig_ptr(ids), faiss.swig_ptr(packed))
+    return missing
+
+
+def _unpacked(lists: Any, packer: Any, number: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, flat codes) of block list `number`."""
+    size = lists.list_size(number)
+    blocks = (size + BLOCK - 1) // BLOCK
+    packed = faiss.rev_swig_ptr(lists.get_codes(number), blocks * packer.block_size).copy()
+    flat = np.empty((blocks * BLOCK, packer.code_size), np.uint8)
+    for block in range(blocks):
+        packer.unpack_all(faiss.swig_ptr(packed[block * packer.block_size :]),
+                          faiss.swig_ptr(flat[block * BLOCK :]))
+    ids = faiss.rev_swig_ptr(lists.get_ids(number), size).copy()
+    return ids, flat[:size]
 
 
 def to_mapped(index: Any) -> int:
@@ -79,43 +102,71 @@ def to_mapped(index: Any) -> int:
     blocks = _block_lists(ivf) if is_fast_scan(index) else None
     if blocks is None:
         return 0
-    code_size = ivf.get_CodePacker().code_size
-    padded = _pad(blocks, code_size)
-    arrays = faiss.ArrayInvertedLists(ivf.nlist, code_size)
-    _append_packed(arrays, blocks, code_size)
+    packer = ivf.get_CodePacker()
+    arrays = faiss.ArrayInvertedLists(ivf.nlist, packer.code_size)
+    padded = 0
+    for number in range(blocks.nlist):
+        if blocks.list_size(number):
+            padded += _append_list(arrays, packer, number, *_unpacked(blocks, packer, number),
+                                   far_code(ivf))
     ivf.replace_invlists(arrays, True)
     arrays.this.disown()  # owned by the index now
     ivf.ntotal = index.ntotal = arrays.compute_ntotal()
     return padded
 
 
-def blocks_like(index: Any) -> Any:
-    """An empty index with `index`'s quantizer and codebooks to add vectors into: itself
-    when its lists take additions as they are (not in the mapped layout)."""
-    ivf = _ivf(index)
-    if not is_fast_scan(index) or _block_lists(ivf) is not None:
-        return index
-    empty = faiss.clone_index(index)
-    target = _ivf(empty)
-    packer = target.get_CodePacker()
-    packer.this.disown()  # the block lists delete their packer
-    blocks = faiss.BlockInvertedLists(target.nlist, packer)
-    target.replace_invlists(blocks, True)
-    blocks.this.disown()
-    target.ntotal = empty.ntotal = 0
-    return empty
+class Additions:
+    """Vectors to add to `index` (in the mapped layout, or not fast-scan), each with the list
+    the build assigned it to; `close` writes them into the index's lists, in the order they
+    came, as FAISS's `add_with_ids` and `to_mapped` would have (the same bytes, tested)."""
 
+    def __init__(self, index: Any) -> None:
+        self.index = index
+        self.ivf = _ivf(index)
+        self.fast = is_fast_scan(index)
+        if self.fast and _block_lists(self.ivf) is not None:
+            to_mapped(index)  # an empty trained index: array lists to append to
+        self._lists: list[np.ndarray] = []
+        self._ids: list[np.ndarray] = []
+        self._codes: list[np.ndarray] = []
 
-def append_blocks(index: Any, added: Any) -> int:
-    """Append what was added to `added` (from `blocks_like(index)`) to `index`'s mapped
-    lists; the padding vectors added. Nothing to do when `added` is `index` itself."""
-    if added is index:
-        return 0
-    ivf, source = _ivf(index), _ivf(added)
-    blocks = _block_lists(source)
-    code_size = source.get_CodePacker().code_size
-    padded = _pad(blocks, code_size)
-    lists = faiss.downcast_InvertedLists(ivf.invlists)
-    _append_packed(lists, blocks, code_size)
-    ivf.ntotal = index.ntotal = lists.compute_ntotal()
-    return padded
+    def add(self, x: np.ndarray, ids: np.ndarray, lists: np.ndarray) -> None:
+        """Add vectors `x` (float32 [n,d]) with `ids` to the lists `lists` (int64 [n])."""
+        x = np.ascontiguousarray(x, np.float32)
+        ids = np.ascontiguousarray(ids, np.int64)
+        lists = np.ascontiguousarray(lists, np.int64)
+        if not len(x):
+            return
+        if not self.fast:  # array lists: FAISS appends them as they are
+            self.ivf.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(ids),
+                              faiss.swig_ptr(lists))
+            self.index.ntotal = self.ivf.ntotal
+            return
+        codes = np.empty((len(x), self.ivf.code_size), np.uint8)
+        self.ivf.encode_vectors(len(x), faiss.swig_ptr(x), faiss.swig_ptr(lists),
+                                faiss.swig_ptr(codes))
+        self._lists.append(lists.astype(np.int32))
+        self._ids.append(ids)
+        self._codes.append(codes)
+
+    def close(self) -> int:
+        """Write the held vectors into the index; the padding vectors added."""
+        if not self._lists:
+            return 0
+        lists = np.concatenate(self._lists)
+        order = np.argsort(lists, kind="stable")  # by list, in the order they came
+        self._lists = []
+        ids = np.concatenate(self._ids)[order]
+        self._ids = []
+        codes = np.concatenate(self._codes)[order]
+        self._codes = []
+        bounds = np.concatenate([[0], np.cumsum(np.bincount(lists, minlength=self.ivf.nlist))])
+        target = faiss.downcast_InvertedLists(self.ivf.invlists)
+        packer = self.ivf.get_CodePacker()
+        far = far_code(self.ivf)
+        padded = 0
+        for number in np.flatnonzero(np.diff(bounds)):
+            a, b = int(bounds[number]), int(bounds[number + 1])
+            padded += _append_list(target, packer, int(number), ids[a:b], codes[a:b], far)
+        self.ivf.ntotal = self.index.ntotal = target.compute_ntotal()
+        return padded

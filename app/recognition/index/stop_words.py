@@ -4,7 +4,8 @@ A scratch copy of the trained index holds the candidates of a random sample of c
 (`stop_sample_cards`); each card's candidates near-duplicated (`stop_radius`) in
 >= `stop_min_cards` other sampled cards are dropped, the first `ref_keep` others are indexed
 with id `slot << LOCAL_BITS | local`. One coarse assignment per vector serves both the
-scratch search and the add. An incremental build searches the previous release's sample.
+scratch search and the add (`mapped_lists.Additions`). An incremental build searches the
+previous release's sample.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from app.common.progress import Progress
 from app.recognition.features.extraction import rootsift
+from app.recognition.index import mapped_lists
 from app.recognition.index.bundle import LOCAL_BITS
 from app.recognition.index.shards import Kept
 from app.recognition.index.spool import Spool, described
@@ -92,6 +94,7 @@ def _keep(counts: np.ndarray, stop: np.ndarray, limit: int) -> np.ndarray:
 
 def _index_cards(
     index: Any,
+    additions: mapped_lists.Additions,
     scratch: Any,
     descriptors: np.ndarray,
     counts: np.ndarray,
@@ -114,26 +117,25 @@ def _index_cards(
     local = local - np.repeat(starts, counts)
     ids = (np.repeat(slots, counts).astype(np.int64) << LOCAL_BITS) | local
     chosen = np.flatnonzero(keep)
-    if len(chosen):
-        # add_with_ids assigns the lists again: IVF's add_core with precomputed lists writes
-        # unpacked codes into fast-scan's blocked lists (garbage distances, measured)
-        index.add_with_ids(np.ascontiguousarray(x[chosen]), ids[chosen])
+    additions.add(x[chosen], ids[chosen], coarse[1][chosen, 0])
     return keep, int(stop.sum())
 
 
 def index_spool(
-    index: Any, scratch: Any, spool: Spool, params: FeatureParams, first_slot: int,
-    in_sample: bool, stats: dict[str, int],
+    index: Any, additions: mapped_lists.Additions, scratch: Any, spool: Spool,
+    params: FeatureParams, first_slot: int, in_sample: bool, stats: dict[str, int],
 ) -> Iterator[Kept]:
-    """Index every card of the spool (slots from `first_slot`), block by block; yield what
-    its shard keeps. `in_sample`: the spool's cards are the ones the stop-word sample was
+    """Index every card of the spool (slots from `first_slot`), block by block, into
+    `additions` (for `index`, whose quantizer assigns the lists); yield what its shard
+    keeps. `in_sample`: the spool's cards are the ones the stop-word sample was
     drawn from (a card must not count its own descriptors as near-duplicates)."""
     cards = len(spool.counts)
     for first in range(0, cards, _CARDS_PER_CHUNK):
         last = min(cards, first + _CARDS_PER_CHUNK)
         counts = np.asarray(spool.counts[first:last], np.int64)
         rows = np.arange(first, last) if in_sample else np.full(last - first, -1)
-        keep, stops = _index_cards(index, scratch, spool.descriptors(first, last), counts,
+        keep, stops = _index_cards(index, additions, scratch, spool.descriptors(first, last),
+                                   counts,
                                    rows, np.arange(first, last) + first_slot, params)
         stats["stop_words"] += stops
         kps = spool.keypoints(first, last)
