@@ -88,8 +88,8 @@ def finish(
         "counts": {
             "cards": sum(1 for e in entries if e is not None),
             "slots": len(entries),
-            # vectors in the index: the descriptors kept, and `padding_vectors` copies of
-            # some of them that fill the lists' last blocks (mapped_lists.py)
+            # vectors in the index: the descriptors kept, and `padding_vectors` far vectors
+            # that fill the lists' last blocks (mapped_lists.far_code)
             "indexed_descriptors": int(index.ntotal),
             **counts,
         },
