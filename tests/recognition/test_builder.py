@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from app.recognition.features.selection import GRID, preselect
 from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import INDEX_FILE, Bundle, sha256_file, shard_name
 from app.recognition.index.incremental import build_incremental, incremental_plan
+from app.recognition.index.writing import release_version
 from app.recognition.match.card import recognize
 from app.recognition.match.records import Recognition
 from app.recognition.params import PROFILES
@@ -190,3 +192,13 @@ def test_preselect_spreads_over_the_card() -> None:
                         strict=True))
     assert len(cells) > len(top_cells)
     assert len(preselect(features, 10_000)) == len(features.keypoints)
+
+
+def test_release_names_sort_by_build_time_within_one_second() -> None:
+    """Releases are ordered by name (promotion refuses an older one, rollback takes the one
+    before): a release built half a second after another sorts after it whatever the digests
+    (to the second, the later one was refused as older when its digest sorted first)."""
+    first = datetime(2026, 12, 7, 19, 2, 14, 100_000, tzinfo=UTC)
+    later = datetime(2026, 12, 7, 19, 2, 14, 600_000, tzinfo=UTC)
+    assert release_version(later, "0adc56636e") > release_version(first, "23d2ea0cda")
+    assert release_version(first, "ff") < release_version(first + timedelta(seconds=1), "00")

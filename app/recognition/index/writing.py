@@ -70,7 +70,7 @@ def finish(
                            ).hexdigest()
     manifest = {
         "format_version": FORMAT_VERSION,
-        "version": f"{built_at:%Y%m%dT%H%M%SZ}-{short[:10]}",
+        "version": release_version(built_at, short),
         "built_at": built_at.isoformat(),
         "build_seconds": round(time.perf_counter() - started, 2),
         "extract_seconds": round(timings.get("extract", 0.0), 2),
@@ -101,6 +101,14 @@ def finish(
     tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, out_dir / MANIFEST_FILE)
     return manifest
+
+
+def release_version(built_at: datetime, digest: str) -> str:
+    """A release's name: its build time, then a digest of its files. Releases are ordered by
+    name (promotion refuses an older one, rollback takes the one before), so the time is to
+    the microsecond: to the second, two refreshes within one second were ordered by their
+    digest, and the later one could be refused as older (seen in the suite)."""
+    return f"{built_at:%Y%m%dT%H%M%S%fZ}-{digest[:10]}"
 
 
 def fresh_dir(out_dir: Path) -> Path:
