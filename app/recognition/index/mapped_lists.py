@@ -8,8 +8,8 @@ shared through the page cache. Fast-scan *search* reads a list only through
 `InvertedLists::get_codes` and `list_size` (`IndexIVFFastScan.cpp`), and walks its codes in
 whole blocks of `bbs` (32) vectors, packed (`pq4_pack_codes`). So each list is stored as array
 lists whose codes are those packed blocks: a list of n vectors is padded to a multiple of 32
-with copies of its last vector (same code, same id: a neighbour found twice, never a vector
-that is not there), and its 32-vector blocks of `bbs * M / 2` bytes are `n * code_size` bytes
+with a vector far from every descriptor (`far_code`, under the list's last id: never within
+a vote's distance), and its 32-vector blocks of `bbs * M / 2` bytes are `n * code_size` bytes
 of an array list with `code_size = M / 2`. Measured: the same neighbours and distances as the
 block lists; padding adds 16 vectors per list on average (~1.7% at 100,000 printings).
 Releases built before 2026-12-07 hold other codes in their padding (see `_append_list`):
@@ -19,9 +19,10 @@ Adding (builds only): the build already knows each vector's list (the stop-word 
 coarse assignment), so `Additions` encodes the vectors itself, holds their codes until the
 last card, then pads each list's new vectors, packs them into blocks (`CodePacker.pack_all`)
 and appends them to the mapped lists. FAISS's own `add_with_ids` would assign every vector to
-its list a second time: an HNSW search per vector, ~150 s of a 100,000-printing build
-(docs/benchmarks.md). An index that is not fast-scan (8-bit PQ, the legacy profile) already
-has array lists and takes the vectors through `add_core` with the same assignment.
+its list a second time: an HNSW search per vector, 115 s of a 100,000-printing build
+(index phase 322 -> 207 s, side by side: docs/benchmarks.md). An index that is not
+fast-scan (8-bit PQ, the legacy profile) already has array lists and takes the vectors
+through `add_core` with the same assignment.
 """
 
 from __future__ import annotations
