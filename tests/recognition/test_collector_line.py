@@ -35,12 +35,11 @@ from app.recognition.collector_line.region import (
 from app.recognition.collector_line.settle import answer_finish, settle
 from app.recognition.collector_line.tesseract import Reader, Word
 from app.recognition.decode.uploads import Photo, decode
-from app.recognition.features.extraction import configure_threads
-from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import Bundle
 from app.recognition.match.card import recognize
 from app.recognition.match.records import Recognition
 from app.recognition.params import PROFILES
+from tests.support.cards import built_bundle
 from tests.support.synthetic import (
     CARD_H,
     CARD_W,
@@ -91,13 +90,8 @@ def _ref(card_id: str) -> ReferenceImage:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
-    configure_threads(2)
-    out = tmp_path_factory.mktemp("lines") / "run"
-    build_bundle([_ref(card_id) for card_id in PRINTINGS], out, PARAMS, progress=False,
-                 workers=2)
-    opened = Bundle.open(out, expected_params=PARAMS)
-    yield opened
-    opened.close()
+    yield from built_bundle([_ref(card_id) for card_id in PRINTINGS],
+                            tmp_path_factory.mktemp("lines") / "run", PARAMS)
 
 
 def _photo_bytes(card: np.ndarray, *, seed: int = 5, card_height: float = 0.8,

@@ -18,12 +18,12 @@ import pytest
 from app.common import reference
 from app.common.reference import ReferenceImage
 from app.recognition.features import layout
-from app.recognition.features.extraction import configure_threads
 from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import MANIFEST_FILE, Bundle, read_manifest, sha256_file
 from app.recognition.index.incremental import incremental_plan
 from app.recognition.match.card import recognize
 from app.recognition.params import PROFILES
+from tests.support.cards import built_bundle
 from tests.support.synthetic import make_layout_card, photograph, recolored, tinted
 
 LAYOUT_NAMES = ("room", "split", "saga")
@@ -58,12 +58,7 @@ def _refs() -> list[ReferenceImage]:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
-    configure_threads(2)
-    out = tmp_path_factory.mktemp("colors") / "run"
-    build_bundle(_refs(), out, PARAMS, progress=False, workers=2)
-    opened = Bundle.open(out, expected_params=PARAMS)
-    yield opened
-    opened.close()
+    yield from built_bundle(_refs(), tmp_path_factory.mktemp("colors") / "run", PARAMS)
 
 
 def _photo(card: np.ndarray, seed: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import Bundle
 from app.recognition.match.card import recognize
 from app.recognition.params import PROFILES
+from tests.support.cards import opened_bundle
 from tests.support.synthetic import make_card, make_layout_card, photograph
 
 LAYOUT_NAMES = ("room", "split", "saga")
@@ -52,9 +53,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(bundle_dir: Path) -> Iterator[Bundle]:
-    opened = Bundle.open(bundle_dir, expected_params=PARAMS)
-    yield opened
-    opened.close()
+    yield from opened_bundle(bundle_dir, PARAMS)
 
 
 def test_layout_keys_are_what_the_frame_looks_like() -> None:

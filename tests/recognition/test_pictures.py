@@ -23,12 +23,11 @@ from app.common.reference import ReferenceImage
 from app.recognition.collector_line.settle import settle
 from app.recognition.collector_line.tesseract import Reader
 from app.recognition.decode.uploads import Photo, decode
-from app.recognition.features.extraction import configure_threads
 from app.recognition.index import pictures
-from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import Bundle
 from app.recognition.match.card import recognize
 from app.recognition.params import PROFILES
+from tests.support.cards import built_bundle
 from tests.support.synthetic import draw_collector_line, make_card, make_reprint, photograph
 
 PARAMS = PROFILES["default"]
@@ -74,13 +73,8 @@ def _ref(card_id: str) -> ReferenceImage:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
-    configure_threads(2)
-    out = tmp_path_factory.mktemp("pictures") / "run"
-    build_bundle([_ref(card_id) for card_id in PRINTINGS], out, PARAMS, progress=False,
-                 workers=2)
-    opened = Bundle.open(out, expected_params=PARAMS)
-    yield opened
-    opened.close()
+    yield from built_bundle([_ref(card_id) for card_id in PRINTINGS],
+                            tmp_path_factory.mktemp("pictures") / "run", PARAMS)
 
 
 def slot_of(bundle: Bundle, card_id: str) -> int:

@@ -31,6 +31,7 @@ from app.recognition.index.bundle import (
 from app.recognition.match.card import recognize
 from app.recognition.match.explain import why_not
 from app.recognition.params import PROFILES, FeatureParams
+from tests.support.cards import opened_bundle
 from tests.support.synthetic import make_card, photograph
 
 CARD_SEEDS = list(range(100, 116))  # 16 catalogued cards
@@ -60,9 +61,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(bundle_dir: Path) -> Iterator[Bundle]:
-    opened = Bundle.open(bundle_dir, expected_params=PARAMS)
-    yield opened
-    opened.close()
+    yield from opened_bundle(bundle_dir, PARAMS)
 
 
 def _copy(bundle_dir: Path, tmp_path: Path) -> Path:

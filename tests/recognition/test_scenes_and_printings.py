@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 
 from app.common.reference import ReferenceImage
-from app.recognition.features.extraction import configure_threads
-from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import Bundle
 from app.recognition.match.appearance import PrintingOdds, View, pair_evidence, printing_odds
 from app.recognition.match.card import recognize
@@ -25,6 +23,7 @@ from app.recognition.match.records import Recognition
 from app.recognition.match.scene import recognize_all
 from app.recognition.match.vote import candidates
 from app.recognition.params import PROFILES
+from tests.support.cards import built_bundle
 from tests.support.synthetic import make_card, make_reprint, photograph, table
 
 PARAMS = PROFILES["default"]
@@ -55,15 +54,10 @@ def _image(card_id: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
-    configure_threads(2)
-    out = tmp_path_factory.mktemp("printings") / "run"
     refs = [_ref(f"card-{s}", s, lambda s=s: make_card(s)) for s in SEEDS]
     refs.append(_ref(FRAME_REPRINT, 100, lambda: make_reprint(100, "frame")))
     refs.append(_ref(FOOTER_REPRINT, 101, lambda: make_reprint(101, "footer")))
-    build_bundle(refs, out, PARAMS, progress=False, workers=2)
-    opened = Bundle.open(out, expected_params=PARAMS)
-    yield opened
-    opened.close()
+    yield from built_bundle(refs, tmp_path_factory.mktemp("printings") / "run", PARAMS)
 
 
 def _single(bundle: Bundle, card_id: str, seed: int = 3) -> Recognition:

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 
 from app.common.reference import ReferenceImage
-from app.recognition.features.extraction import configure_threads
-from app.recognition.index.build import build_bundle
 from app.recognition.index.bundle import Bundle
 from app.recognition.match.card import recognize
 from app.recognition.params import PROFILES
+from tests.support.cards import built_bundle
 from tests.support.synthetic import make_card, make_smooth_card, photograph
 
 SMOOTH_SEEDS = list(range(500, 508))
@@ -35,13 +34,8 @@ def _ref(seed: int, smooth: bool) -> ReferenceImage:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bundle]:
-    configure_threads(2)
-    out = tmp_path_factory.mktemp("smooth") / "run"
     refs = [_ref(s, True) for s in SMOOTH_SEEDS] + [_ref(s, False) for s in TEXTURED_SEEDS]
-    build_bundle(refs, out, PARAMS, progress=False, workers=2)
-    opened = Bundle.open(out, expected_params=PARAMS)
-    yield opened
-    opened.close()
+    yield from built_bundle(refs, tmp_path_factory.mktemp("smooth") / "run", PARAMS)
 
 
 def test_a_smooth_card_keeps_fewer_descriptors(bundle: Bundle) -> None:

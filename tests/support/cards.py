@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from app.common.reference import ReferenceImage
+from app.recognition.features.extraction import configure_threads
 from app.recognition.index.build import build_bundle
-from app.recognition.params import PROFILES
+from app.recognition.index.bundle import Bundle
+from app.recognition.params import PROFILES, FeatureParams
 from tests.support.synthetic import make_card
 
 
@@ -50,3 +53,22 @@ def build_synthetic_bundle(seeds: list[int], out_dir: Path) -> dict[str, Any]:
         for seed, record in ((s, synthetic_card_record(s)) for s in seeds)
     ]
     return build_bundle(refs, out_dir, PROFILES["default"], progress=False, workers=2)
+
+
+def opened_bundle(directory: Path, params: FeatureParams) -> Iterator[Bundle]:
+    """The bundle in `directory`, open for a module's tests (`yield from` in a fixture),
+    closed after them."""
+    bundle = Bundle.open(directory, expected_params=params)
+    try:
+        yield bundle
+    finally:
+        bundle.close()
+
+
+def built_bundle(refs: Iterable[ReferenceImage], directory: Path, params: FeatureParams
+                 ) -> Iterator[Bundle]:
+    """A bundle built from `refs` into `directory` (two threads, as a 2-core host), then
+    `opened_bundle`."""
+    configure_threads(2)
+    build_bundle(list(refs), directory, params, progress=False, workers=2)
+    yield from opened_bundle(directory, params)
